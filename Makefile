@@ -1,0 +1,37 @@
+# Set-up and entry points. `make demo` and `make test` work on a fresh machine:
+# each creates .venv, installs tf1infer with its test extras, then runs.
+
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed-stamp
+# TensorFlow's C++ start-up chatter (CUDA probing on a CPU machine) hides the output that matters.
+QUIET_TF := TF_CPP_MIN_LOG_LEVEL=2
+DEMO_MODEL ?= legacy_models/mlp.h5
+
+.PHONY: venv demo test bench-tf1 zoo clean
+
+venv: $(STAMP)
+
+# Reinstalls whenever setup.py changes (new dependencies or ranges).
+$(STAMP): setup.py
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e ".[test]"
+	touch $(STAMP)
+
+demo: venv
+	$(QUIET_TF) $(BIN)/tf1infer demo $(DEMO_MODEL)
+
+test: venv
+	$(QUIET_TF) $(BIN)/python -m pytest tests -p no:cacheprovider -ra $(PYTEST_ARGS)
+
+bench-tf1: venv
+	$(QUIET_TF) $(BIN)/python -m tf1infer.bench $(BENCH_ARGS)
+
+# Regenerates the committed fixture zoo in legacy_models/.
+zoo: venv
+	$(QUIET_TF) $(BIN)/python legacy_models/make_zoo.py
+
+clean:
+	rm -rf $(VENV) build *.egg-info

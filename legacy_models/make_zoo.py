@@ -1,0 +1,175 @@
+"""Write the legacy Keras model zoo used by tests and ``make demo``.
+
+Each model is saved as a Keras 2 HDF5 file (``model.save(path, save_format="h5")``,
+the format of Keras 2 / tf.keras 1.x-2.x loops) with random, non-trivial weights
+(biases, BatchNormalization statistics included) and a sample input file
+``samples/<name>.npz`` keyed by input name. Run from anywhere:
+
+    python legacy_models/make_zoo.py
+
+The written files are small and committed, so tests and the demo need no
+generation step; rerun this script only to change the zoo.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+
+import numpy as np
+import tf_keras
+from tf_keras import layers
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, HERE)
+from zoo_layers import Scale  # noqa: E402
+
+SAMPLE_ROWS = 16
+
+
+def mlp():
+    return tf_keras.Sequential(
+        [
+            layers.InputLayer(input_shape=(10,)),
+            layers.Dense(32, activation="relu"),
+            layers.Dense(16, activation="relu"),
+            layers.Dense(3, activation="softmax"),
+        ],
+        name="mlp",
+    )
+
+
+def cnn():
+    return tf_keras.Sequential(
+        [
+            layers.InputLayer(input_shape=(16, 16, 3)),
+            layers.Conv2D(8, 3, padding="same"),
+            layers.BatchNormalization(),
+            layers.Activation("relu"),
+            layers.MaxPooling2D(),
+            layers.Dropout(0.5),
+            layers.Conv2D(16, 3),
+            layers.BatchNormalization(),
+            layers.Activation("relu"),
+            layers.GlobalAveragePooling2D(),
+            layers.Dropout(0.3),
+            layers.Dense(5, activation="softmax"),
+        ],
+        name="cnn",
+    )
+
+
+def lstm():
+    return tf_keras.Sequential(
+        [layers.InputLayer(input_shape=(8, 4)), layers.LSTM(16), layers.Dense(2)],
+        name="lstm",
+    )
+
+
+def gru():
+    # Variable-length sequences: the time axis is None.
+    return tf_keras.Sequential(
+        [
+            layers.InputLayer(input_shape=(None, 4)),
+            layers.GRU(12, return_sequences=True),
+            layers.GRU(6),
+            layers.Dense(1, activation="sigmoid"),
+        ],
+        name="gru",
+    )
+
+
+def embedding():
+    ids = layers.Input(shape=(12,), dtype="int32", name="token_ids")
+    hidden = layers.Embedding(100, 8)(ids)
+    hidden = layers.GlobalAveragePooling1D()(hidden)
+    probs = layers.Dense(4, activation="softmax", name="topic")(hidden)
+    return tf_keras.Model(ids, probs, name="embedding")
+
+
+def two_in_two_out():
+    features = layers.Input(shape=(6,), name="features")
+    extra = layers.Input(shape=(3,), name="extra")
+    hidden = layers.Dense(16, activation="tanh")(layers.Concatenate()([features, extra]))
+    score = layers.Dense(1, activation="sigmoid", name="score")(hidden)
+    probs = layers.Dense(4, activation="softmax", name="probs")(hidden)
+    return tf_keras.Model([features, extra], [score, probs], name="two_in_two_out")
+
+
+def custom_layer():
+    return tf_keras.Sequential(
+        [layers.InputLayer(input_shape=(5,)), layers.Dense(8), Scale(name="scale"), layers.Dense(2)],
+        name="custom_layer",
+    )
+
+
+def lambda_model():
+    return tf_keras.Sequential(
+        [
+            layers.InputLayer(input_shape=(5,)),
+            layers.Dense(8),
+            layers.Lambda(lambda x: x * 2.0 + 1.0, name="affine"),
+            layers.Dense(2),
+        ],
+        name="lambda_model",
+    )
+
+
+ZOO = {
+    "mlp": mlp,
+    "cnn": cnn,
+    "lstm": lstm,
+    "gru": gru,
+    "embedding": embedding,
+    "two_in_two_out": two_in_two_out,
+    "custom_layer": custom_layer,
+    "lambda": lambda_model,
+}
+
+
+def randomize(model, rng: np.random.Generator) -> None:
+    """Give every weight a random value, so no part of a model is trivially zero or one."""
+    for weight in model.weights:
+        name = weight.name
+        shape = tuple(weight.shape)
+        if "moving_variance" in name:
+            value = rng.uniform(0.5, 2.0, shape)
+        elif "moving_mean" in name:
+            value = rng.normal(0.0, 0.5, shape)
+        elif "gamma" in name:
+            value = rng.uniform(0.5, 1.5, shape)
+        elif "bias" in name or "beta" in name:
+            value = rng.normal(0.0, 0.1, shape)
+        else:
+            value = weight.numpy() + rng.normal(0.0, 0.05, shape)
+        weight.assign(value.astype(weight.dtype.as_numpy_dtype))
+
+
+def sample_inputs(model, rng: np.random.Generator) -> dict[str, np.ndarray]:
+    samples = {}
+    for tensor in model.inputs:
+        shape = [SAMPLE_ROWS] + [dim if dim is not None else 7 for dim in tensor.shape[1:]]
+        if tensor.dtype.is_integer:
+            samples[tensor.name.split(":")[0]] = rng.integers(0, 100, shape).astype(tensor.dtype.as_numpy_dtype)
+        else:
+            samples[tensor.name.split(":")[0]] = rng.normal(0.0, 1.0, shape).astype("float32")
+    return samples
+
+
+def main() -> None:
+    os.makedirs(os.path.join(HERE, "samples"), exist_ok=True)
+    tf_keras.utils.set_random_seed(1234)
+    for index, (name, build) in enumerate(ZOO.items()):
+        rng = np.random.default_rng(index)
+        tf_keras.backend.clear_session()  # Layer names restart (input_1, dense, ...) as in a fresh script.
+        model = build()
+        randomize(model, rng)
+        path = os.path.join(HERE, f"{name}.h5")
+        model.save(path, save_format="h5")
+        samples = sample_inputs(model, rng)
+        np.savez(os.path.join(HERE, "samples", f"{name}.npz"), **{k: samples[k] for k in model.input_names})
+        print(f"wrote {os.path.relpath(path)} ({os.path.getsize(path)} bytes, {model.count_params()} parameters)")
+
+
+if __name__ == "__main__":
+    main()

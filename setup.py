@@ -1,0 +1,26 @@
+from setuptools import find_packages, setup
+
+# tensorflow and tf-keras must move together: tf-keras X.Y only runs on tensorflow X.Y.
+TF_RANGE = ">=2.21,<2.22"
+
+setup(
+    name="tf1infer",
+    version="0.1.0",
+    description="Run legacy TensorFlow 1.x / Keras models fast from one persistent Session, and migrate them to TF2.",
+    long_description=open("README.md", encoding="utf-8").read(),
+    long_description_content_type="text/markdown",
+    packages=find_packages(include=["tf1infer", "tf1infer.*"]),
+    python_requires=">=3.10",
+    install_requires=[
+        f"tensorflow{TF_RANGE}",
+        f"tf-keras{TF_RANGE}",
+        "numpy>=1.26",
+        "h5py>=3.10",
+        "tqdm>=4.66",
+    ],
+    extras_require={
+        "test": ["pytest>=8", "psutil>=5.9"],
+    },
+    entry_points={"console_scripts": ["tf1infer=tf1infer.cli:main"]},
+    license="Apache-2.0",
+)

@@ -1,0 +1,69 @@
+"""Shared fixtures: the zoo in legacy_models/, the shared corpus, random inputs, eager references."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+ZOO_DIR = ROOT / "legacy_models"
+CORPUS_DIR = ROOT.parent / "shared" / "corpus"
+# Every zoo model that loads without extra arguments beyond custom_objects.
+ZOO_MODELS = ["mlp", "cnn", "lstm", "gru", "embedding", "two_in_two_out", "custom_layer"]
+
+sys.path.insert(0, str(ZOO_DIR))
+from zoo_layers import Scale  # noqa: E402
+
+CUSTOM_OBJECTS = {"Scale": Scale}
+
+
+def zoo_path(name: str) -> str:
+    return str(ZOO_DIR / f"{name}.h5")
+
+
+def random_inputs(specs, rows: int, seed: int = 0, free_dim: int = 7) -> list[np.ndarray]:
+    """Random (never zero) data for each input spec; ``free_dim`` fills unknown non-batch axes."""
+    rng = np.random.default_rng(seed)
+    arrays = []
+    for spec in specs:
+        shape = [rows] + [free_dim if dim is None else dim for dim in spec.shape[1:]]
+        if spec.dtype.kind in "iu":
+            arrays.append(rng.integers(1, 100, shape).astype(spec.dtype))
+        else:
+            arrays.append(rng.normal(0.0, 1.0, shape).astype(spec.dtype))
+    return arrays
+
+
+def as_list(outputs) -> list[np.ndarray]:
+    return outputs if isinstance(outputs, list) else [outputs]
+
+
+@pytest.fixture(scope="session")
+def eager_model():
+    """tf_keras eager models loaded the ordinary way, cached: the independent reference."""
+    import tf_keras
+
+    cache = {}
+
+    def get(path: str):
+        if path not in cache:
+            cache[path] = tf_keras.models.load_model(path, custom_objects=CUSTOM_OBJECTS, compile=False)
+        return cache[path]
+
+    return get
+
+
+CORPUS_ABSENT = f"shared corpus not found at {CORPUS_DIR} (CI has it beside the checkout)"
+
+
+def corpus_entries(fmt: str) -> list:
+    """Manifest entries of one format as pytest params, ids by entry name; one skipped param if the corpus is absent."""
+    manifest = CORPUS_DIR / "MANIFEST.json"
+    if not manifest.is_file():
+        return [pytest.param(None, marks=pytest.mark.skip(reason=CORPUS_ABSENT), id="corpus-absent")]
+    entries = [entry for entry in json.loads(manifest.read_text())["entries"] if entry["format"] == fmt]
+    return [pytest.param(entry, id=entry["name"]) for entry in entries]

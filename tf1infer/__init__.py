@@ -1,0 +1,60 @@
+"""tf1infer: run legacy TensorFlow 1.x / Keras models fast, from one persistent Session.
+
+The public surface::
+
+    tf1infer.load(path, **options) -> Predictor     # alias: load_model
+    tf1infer.Predictor                              # predict, predict_on_batch, inputs, outputs...
+    tf1infer.errors                                 # Tf1InferError and its subclasses
+
+Example:
+    >>> from tf1infer import load_model          # was: from keras.models import load_model
+    >>> model = load_model("legacy_models/mlp.h5")
+    >>> y = model.predict(x)
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+from tf1infer import errors
+from tf1infer.feeds import TensorSpec
+from tf1infer.loaders import detect_format, load_graph
+from tf1infer.predictor import Predictor
+
+__version__ = "0.1.0"
+
+
+def load(path: str | os.PathLike, format: str | None = None, **options: Any) -> Predictor:
+    """Load a legacy model into its own graph and persistent session.
+
+    Args:
+        path: the model file or directory.
+        format: force a format instead of detecting it (``"keras-h5"``).
+        **options: format options. For Keras HDF5: ``custom_objects``,
+            ``lambdas``, ``safe_mode``, ``architecture``, ``compile``
+            (ignored). For every format: ``session_config`` (a
+            ``tf.compat.v1.ConfigProto``), ``intra_op_threads``,
+            ``inter_op_threads``.
+
+    Returns:
+        A :class:`Predictor` whose graph is finalized.
+
+    Raises:
+        ModelNotFoundError: ``path`` does not exist.
+        ModelLoadError: the model cannot be loaded; the message says why.
+        UnsafeModelError: loading would run Python code stored in the file.
+        TypeError: an option the format's loader does not take.
+
+    Example:
+        >>> import numpy as np, tf1infer
+        >>> predictor = tf1infer.load("legacy_models/mlp.h5", intra_op_threads=2)
+        >>> predictor.predict(np.random.rand(4, 10)).shape
+        (4, 3)
+    """
+    return Predictor(load_graph(path, format, **options))
+
+
+load_model = load
+
+__all__ = ["Predictor", "TensorSpec", "detect_format", "errors", "load", "load_model", "__version__"]

@@ -1,0 +1,118 @@
+"""What every loader returns, and the helpers loaders share.
+
+A loader's only job is to turn a file into a :class:`LoadedGraph`: a private
+``tf.Graph`` holding the inference graph, a ``Session`` holding its weights, and
+the input and output tensors. Everything after that (validation, batching,
+``sess.run``) is one code path in :mod:`tf1infer.predictor`, whatever the format.
+"""
+
+from __future__ import annotations
+
+import difflib
+import os
+from dataclasses import dataclass, field
+from typing import Any, Sequence
+
+import tensorflow as tf
+
+from tf1infer.errors import ModelLoadError, ModelNotFoundError
+
+
+@dataclass
+class LoadedGraph:
+    """A model brought into its own graph and session, ready to be finalized.
+
+    Attributes:
+        graph: the model's private ``tf.Graph``.
+        session: a ``tf.compat.v1.Session`` on ``graph`` with every variable
+            initialized or restored.
+        inputs: input tensors (placeholders), in the model's input order.
+        outputs: output tensors, in the model's output order.
+        input_names: user-facing name of each input (Keras layer name,
+            signature key, or op name).
+        output_names: user-facing name of each output.
+        metadata: facts about the source (format, versions recorded in the
+            file...), shown by ``tf1infer inspect``.
+        owns_session: whether closing the Predictor closes the session.
+    """
+
+    graph: tf.Graph
+    session: tf.compat.v1.Session
+    inputs: list[tf.Tensor]
+    outputs: list[tf.Tensor]
+    input_names: list[str]
+    output_names: list[str]
+    metadata: dict[str, Any] = field(default_factory=dict)
+    owns_session: bool = True
+
+
+def new_session(
+    graph: tf.Graph,
+    session_config: tf.compat.v1.ConfigProto | None = None,
+    intra_op_threads: int | None = None,
+    inter_op_threads: int | None = None,
+) -> tf.compat.v1.Session:
+    """Create the one Session a model will use, on its own graph.
+
+    Thread counts given as arguments override those in ``session_config``;
+    the caller's ``ConfigProto`` is copied, never modified.
+    """
+    config = tf.compat.v1.ConfigProto()
+    if session_config is not None:
+        config.CopyFrom(session_config)
+    if intra_op_threads is not None:
+        config.intra_op_parallelism_threads = int(intra_op_threads)
+    if inter_op_threads is not None:
+        config.inter_op_parallelism_threads = int(inter_op_threads)
+    return tf.compat.v1.Session(graph=graph, config=config)
+
+
+def require_path(path: str | os.PathLike) -> str:
+    """Return ``path`` as a string, or raise ModelNotFoundError if it does not exist."""
+    path = os.fspath(path)
+    if not os.path.exists(path):
+        parent = os.path.dirname(os.path.abspath(path))
+        hint = "" if os.path.isdir(parent) else f" (its folder {parent} does not exist either)"
+        raise ModelNotFoundError(f"{path}: no such file or directory{hint}")
+    return path
+
+
+def closest_names(name: str, candidates: Sequence[str], limit: int = 5) -> list[str]:
+    """Candidates that look like ``name``, best first, for "did you mean" hints."""
+    return difflib.get_close_matches(name, list(candidates), n=limit, cutoff=0.4)
+
+
+def resolve_tensor(graph: tf.Graph, ref: Any, role: str, source: str = "graph") -> tf.Tensor:
+    """Find the tensor ``ref`` names in ``graph``.
+
+    ``ref`` may be a ``tf.Tensor`` of this graph, a tensor name (``"x:0"``) or
+    an op name (``"x"``, meaning its first output).
+
+    Raises:
+        ModelLoadError: the tensor does not exist; the message lists the
+            closest op names.
+    """
+    if isinstance(ref, tf.Tensor):
+        if ref.graph is not graph:
+            raise ModelLoadError(f"{source}: {role} tensor {ref.name} belongs to another graph")
+        return ref
+    if isinstance(ref, tf.Operation):
+        ref = ref.name
+    if not isinstance(ref, str):
+        raise ModelLoadError(
+            f"{source}: {role} must be a tensor, a tensor name or an op name; got {type(ref).__name__}"
+        )
+    op_name, _, index = ref.partition(":")
+    try:
+        op = graph.get_operation_by_name(op_name)
+    except KeyError:
+        suggestions = closest_names(op_name, [op.name for op in graph.get_operations()])
+        hint = f"; closest names: {', '.join(suggestions)}" if suggestions else ""
+        raise ModelLoadError(f"{source}: {role} {ref!r} is not in the graph{hint}") from None
+    position = int(index) if index else 0
+    if position >= len(op.outputs):
+        raise ModelLoadError(
+            f"{source}: {role} {ref!r}: op {op_name} has {len(op.outputs)} output(s), "
+            f"so the largest index is {len(op.outputs) - 1}"
+        )
+    return op.outputs[position]

@@ -1,0 +1,530 @@
+"""Keras HDF5 models (``model.save("model.h5")`` from Keras 2 / tf.keras).
+
+The file is read with h5py first, so that every problem (not HDF5, truncated,
+weights only, unknown layer classes, ``Lambda`` bytecode) is reported before any
+TensorFlow work, with the path in the message. The architecture is then built
+with tf_keras inside the model's own ``tf.Graph`` with the learning phase fixed
+to inference (0): Dropout becomes identity and BatchNormalization reads its
+moving statistics, so no training branch or ``keras_learning_phase`` switch is
+left in the graph.
+
+``Lambda`` layers hold marshalled Python bytecode, which runs as soon as the
+layer is called. With ``safe_mode=True`` (the default) such a model is refused
+unless ``lambdas={"layer_name": function}`` supplies every function; the stored
+bytecode is then never deserialized.
+"""
+
+from __future__ import annotations
+
+import copy
+import inspect
+import json
+import logging
+import os
+import warnings
+from contextlib import contextmanager, nullcontext
+from dataclasses import dataclass
+from typing import Any, Callable, Iterator, Mapping
+
+import h5py
+import tensorflow as tf
+import tf_keras
+
+from tf1infer.errors import ModelLoadError, UnsafeModelError
+from tf1infer.loaders.base import LoadedGraph, closest_names, new_session, require_path
+
+logger = logging.getLogger(__name__)
+
+FORMAT = "keras-h5"
+_HDF5_SIGNATURE = b"\x89HDF\r\n\x1a\n"
+# Names tf_keras resolves that are not attributes of tf_keras.layers.
+_MODEL_CLASSES = {"Functional", "Model", "Sequential"}
+# Lambda replacements are registered under this prefix in custom_objects.
+_LAMBDA_PREFIX = "tf1infer_lambda:"
+
+
+@dataclass(frozen=True)
+class LambdaLayerInfo:
+    """Where a Lambda layer sits in a model, for error messages and ``inspect``."""
+
+    name: str
+    position: int
+    layer_count: int
+    inbound: tuple[str, ...]
+    input_shape: Any
+    output_shape: Any
+    has_bytecode_mask: bool
+
+    def describe(self) -> str:
+        inbound = ", ".join(self.inbound) if self.inbound else "the previous layer"
+        return (
+            f"'{self.name}' (layer {self.position} of {self.layer_count}, input from {inbound}, "
+            f"input shape {_shape_text(self.input_shape)}, output shape {_shape_text(self.output_shape)})"
+        )
+
+
+def looks_like_hdf5(path: str) -> bool:
+    """True if ``path`` is a file starting with the HDF5 signature."""
+    if not os.path.isfile(path):
+        return False
+    with open(path, "rb") as handle:
+        return handle.read(8) == _HDF5_SIGNATURE
+
+
+def load_keras_h5(
+    path: str | os.PathLike,
+    *,
+    custom_objects: Mapping[str, Any] | None = None,
+    lambdas: Mapping[str, Callable] | None = None,
+    safe_mode: bool = True,
+    architecture: Any = None,
+    compile: Any = None,
+    session_config: tf.compat.v1.ConfigProto | None = None,
+    intra_op_threads: int | None = None,
+    inter_op_threads: int | None = None,
+) -> LoadedGraph:
+    """Load a Keras HDF5 model (or HDF5 weights plus ``architecture``) for inference.
+
+    Args:
+        path: the ``.h5`` / ``.hdf5`` file.
+        custom_objects: custom layer classes and functions, by the class name
+            recorded in the file, as for ``keras.models.load_model``.
+        lambdas: replacement functions for ``Lambda`` layers, keyed by layer
+            name. Required for every Lambda layer while ``safe_mode`` is True.
+        safe_mode: refuse to deserialize Python bytecode stored in the file.
+        architecture: for a weights-only file: a JSON string, a path to a JSON
+            file, a config dict, or a function returning a tf_keras model
+            (called inside the Predictor's graph).
+        compile: accepted for ``keras.models.load_model`` compatibility and
+            ignored: inference needs no optimizer or loss.
+        session_config: ``tf.compat.v1.ConfigProto`` for the session.
+        intra_op_threads, inter_op_threads: thread pool sizes, overriding
+            ``session_config``.
+
+    Returns:
+        The loaded graph, not yet finalized.
+
+    Raises:
+        ModelNotFoundError: ``path`` does not exist.
+        ModelLoadError: the file is not a readable Keras model.
+        UnsafeModelError: the model has Lambda layers without replacements.
+    """
+    del compile  # Inference needs no optimizer, loss or metrics.
+    path = require_path(path)
+    if os.path.isdir(path):
+        raise ModelLoadError(f"{path}: is a directory; a Keras HDF5 model is a single .h5 file")
+    if not looks_like_hdf5(path):
+        raise ModelLoadError(
+            f"{path}: not an HDF5 file: expected a Keras model saved with model.save('model.h5'), "
+            f"found {_describe_file_start(path)}"
+        )
+    attrs = _read_root_attributes(path)
+    config = _model_config(path, attrs, architecture)
+    custom_objects = dict(custom_objects or {})
+    lambda_layers: list[LambdaLayerInfo] = []
+    if isinstance(config, dict):
+        lambda_layers = _lambda_layers(config, custom_objects)
+        if lambda_layers:
+            config = _apply_lambda_policy(path, config, lambda_layers, lambdas, safe_mode, custom_objects)
+    elif lambdas:
+        raise ModelLoadError(f"{path}: lambdas= applies to a model loaded from its config, not to architecture=callable")
+
+    graph = tf.Graph()
+    session = new_session(graph, session_config, intra_op_threads, inter_op_threads)
+    try:
+        with graph.as_default(), session.as_default(), _inference_learning_phase():
+            bytecode_lambdas = [info.name for info in lambda_layers if info.name not in (lambdas or {})]
+            model = _build_model(path, config, custom_objects, attrs, bytecode_lambdas)
+            _load_weights(path, model, attrs)
+            inputs, outputs = list(model.inputs), list(model.outputs)
+            metadata = {
+                "format": FORMAT,
+                "path": os.path.abspath(path),
+                "keras_version": attrs.get("keras_version"),
+                "backend": attrs.get("backend"),
+                "model_class": type(model).__name__,
+                "parameters": int(model.count_params()),
+                "lambda_layers": [info.name for info in lambda_layers],
+            }
+            input_names, output_names = list(model.input_names), list(model.output_names)
+    except BaseException:
+        session.close()
+        raise
+    return LoadedGraph(graph, session, inputs, outputs, input_names, output_names, metadata)
+
+
+def _read_root_attributes(path: str) -> dict[str, Any]:
+    """The root attributes of the file (model_config, keras_version, ...) as text."""
+    try:
+        with h5py.File(path, "r") as handle:
+            attrs = {key: _text(value) for key, value in handle.attrs.items()}
+            attrs["_has_model_weights"] = "model_weights" in handle
+    except OSError as exc:
+        raise ModelLoadError(
+            f"{path}: cannot be read as HDF5 (the file is truncated or corrupt): {exc}"
+        ) from exc
+    return attrs
+
+
+def _model_config(path: str, attrs: Mapping[str, Any], architecture: Any) -> Any:
+    """The architecture to build: the file's model_config, or ``architecture``."""
+    if architecture is not None:
+        return _architecture_config(path, architecture)
+    stored = attrs.get("model_config")
+    if stored is None:
+        if "layer_names" in attrs or attrs.get("_has_model_weights"):
+            raise ModelLoadError(
+                f"{path}: holds weights only (no 'model_config' attribute, as written by "
+                "model.save_weights): pass the architecture, e.g. "
+                "tf1infer.load(path, architecture='model.json') with the JSON from model.to_json(), "
+                "or architecture=build_model, a function that returns the tf_keras model"
+            )
+        raise ModelLoadError(
+            f"{path}: is an HDF5 file but not a Keras model: no 'model_config' attribute and "
+            f"no weights; root attributes found: {sorted(k for k in attrs if not k.startswith('_')) or 'none'}"
+        )
+    try:
+        return json.loads(stored)
+    except json.JSONDecodeError as exc:
+        raise ModelLoadError(f"{path}: its 'model_config' attribute is not valid JSON: {exc}") from exc
+
+
+def _architecture_config(path: str, architecture: Any) -> Any:
+    if callable(architecture) or isinstance(architecture, dict):
+        return architecture
+    if isinstance(architecture, (str, os.PathLike)):
+        text = os.fspath(architecture)
+        if not text.lstrip().startswith("{"):
+            if not os.path.isfile(text):
+                raise ModelLoadError(
+                    f"{path}: architecture={text!r} is neither JSON text nor an existing JSON file"
+                )
+            with open(text, encoding="utf-8") as handle:
+                text = handle.read()
+        try:
+            return json.loads(text)
+        except json.JSONDecodeError as exc:
+            raise ModelLoadError(f"{path}: architecture is not valid JSON: {exc}") from exc
+    raise ModelLoadError(
+        f"{path}: architecture must be JSON text, a JSON file path, a config dict or a function "
+        f"returning a model; got {type(architecture).__name__}"
+    )
+
+
+def _build_model(
+    path: str, config: Any, custom_objects: dict[str, Any], attrs: Mapping[str, Any], bytecode_lambdas: list[str]
+):
+    """Build the architecture in the current (private) graph."""
+    if callable(config):
+        model = config()
+        if not isinstance(model, tf_keras.Model):
+            raise ModelLoadError(
+                f"{path}: architecture function returned {type(model).__name__}, expected a tf_keras Model"
+            )
+        return model
+    try:
+        with _lambda_bytecode_scope(allowed=bool(bytecode_lambdas)):
+            return tf_keras.models.model_from_json(json.dumps(config), custom_objects=custom_objects)
+    except (EOFError, SystemError) as exc:
+        # marshal's errors for bytecode of another Python version.
+        raise _foreign_bytecode_error(path, bytecode_lambdas, exc) from exc
+    except (ValueError, TypeError, KeyError, AttributeError) as exc:
+        if bytecode_lambdas and ("marshal" in str(exc) or "code" in str(exc)):
+            raise _foreign_bytecode_error(path, bytecode_lambdas, exc) from exc
+        raise ModelLoadError(_build_failure_message(path, config, custom_objects, attrs, exc)) from exc
+
+
+def _foreign_bytecode_error(path: str, names: list[str], exc: BaseException) -> UnsafeModelError:
+    example = ", ".join(f'"{name}": lambda x: ...' for name in names)
+    return UnsafeModelError(
+        f"{path}: the bytecode of Lambda layer(s) {', '.join(names)} cannot be read by this Python "
+        f"({type(exc).__name__}: {exc}); it was most likely written by another Python version. "
+        f"Supply the functions instead: lambdas={{{example}}}"
+    )
+
+
+def _build_failure_message(path, config, custom_objects, attrs, exc) -> str:
+    unknown = sorted(
+        {
+            layer["class_name"]
+            for layer in iter_layer_configs(config)
+            if not _is_known_class(layer.get("class_name"), custom_objects)
+        }
+    )
+    written_by = f" (written by Keras {attrs['keras_version']})" if attrs.get("keras_version") else ""
+    if unknown:
+        examples = ", ".join(f"'{name}': {name}" for name in unknown)
+        return (
+            f"{path}: unknown layer class(es) {', '.join(unknown)}{written_by}: pass their "
+            f"implementation with custom_objects={{{examples}}}"
+        )
+    hint = ""
+    if str(attrs.get("keras_version", "")).startswith("1."):
+        hint = "; Keras 1.x layer arguments (output_dim, nb_filter, border_mode, ...) are not Keras 2 arguments"
+    return f"{path}: cannot build the architecture{written_by}: {type(exc).__name__}: {exc}{hint}"
+
+
+def _load_weights(path: str, model, attrs: Mapping[str, Any]) -> None:
+    try:
+        model.load_weights(path)
+    except ValueError as exc:
+        raise ModelLoadError(f"{path}: the stored weights do not fit the architecture: {exc}") from exc
+    except (OSError, KeyError, RuntimeError) as exc:
+        raise ModelLoadError(
+            f"{path}: cannot read the weights (the file is truncated or corrupt): {type(exc).__name__}: {exc}"
+        ) from exc
+
+
+def _lambda_bytecode_scope(allowed: bool):
+    """tf_keras's own Lambda-bytecode guard, lifted for this thread only when the caller chose safe_mode=False.
+
+    tf_keras has no public, thread-scoped switch for it (only the process-wide
+    ``enable_unsafe_deserialization``), hence its internal scope.
+    """
+    if not allowed:
+        return nullcontext()
+    from tf_keras.src.saving.serialization_lib import SafeModeScope
+
+    return SafeModeScope(False)
+
+
+@contextmanager
+def _inference_learning_phase() -> Iterator[None]:
+    """Fix the Keras learning phase to 0 for the current graph only.
+
+    tf_keras keys the learning phase by graph, and the scope restores the
+    previous value on exit, so no process-wide state changes.
+    """
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=".*learning_phase_scope.*", category=UserWarning)
+        scope = tf_keras.backend.learning_phase_scope(0)
+        scope.__enter__()
+    try:
+        yield
+    finally:
+        scope.__exit__(None, None, None)
+
+
+def iter_layer_configs(config: Any) -> Iterator[dict]:
+    """Every layer config in a Keras model config, nested models and wrappers included."""
+    if not isinstance(config, dict):
+        return
+    if "class_name" in config:
+        yield config
+    inner = config.get("config", config)
+    if isinstance(inner, list):  # Keras 2.0-2.1 Sequential: config is the layer list.
+        layers = inner
+    elif isinstance(inner, dict):
+        layers = inner.get("layers") or []
+        for key in ("layer", "backward_layer"):  # TimeDistributed, Bidirectional.
+            if isinstance(inner.get(key), dict):
+                yield from iter_layer_configs(inner[key])
+    else:
+        layers = []
+    for layer in layers:
+        yield from iter_layer_configs(layer)
+
+
+def _is_known_class(name: Any, custom_objects: Mapping[str, Any]) -> bool:
+    if not isinstance(name, str):
+        return False
+    return (
+        name in custom_objects
+        or name in _MODEL_CLASSES
+        or hasattr(tf_keras.layers, name)
+        or tf_keras.saving.get_registered_object(name) is not None
+    )
+
+
+def _layer_list(config: dict) -> list[dict]:
+    inner = config.get("config")
+    if isinstance(inner, list):
+        return inner
+    if isinstance(inner, dict):
+        return inner.get("layers") or []
+    return []
+
+
+def _lambda_layers(config: dict, custom_objects: dict[str, Any]) -> list[LambdaLayerInfo]:
+    """Describe every Lambda layer, building a stand-in model for input shapes."""
+    found: list[tuple[dict, int, int]] = []
+
+    def visit(model_config: dict) -> None:
+        layers = _layer_list(model_config)
+        for position, layer in enumerate(layers, start=1):
+            if layer.get("class_name") == "Lambda":
+                found.append((layer, position, len(layers)))
+            elif _layer_list(layer):
+                visit(layer)
+
+    visit(config)
+    if not found:
+        return []
+    input_shapes = _stand_in_input_shapes(config, custom_objects, [layer for layer, _, _ in found])
+    infos = []
+    for layer, position, count in found:
+        layer_config = layer.get("config", {})
+        name = layer_config.get("name") or layer.get("name", "?")
+        inbound = tuple(
+            str(node[0]) for nodes in layer.get("inbound_nodes", []) or [] for node in _inbound(nodes)
+        )
+        output_shape = layer_config.get("output_shape")
+        if layer_config.get("output_shape_type") == "lambda":
+            output_shape = "computed by Python code in the file"
+        infos.append(
+            LambdaLayerInfo(
+                name=name,
+                position=position,
+                layer_count=count,
+                inbound=inbound,
+                input_shape=input_shapes.get(name),
+                output_shape=output_shape,
+                has_bytecode_mask=layer_config.get("mask_type") == "lambda" and layer_config.get("mask") is not None,
+            )
+        )
+    return infos
+
+
+def _inbound(nodes: Any) -> list:
+    """Inbound node entries of a functional layer config (lists of [name, node, tensor, ...])."""
+    if isinstance(nodes, dict):  # Keras 3 style; not expected in HDF5 files.
+        return []
+    return [entry for entry in nodes if isinstance(entry, (list, tuple)) and entry]
+
+
+def _stand_in_input_shapes(config: dict, custom_objects: dict, lambda_layers: list[dict]) -> dict[str, Any]:
+    """Input shape of each Lambda layer, found by building the model with identity stand-ins.
+
+    Runs in a throwaway graph; no stored bytecode is deserialized. Any failure
+    (a stand-in that changes the shapes downstream layers expect) leaves the
+    shapes unknown.
+    """
+    stand_in = copy.deepcopy(config)
+    objects = dict(custom_objects)
+    names = []
+    for layer in iter_layer_configs(stand_in):
+        if layer.get("class_name") == "Lambda":
+            layer_config = layer["config"]
+            names.append(layer_config.get("name"))
+            _replace_lambda_function(layer_config, objects, lambda x: x)
+    shapes: dict[str, Any] = {}
+    try:
+        with tf.Graph().as_default(), warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            model = tf_keras.models.model_from_json(json.dumps(stand_in), custom_objects=objects)
+            for layer in _all_layers(model):
+                if layer.name in names:
+                    shapes[layer.name] = layer.input_shape
+    except Exception as exc:  # Best effort, for a message only.
+        logger.debug("stand-in build for Lambda shapes failed: %s", exc)
+    return shapes
+
+
+def _all_layers(model) -> Iterator:
+    for layer in model.layers:
+        yield layer
+        if isinstance(layer, tf_keras.Model):
+            yield from _all_layers(layer)
+
+
+def _apply_lambda_policy(
+    path: str,
+    config: dict,
+    infos: list[LambdaLayerInfo],
+    lambdas: Mapping[str, Callable] | None,
+    safe_mode: bool,
+    custom_objects: dict[str, Any],
+) -> dict:
+    """Replace Lambda functions as asked, or refuse in safe mode. Returns the config to build."""
+    lambdas = dict(lambdas or {})
+    names = [info.name for info in infos]
+    unknown = sorted(set(lambdas) - set(names))
+    if unknown:
+        raise ModelLoadError(
+            f"{path}: lambdas= names {', '.join(unknown)}, which are not Lambda layers of this model; "
+            f"its Lambda layers are {', '.join(names)}"
+        )
+    not_callable = sorted(name for name, function in lambdas.items() if not callable(function))
+    if not_callable:
+        raise ModelLoadError(f"{path}: lambdas= values must be functions; not callable: {', '.join(not_callable)}")
+    missing = [info for info in infos if info.name not in lambdas]
+    masked = [info for info in infos if info.has_bytecode_mask]
+    if safe_mode and (missing or masked):
+        lines = "\n".join(f"  - {info.describe()}" for info in missing or masked)
+        example = ", ".join(f'"{info.name}": lambda x: ...' for info in infos)
+        mask_note = (
+            f"\nLayer(s) {', '.join(i.name for i in masked)} also store a mask function as bytecode, "
+            "which cannot be replaced; load with safe_mode=False only if you trust the file."
+            if masked
+            else ""
+        )
+        raise UnsafeModelError(
+            f"{path}: refusing to load: {len(infos)} Lambda layer(s) hold Python bytecode that would run "
+            f"on load; without a replacement function:\n{lines}\n"
+            f"Supply the function each layer computes (the code that built the model has it):\n"
+            f"  tf1infer.load({os.path.basename(path)!r}, lambdas={{{example}}})\n"
+            f"or, only for a file you trust and that was written by this Python version, safe_mode=False."
+            f"{mask_note}"
+        )
+    if not lambdas:
+        logger.warning("%s: deserializing Python bytecode of Lambda layers (safe_mode=False)", path)
+        return config
+    config = copy.deepcopy(config)
+    for layer in iter_layer_configs(config):
+        layer_config = layer.get("config", {})
+        if layer.get("class_name") == "Lambda" and layer_config.get("name") in lambdas:
+            _replace_lambda_function(layer_config, custom_objects, lambdas[layer_config["name"]])
+    return config
+
+
+def _replace_lambda_function(layer_config: dict, custom_objects: dict, function: Callable) -> None:
+    """Point a Lambda config at ``function`` instead of its bytecode.
+
+    The function is registered in custom_objects under a reserved name, and the
+    config names it with ``function_type="raw"``: tf_keras's legacy deserializer
+    replaces a config string that names a custom *function* by the function
+    itself, and a raw Lambda uses what it is given. Only plain functions are
+    replaced that way, so other callables (partials, instances) are wrapped.
+    """
+    if not inspect.isfunction(function):
+        callable_object = function
+
+        def function(*args, **kwargs):
+            return callable_object(*args, **kwargs)
+
+    key = _LAMBDA_PREFIX + str(layer_config.get("name"))
+    custom_objects[key] = function
+    layer_config["function"] = key
+    layer_config["function_type"] = "raw"
+    layer_config.pop("module", None)
+    if layer_config.get("output_shape_type") == "lambda":
+        # The stored shape function is bytecode too; tf_keras infers the shape in graph mode.
+        layer_config["output_shape"] = None
+        layer_config["output_shape_type"] = "raw"
+        layer_config.pop("output_shape_module", None)
+
+
+def _describe_file_start(path: str) -> str:
+    with open(path, "rb") as handle:
+        head = handle.read(16)
+    if not head:
+        return "an empty file"
+    if head.startswith(b"PK"):
+        return "a zip archive (a Keras 3 .keras file or a zipped folder?)"
+    if head.lstrip().startswith((b"{", b"[")):
+        return "JSON text (an architecture? pass it with architecture= and the weights file as path)"
+    return f"bytes {head[:8]!r}"
+
+
+def _text(value: Any) -> Any:
+    if isinstance(value, bytes):
+        return value.decode("utf-8")
+    return value
+
+
+def _shape_text(shape: Any) -> str:
+    if shape is None:
+        return "unknown"
+    if isinstance(shape, str):
+        return shape
+    return str(tuple(shape)) if isinstance(shape, (list, tuple)) else str(shape)

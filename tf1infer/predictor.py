@@ -1,0 +1,354 @@
+"""The Predictor: one finalized graph, one persistent Session, Keras-style predict.
+
+Every format ends here. At construction the graph is finalized (no op can be
+added afterwards, so repeated calls cannot grow it) and one callable is made with
+``Session.make_callable`` for the input and output tensors, so a call is: check
+the feed (:mod:`tf1infer.feeds`), run the callable, return numpy arrays.
+"""
+
+from __future__ import annotations
+
+import logging
+import warnings
+from typing import Any, Mapping, Sequence
+
+import numpy as np
+import tensorflow as tf
+
+from tf1infer import batching
+from tf1infer.errors import InputError, PredictionError, PredictorClosedError, Tf1InferError
+from tf1infer.feeds import FeedConverter, TensorSpec
+from tf1infer.loaders.base import LoadedGraph, resolve_tensor
+
+logger = logging.getLogger(__name__)
+
+
+class Predictor:
+    """Runs a legacy model from a persistent TF1 Session with Keras's predict API.
+
+    Create one with :func:`tf1infer.load` (or :meth:`from_session` for a graph
+    and session you built yourself); use it like a Keras model.
+
+    Example:
+        >>> import numpy as np, tf1infer
+        >>> with tf1infer.load("legacy_models/mlp.h5") as model:
+        ...     probabilities = model.predict(np.random.rand(100, 10))
+        ...     probabilities.shape
+        (100, 3)
+    """
+
+    def __init__(self, loaded: LoadedGraph, *, finalize: bool = True):
+        self._graph = loaded.graph
+        self._session = loaded.session
+        self._owns_session = loaded.owns_session
+        self._inputs = tuple(TensorSpec.from_tensor(tensor) for tensor in loaded.inputs)
+        self._outputs = tuple(TensorSpec.from_tensor(tensor) for tensor in loaded.outputs)
+        self._input_names = tuple(loaded.input_names)
+        self._output_names = tuple(loaded.output_names)
+        self.metadata: dict[str, Any] = dict(loaded.metadata)
+        self._source = self.metadata.get("path") or "model"
+        self._feeds = FeedConverter(self._inputs, self._input_names)
+        self._single_output = len(self._outputs) == 1
+        if finalize and not self._graph.finalized:
+            self._graph.finalize()
+        try:
+            self._callable = self._session.make_callable(list(loaded.outputs), feed_list=list(loaded.inputs))
+        except (tf.errors.OpError, ValueError, TypeError) as exc:
+            raise Tf1InferError(f"{self._source}: cannot prepare the session to run the model: {exc}") from exc
+
+    @classmethod
+    def from_session(
+        cls,
+        session: tf.compat.v1.Session,
+        inputs: Sequence[Any] | Mapping[str, Any],
+        outputs: Sequence[Any] | Mapping[str, Any],
+        *,
+        finalize: bool = True,
+    ) -> "Predictor":
+        """Wrap a TF1 graph and session you already have.
+
+        An old ``sess.run`` loop gains batching, input validation and the
+        guard against graph growth. The session stays yours: ``close()`` does
+        not close it.
+
+        Args:
+            session: a ``tf.compat.v1.Session`` whose variables are initialized.
+            inputs: input tensors, tensor names (``"x:0"``) or op names, in
+                order; or a dict from the name callers will use to each of them.
+            outputs: output tensors or names, likewise.
+            finalize: finalize the session's graph, so that nothing can add ops
+                to it while the Predictor is in use (recommended). With False,
+                code that keeps adding ops to the graph still leaks.
+
+        Returns:
+            A Predictor running ``session``.
+
+        Raises:
+            ModelLoadError: a name does not exist in the graph.
+
+        Example:
+            >>> predictor = tf1infer.Predictor.from_session(sess, ["Placeholder:0"], ["Add:0"])
+            >>> y = predictor.predict(x, batch_size=256)
+        """
+        graph = session.graph
+        input_names, input_tensors = _named_tensors(graph, inputs, "input")
+        output_names, output_tensors = _named_tensors(graph, outputs, "output")
+        loaded = LoadedGraph(
+            graph=graph,
+            session=session,
+            inputs=input_tensors,
+            outputs=output_tensors,
+            input_names=input_names,
+            output_names=output_names,
+            metadata={"format": "session"},
+            owns_session=False,
+        )
+        return cls(loaded, finalize=finalize)
+
+    # -- metadata -----------------------------------------------------------
+
+    @property
+    def inputs(self) -> list[TensorSpec]:
+        """The model's inputs (name, shape, dtype), in order."""
+        return list(self._inputs)
+
+    @property
+    def outputs(self) -> list[TensorSpec]:
+        """The model's outputs (name, shape, dtype), in order."""
+        return list(self._outputs)
+
+    @property
+    def input_names(self) -> list[str]:
+        """Input names as Keras has them (layer names) or as the signature keys them."""
+        return list(self._input_names)
+
+    @property
+    def output_names(self) -> list[str]:
+        return list(self._output_names)
+
+    @property
+    def input_shape(self) -> tuple | list[tuple]:
+        """Shape of the input, or a list of shapes for several inputs (as Keras)."""
+        return _keras_shape(self._inputs)
+
+    @property
+    def output_shape(self) -> tuple | list[tuple]:
+        return _keras_shape(self._outputs)
+
+    @property
+    def session(self) -> tf.compat.v1.Session:
+        """The underlying ``tf.compat.v1.Session``."""
+        return self._session
+
+    @property
+    def graph(self) -> tf.Graph:
+        """The underlying (finalized) ``tf.Graph``."""
+        return self._graph
+
+    # -- prediction ---------------------------------------------------------
+
+    def predict_on_batch(self, x: Any) -> np.ndarray | list[np.ndarray]:
+        """Run the model once on ``x`` as a single batch, with the least overhead.
+
+        Args:
+            x: a numpy array (or array-like) for a one-input model; a list in
+                input order or a dict keyed by input name for several inputs.
+
+        Returns:
+            A numpy array for a one-output model, else a list in output order.
+
+        Raises:
+            InputError: ``x`` does not fit the model's inputs.
+            PredictionError: TensorFlow failed while running the model.
+        """
+        return self._pack(self._run(self._feeds.fast_convert(x)))
+
+    __call__ = predict_on_batch
+
+    def predict(
+        self,
+        x: Any,
+        batch_size: int | None = None,
+        verbose: int = 0,
+        steps: int | None = None,
+        max_queue_size: int = 10,
+        workers: int = 1,
+        use_multiprocessing: bool = False,
+    ) -> np.ndarray | list[np.ndarray]:
+        """Predict on ``x`` in batches, as ``keras.Model.predict`` does.
+
+        Args:
+            x: input data: a numpy array (or array-like) for a one-input model,
+                a list in input order or a dict keyed by input name for several
+                inputs; or a batch source (generator, ``keras.utils.Sequence``,
+                ``tf.data.Dataset``) yielding such batches, or ``(x, y)`` tuples.
+            batch_size: rows per ``sess.run``; default 32. Ignored for batch
+                sources, whose batches are run as they come.
+            verbose: 0 silent, 1 progress bar, 2 one line at the end.
+            steps: run at most this many batches, then stop.
+            max_queue_size, workers, use_multiprocessing: accepted for
+                compatibility with Keras calls and ignored: batches are fed
+                from this thread.
+
+        Returns:
+            A numpy array with one row per sample for a one-output model, else a
+            list of arrays in output order.
+
+        Raises:
+            InputError: ``x`` does not fit the model's inputs.
+            PredictionError: TensorFlow failed while running the model.
+
+        Example:
+            >>> predictor = tf1infer.load("legacy_models/mlp.h5")
+            >>> predictor.predict(np.random.rand(1000, 10), batch_size=256).shape
+            (1000, 3)
+        """
+        del max_queue_size, workers, use_multiprocessing
+        batch_size = batching.check_batch_size(batch_size)
+        steps = batching.check_steps(steps)
+        if batching.is_batch_source(x):
+            return self._predict_source(x, steps, verbose)
+        arrays = self._feeds.prepare(x)
+        if arrays[0].ndim == 0:  # Unknown-rank input given a scalar: nothing to split.
+            return self.predict_on_batch(x)
+        count = arrays[0].shape[0]
+        if steps is not None:
+            count = min(count, steps * batch_size)
+        if count <= batch_size:
+            with batching.progress(1, verbose) as bar:
+                result = self._run([self._feeds.finish(i, a[:count]) for i, a in enumerate(arrays)])
+                bar.update(1)
+            return self._pack(result)
+        results: list[np.ndarray] | None = None
+        with batching.progress(-(-count // batch_size), verbose) as bar:
+            for start, stop in batching.batch_bounds(count, batch_size):
+                batch = self._run([self._feeds.finish(i, a[start:stop]) for i, a in enumerate(arrays)])
+                if results is None:
+                    # Preallocate once: no list of batches, no concatenate copy.
+                    results = [np.empty((count,) + out.shape[1:], dtype=out.dtype) for out in batch]
+                for result, out in zip(results, batch):
+                    result[start:stop] = out
+                bar.update(1)
+        return self._pack(results)
+
+    def predict_classes(self, x: Any, batch_size: int | None = None, verbose: int = 0) -> np.ndarray:
+        """Class index per sample, as Keras 2's ``Sequential.predict_classes``.
+
+        Argmax over the last axis when the output has several units, else
+        ``probability > 0.5`` as int32.
+        """
+        probabilities = self._single_output_of("predict_classes", self.predict(x, batch_size, verbose))
+        if probabilities.shape[-1] > 1:
+            return probabilities.argmax(axis=-1)
+        return (probabilities > 0.5).astype("int32")
+
+    def predict_proba(self, x: Any, batch_size: int | None = None, verbose: int = 0) -> np.ndarray:
+        """The model's output, as Keras 2's ``Sequential.predict_proba``.
+
+        Like Keras, warns when the values are not in [0, 1].
+        """
+        probabilities = self._single_output_of("predict_proba", self.predict(x, batch_size, verbose))
+        if probabilities.size and (probabilities.min() < 0.0 or probabilities.max() > 1.0):
+            warnings.warn(
+                "Network returning invalid probability values. The last layer might not normalize "
+                "predictions into probabilities (like softmax or sigmoid would).",
+                stacklevel=2,
+            )
+        return probabilities
+
+    # -- lifecycle ----------------------------------------------------------
+
+    def close(self) -> None:
+        """Release the callable and close the session (if the Predictor created it)."""
+        if self._callable is _closed:
+            return
+        self._callable = _closed
+        if self._owns_session:
+            self._session.close()
+
+    @property
+    def closed(self) -> bool:
+        return self._callable is _closed
+
+    def __enter__(self) -> "Predictor":
+        return self
+
+    def __exit__(self, *exc_info: Any) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        inputs = ", ".join(str(spec) for spec in self._inputs)
+        outputs = ", ".join(str(spec) for spec in self._outputs)
+        state = " closed" if self.closed else ""
+        return f"<Predictor{state} {self.metadata.get('format', '?')} {self._source!r} inputs=[{inputs}] outputs=[{outputs}]>"
+
+    # -- internals ----------------------------------------------------------
+
+    def _run(self, feeds: list[np.ndarray]) -> list[np.ndarray]:
+        if feeds[0].ndim and feeds[0].shape[0] == 0:
+            return self._empty_outputs(feeds)
+        try:
+            return self._callable(*feeds)
+        except tf.errors.OpError as exc:
+            shapes = ", ".join(f"'{name}': {feed.shape}" for name, feed in zip(self._input_names, feeds))
+            raise PredictionError(
+                f"{self._source}: TensorFlow failed running the model on inputs {shapes}: "
+                f"{type(exc).__name__}: {exc.message.splitlines()[0] if exc.message else exc}"
+            ) from exc
+
+    def _empty_outputs(self, feeds: list[np.ndarray]) -> list[np.ndarray]:
+        """Outputs for a batch of zero rows, without running kernels that may reject it."""
+        if all(spec.shape is not None and None not in spec.shape[1:] for spec in self._outputs):
+            return [np.zeros((0,) + tuple(spec.shape[1:]), dtype=spec.dtype) for spec in self._outputs]
+        try:
+            return self._callable(*feeds)
+        except tf.errors.OpError as exc:
+            raise PredictionError(
+                f"{self._source}: the model cannot run on an empty batch and its output shapes are not "
+                f"fully known: {exc.message.splitlines()[0]}"
+            ) from exc
+
+    def _pack(self, outputs: list[np.ndarray]) -> np.ndarray | list[np.ndarray]:
+        return outputs[0] if self._single_output else list(outputs)
+
+    def _predict_source(self, source: Any, steps: int | None, verbose: int):
+        collected: list[list[np.ndarray]] = []
+        with batching.progress(batching.source_length(source, steps), verbose) as bar:
+            for x in batching.iterate_source(source, steps):
+                collected.append(self._run(self._feeds.convert(x)))
+                bar.update(1)
+        if not collected:
+            raise InputError("the batch source yielded no batches; nothing to predict")
+        merged = [np.concatenate([batch[i] for batch in collected]) for i in range(len(self._outputs))]
+        return self._pack(merged)
+
+    def _single_output_of(self, method: str, result: Any) -> np.ndarray:
+        if not self._single_output:
+            raise Tf1InferError(
+                f"{method} needs a model with one output; this one has {len(self._outputs)} "
+                f"({', '.join(self._output_names)}): use predict() and pick the output"
+            )
+        return result
+
+
+def _closed(*_: Any) -> Any:
+    raise PredictorClosedError("this Predictor is closed; load the model again to predict")
+
+
+def _keras_shape(specs: Sequence[TensorSpec]) -> tuple | list[tuple]:
+    shapes = [spec.shape for spec in specs]
+    return shapes[0] if len(shapes) == 1 else shapes
+
+
+def _named_tensors(graph: tf.Graph, refs: Any, role: str) -> tuple[list[str], list[tf.Tensor]]:
+    if isinstance(refs, (str, tf.Tensor)):
+        refs = [refs]
+    if isinstance(refs, Mapping):
+        names = [str(key) for key in refs]
+        tensors = [resolve_tensor(graph, ref, role) for ref in refs.values()]
+    else:
+        tensors = [resolve_tensor(graph, ref, role) for ref in refs]
+        names = [t.op.name if t.value_index == 0 else t.name for t in tensors]
+    if not tensors:
+        raise Tf1InferError(f"from_session needs at least one {role}")
+    return names, tensors
