@@ -31,13 +31,19 @@ def test_graph_is_finalized_without_training_branches(name):
 
 
 def test_loading_changes_no_process_wide_state():
-    assert tf.executing_eagerly()
+    import tf_keras
+
+    eager = tf_keras.models.load_model(zoo_path("cnn"), compile=False)  # Built before any tf1infer load.
+    (x,) = random_inputs([tf1infer.TensorSpec("x", (None, 16, 16, 3), np.dtype("float32"))], 3)
     before = tf.compat.v1.get_default_graph()
-    with tf1infer.load(zoo_path("cnn")):
-        pass
+    with tf1infer.load(zoo_path("cnn")) as predictor, tf1infer.load(zoo_path("lambda"), lambdas={"affine": abs}):
+        expected = predictor.predict(x)
     assert tf.executing_eagerly()
     assert tf.compat.v1.get_default_graph() is before
     assert tf.compat.v1.get_default_session() is None
+    # tf_keras swaps layer classes between v1 and v2 bases process-wide; the eager model must still work.
+    np.testing.assert_allclose(eager.predict(x, verbose=0), expected, atol=1e-5)
+    np.testing.assert_allclose(eager(x, training=False).numpy(), expected, atol=1e-5)
 
 
 def test_dropout_and_batchnorm_outputs_are_identical_on_repeated_calls():

@@ -7,37 +7,64 @@ the list of valid ones instead of being ignored.
 
 from __future__ import annotations
 
+import glob
 import inspect
 import os
 from typing import Any, Callable
 
 from tf1infer.errors import ModelLoadError
 from tf1infer.loaders.base import LoadedGraph, require_path
-from tf1infer.loaders.keras_h5 import FORMAT as KERAS_H5, load_keras_h5, looks_like_hdf5
+from tf1infer.loaders.frozen_graph import FORMAT as FROZEN_GRAPH, load_frozen_graph
+from tf1infer.loaders.keras_h5 import FORMAT as KERAS_H5, load_keras_h5, load_keras_json, looks_like_hdf5
+from tf1infer.loaders.meta_graph import FORMAT as META_GRAPH, load_meta_graph
+from tf1infer.loaders.saved_model import FORMAT as SAVED_MODEL, is_saved_model_dir, load_saved_model
+
+KERAS_JSON = "keras-json"
 
 LOADERS: dict[str, Callable[..., LoadedGraph]] = {
     KERAS_H5: load_keras_h5,
+    KERAS_JSON: load_keras_json,
+    SAVED_MODEL: load_saved_model,
+    META_GRAPH: load_meta_graph,
+    FROZEN_GRAPH: load_frozen_graph,
 }
 
-_EXTENSIONS = {".h5": KERAS_H5, ".hdf5": KERAS_H5, ".keras_h5": KERAS_H5}
+_EXTENSIONS = {
+    ".h5": KERAS_H5,
+    ".hdf5": KERAS_H5,
+    ".json": KERAS_JSON,
+    ".meta": META_GRAPH,
+    ".pb": FROZEN_GRAPH,
+    ".pbtxt": FROZEN_GRAPH,
+}
 
 
 def detect_format(path: str | os.PathLike) -> str:
-    """The format name of the model at ``path`` (a key of ``LOADERS``).
+    """The format name of the model at ``path`` (a key of ``LOADERS``), from its contents and name.
 
     Raises:
         ModelNotFoundError: ``path`` does not exist.
         ModelLoadError: the format is not recognised.
     """
     path = require_path(path)
+    if os.path.isdir(path):
+        if is_saved_model_dir(path):
+            return SAVED_MODEL
+        if glob.glob(os.path.join(path, "*.meta")):
+            return META_GRAPH
+        raise ModelLoadError(
+            f"{path}: a directory that is neither a SavedModel (no saved_model.pb or saved_model.pbtxt) "
+            f"nor a checkpoint folder (no .meta file); it holds: {sorted(os.listdir(path))[:10]}"
+        )
     if looks_like_hdf5(path):
         return KERAS_H5
+    if os.path.basename(path) in ("saved_model.pb", "saved_model.pbtxt"):
+        return SAVED_MODEL
     extension = os.path.splitext(path)[1].lower()
     if extension in _EXTENSIONS:
         return _EXTENSIONS[extension]  # Its loader explains what is wrong with the file.
-    kind = "directory" if os.path.isdir(path) else "file"
     raise ModelLoadError(
-        f"{path}: cannot tell the model format of this {kind}; supported formats: "
+        f"{path}: cannot tell the model format of this file; supported formats: "
         f"{', '.join(sorted(LOADERS))} (force one with format=...)"
     )
 
@@ -49,11 +76,7 @@ def load_graph(path: str | os.PathLike, format: str | None = None, **options: An
     loader = LOADERS.get(format)
     if loader is None:
         raise ModelLoadError(f"{os.fspath(path)}: unknown format {format!r}; supported: {', '.join(sorted(LOADERS))}")
-    accepted = [
-        name
-        for name, parameter in inspect.signature(loader).parameters.items()
-        if parameter.kind is inspect.Parameter.KEYWORD_ONLY
-    ]
+    accepted = _keyword_options(loader)
     unexpected = sorted(set(options) - set(accepted))
     if unexpected:
         raise TypeError(
@@ -61,6 +84,14 @@ def load_graph(path: str | os.PathLike, format: str | None = None, **options: An
             f"it takes: {', '.join(accepted)}"
         )
     return loader(path, **options)
+
+
+def _keyword_options(loader: Callable) -> list[str]:
+    return [
+        name
+        for name, parameter in inspect.signature(loader).parameters.items()
+        if parameter.kind is inspect.Parameter.KEYWORD_ONLY
+    ]
 
 
 __all__ = ["LOADERS", "LoadedGraph", "detect_format", "load_graph"]

@@ -79,7 +79,11 @@ def require_path(path: str | os.PathLike) -> str:
 
 def closest_names(name: str, candidates: Sequence[str], limit: int = 5) -> list[str]:
     """Candidates that look like ``name``, best first, for "did you mean" hints."""
-    return difflib.get_close_matches(name, list(candidates), n=limit, cutoff=0.4)
+    by_lower: dict[str, str] = {}
+    for candidate in candidates:
+        by_lower.setdefault(candidate.lower(), candidate)
+    matches = difflib.get_close_matches(name.lower(), list(by_lower), n=limit, cutoff=0.4)
+    return [by_lower[match] for match in matches]
 
 
 def resolve_tensor(graph: tf.Graph, ref: Any, role: str, source: str = "graph") -> tf.Tensor:

@@ -147,10 +147,43 @@ def load_keras_h5(
                 "lambda_layers": [info.name for info in lambda_layers],
             }
             input_names, output_names = list(model.input_names), list(model.output_names)
+        restore_keras_class_versions(model)
     except BaseException:
         session.close()
         raise
     return LoadedGraph(graph, session, inputs, outputs, input_names, output_names, metadata)
+
+
+def load_keras_json(
+    path: str | os.PathLike,
+    *,
+    weights: str | os.PathLike | None = None,
+    custom_objects: Mapping[str, Any] | None = None,
+    lambdas: Mapping[str, Callable] | None = None,
+    safe_mode: bool = True,
+    compile: Any = None,
+    session_config: tf.compat.v1.ConfigProto | None = None,
+    intra_op_threads: int | None = None,
+    inter_op_threads: int | None = None,
+) -> LoadedGraph:
+    """Load ``model_from_json(open(path).read())`` + ``load_weights(weights)``, the Keras 2 pattern.
+
+    The options are those of :func:`load_keras_h5`; ``path`` is the architecture.
+    """
+    path = require_path(path)
+    if weights is None:
+        raise ModelLoadError(f"{path}: a JSON file holds the architecture only: pass the weights file with weights='weights.h5'")
+    return load_keras_h5(
+        weights,
+        architecture=path,
+        custom_objects=custom_objects,
+        lambdas=lambdas,
+        safe_mode=safe_mode,
+        compile=compile,
+        session_config=session_config,
+        intra_op_threads=intra_op_threads,
+        inter_op_threads=inter_op_threads,
+    )
 
 
 def _read_root_attributes(path: str) -> dict[str, Any]:
@@ -415,9 +448,28 @@ def _stand_in_input_shapes(config: dict, custom_objects: dict, lambda_layers: li
             for layer in _all_layers(model):
                 if layer.name in names:
                     shapes[layer.name] = layer.input_shape
+        restore_keras_class_versions(model)
     except Exception as exc:  # Best effort, for a message only.
         logger.debug("stand-in build for Lambda shapes failed: %s", exc)
     return shapes
+
+
+def restore_keras_class_versions(model) -> None:
+    """Undo tf_keras's process-wide class swap after building ``model`` in a v1 graph.
+
+    tf_keras rebinds ``__bases__`` of every Layer/Model class it instantiates
+    to its v1 or v2 base, by the mode at that moment. Building in our graph
+    leaves ``Sequential``, ``Dense``... on their v1 bases, which breaks eager
+    models the caller already has ("Your Layer or Model is in an invalid
+    state"). Swap the classes we used back to what the caller's context selects.
+    """
+    from tf_keras.src.engine import base_layer, base_layer_v1, training, training_v1
+    from tf_keras.src.utils import version_utils
+
+    use_v2 = version_utils.should_use_v2()
+    for cls in {type(model)} | {type(layer) for layer in _all_layers(model)}:
+        version_utils.swap_class(cls, training.Model, training_v1.Model, use_v2)
+        version_utils.swap_class(cls, base_layer.Layer, base_layer_v1.Layer, use_v2)
 
 
 def _all_layers(model) -> Iterator:

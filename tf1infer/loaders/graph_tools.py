@@ -1,0 +1,81 @@
+"""Helpers shared by the TF1 graph loaders (SavedModel, meta graph, frozen GraphDef).
+
+Picking default inputs and outputs of a bare graph, and refusing fetches that
+would change variables.
+"""
+
+from __future__ import annotations
+
+from typing import Iterable
+
+import tensorflow as tf
+
+from tf1infer.errors import ModelLoadError
+
+# Ops that write state: running one from a predict call would change the model.
+STATEFUL_WRITE_OPS = {
+    "Assign", "AssignAdd", "AssignSub", "AssignVariableOp", "AssignAddVariableOp", "AssignSubVariableOp",
+    "ScatterAdd", "ScatterSub", "ScatterUpdate", "ScatterNdUpdate", "ResourceScatterAdd", "ResourceScatterUpdate",
+    "ApplyGradientDescent", "ResourceApplyGradientDescent", "ApplyAdam", "ResourceApplyAdam",
+}
+# Ops that are never model outputs, even when nothing consumes them.
+_NOT_OUTPUTS = {
+    "NoOp", "Const", "Placeholder", "PlaceholderWithDefault", "VarHandleOp", "VariableV2", "Variable",
+    "VarIsInitializedOp", "SaveV2", "Save", "SaveSlices", "RestoreV2", "Restore", "RestoreSlice", "MergeV2Checkpoints",
+    "ShardedFilename", "StringJoin", "Assert", "Print", "PrintV2", "IsVariableInitialized",
+} | STATEFUL_WRITE_OPS
+
+
+def default_inputs(graph: tf.Graph) -> list[tf.Tensor]:
+    """Every placeholder of the graph, in graph order (the usual inputs of a frozen graph)."""
+    return [op.outputs[0] for op in graph.get_operations() if op.type == "Placeholder"]
+
+
+def default_outputs(graph: tf.Graph, inputs: Iterable[tf.Tensor]) -> list[tf.Tensor]:
+    """Outputs of the ops that depend on an input and whose results nothing consumes.
+
+    Saver, initializer and assignment ops are left out: they are sinks too,
+    but not model outputs.
+    """
+    input_ops = {tensor.op for tensor in inputs}
+    depends: set[tf.Operation] = set(input_ops)
+    for op in graph.get_operations():  # Graph order is topological for imported graphs.
+        if any(tensor.op in depends for tensor in op.inputs):
+            depends.add(op)
+    consumed = {tensor.op for op in graph.get_operations() for tensor in op.inputs}
+    consumed |= {control for op in graph.get_operations() for control in op.control_inputs}
+    sinks = [
+        op for op in graph.get_operations()
+        if op in depends and op not in consumed and op not in input_ops and op.type not in _NOT_OUTPUTS and op.outputs
+    ]
+    return [tensor for op in sinks for tensor in op.outputs]
+
+
+def check_no_state_changes(outputs: Iterable[tf.Tensor], allow_stateful: bool, source: str) -> None:
+    """Refuse outputs whose computation assigns to variables, unless ``allow_stateful``."""
+    if allow_stateful:
+        return
+    seen: set[tf.Operation] = set()
+    stack = [tensor.op for tensor in outputs]
+    writers = []
+    while stack:
+        op = stack.pop()
+        if op in seen:
+            continue
+        seen.add(op)
+        if op.type in STATEFUL_WRITE_OPS:
+            writers.append(f"{op.name} ({op.type})")
+        stack.extend(tensor.op for tensor in op.inputs)
+        stack.extend(op.control_inputs)
+    if writers:
+        raise ModelLoadError(
+            f"{source}: computing the outputs would change variables through {', '.join(sorted(writers)[:5])}"
+            f"{' and more' if len(writers) > 5 else ''}; inference must not change the model. "
+            "Pass allow_stateful=True if that is intended."
+        )
+
+
+def require_outputs(outputs: list[tf.Tensor], source: str) -> list[tf.Tensor]:
+    if not outputs:
+        raise ModelLoadError(f"{source}: found no output tensors; name them with outputs=[...]")
+    return outputs
