@@ -32,6 +32,7 @@ bench-tf1: venv
 # Regenerates the committed fixture zoo in legacy_models/.
 zoo: venv
 	$(QUIET_TF) $(BIN)/python legacy_models/make_zoo.py
+	$(QUIET_TF) $(BIN)/python legacy_models/make_tf1_fixtures.py
 
 clean:
 	rm -rf $(VENV) build *.egg-info

@@ -30,10 +30,16 @@ def load(path: str | os.PathLike, format: str | None = None, **options: Any) -> 
 
     Args:
         path: the model file or directory.
-        format: force a format instead of detecting it (``"keras-h5"``).
-        **options: format options. For Keras HDF5: ``custom_objects``,
+        format: force a format instead of detecting it: ``"keras-h5"``,
+            ``"keras-json"``, ``"saved-model"``, ``"meta-graph"``,
+            ``"frozen-graph"``.
+        **options: format options. Keras HDF5: ``custom_objects``,
             ``lambdas``, ``safe_mode``, ``architecture``, ``compile``
-            (ignored). For every format: ``session_config`` (a
+            (ignored); Keras JSON: the same plus ``weights``. SavedModel:
+            ``tags``, ``signature``, ``allow_stateful``. Meta graph:
+            ``checkpoint``, ``inputs``, ``outputs``, ``signature``,
+            ``allow_stateful``. Frozen graph: ``inputs``, ``outputs``,
+            ``allow_stateful``. Every format: ``session_config`` (a
             ``tf.compat.v1.ConfigProto``), ``intra_op_threads``,
             ``inter_op_threads``.
 
