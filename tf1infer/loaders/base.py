@@ -10,8 +10,9 @@ from __future__ import annotations
 
 import difflib
 import os
+from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Any, Sequence
+from typing import Any, Iterator, Sequence
 
 import tensorflow as tf
 
@@ -65,6 +66,22 @@ def new_session(
     if inter_op_threads is not None:
         config.inter_op_parallelism_threads = int(inter_op_threads)
     return tf.compat.v1.Session(graph=graph, config=config)
+
+
+@contextmanager
+def graph_and_session(
+    session_config: tf.compat.v1.ConfigProto | None = None,
+    intra_op_threads: int | None = None,
+    inter_op_threads: int | None = None,
+) -> Iterator[tuple[tf.Graph, tf.compat.v1.Session]]:
+    """A new private graph and its session; the session is closed if loading fails inside."""
+    graph = tf.Graph()
+    session = new_session(graph, session_config, intra_op_threads, inter_op_threads)
+    try:
+        yield graph, session
+    except BaseException:
+        session.close()
+        raise
 
 
 def require_path(path: str | os.PathLike) -> str:

@@ -9,7 +9,7 @@ import tensorflow as tf
 from google.protobuf import message, text_format
 
 from tf1infer.errors import ModelLoadError
-from tf1infer.loaders.base import LoadedGraph, new_session, require_path
+from tf1infer.loaders.base import LoadedGraph, graph_and_session, require_path
 from tf1infer.loaders.graph_tools import check_no_state_changes
 from tf1infer.loaders.meta_graph import endpoints_by_name
 
@@ -59,9 +59,7 @@ def load_frozen_graph(
     """
     path = require_path(path)
     graph_def = read_graph_def(path)
-    graph = tf.Graph()
-    session = new_session(graph, session_config, intra_op_threads, inter_op_threads)
-    try:
+    with graph_and_session(session_config, intra_op_threads, inter_op_threads) as (graph, session):
         with graph.as_default():
             try:
                 tf.graph_util.import_graph_def(graph_def, name="")
@@ -74,8 +72,5 @@ def load_frozen_graph(
                 "freeze it (convert_variables_to_constants) or load the .meta file with its checkpoint"
             )
         check_no_state_changes(output_tensors, allow_stateful, path)
-    except BaseException:
-        session.close()
-        raise
     metadata = {"format": FORMAT, "path": os.path.abspath(path), "tensorflow_version": None, "nodes": len(graph_def.node)}
     return LoadedGraph(graph, session, input_tensors, output_tensors, input_names, output_names, metadata)

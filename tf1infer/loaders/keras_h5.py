@@ -31,7 +31,7 @@ import tensorflow as tf
 import tf_keras
 
 from tf1infer.errors import ModelLoadError, UnsafeModelError
-from tf1infer.loaders.base import LoadedGraph, closest_names, new_session, require_path
+from tf1infer.loaders.base import LoadedGraph, graph_and_session, require_path
 
 logger = logging.getLogger(__name__)
 
@@ -129,9 +129,7 @@ def load_keras_h5(
     elif lambdas:
         raise ModelLoadError(f"{path}: lambdas= applies to a model loaded from its config, not to architecture=callable")
 
-    graph = tf.Graph()
-    session = new_session(graph, session_config, intra_op_threads, inter_op_threads)
-    try:
+    with graph_and_session(session_config, intra_op_threads, inter_op_threads) as (graph, session):
         with graph.as_default(), session.as_default(), _inference_learning_phase():
             bytecode_lambdas = [info.name for info in lambda_layers if info.name not in (lambdas or {})]
             model = _build_model(path, config, custom_objects, attrs, bytecode_lambdas)
@@ -148,9 +146,6 @@ def load_keras_h5(
             }
             input_names, output_names = list(model.input_names), list(model.output_names)
         restore_keras_class_versions(model)
-    except BaseException:
-        session.close()
-        raise
     return LoadedGraph(graph, session, inputs, outputs, input_names, output_names, metadata)
 
 

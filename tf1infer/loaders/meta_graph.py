@@ -24,7 +24,7 @@ from packaging.version import InvalidVersion, Version
 from tensorflow.core.protobuf import meta_graph_pb2
 
 from tf1infer.errors import ModelLoadError
-from tf1infer.loaders.base import LoadedGraph, new_session, require_path, resolve_tensor
+from tf1infer.loaders.base import LoadedGraph, graph_and_session, require_path, resolve_tensor
 from tf1infer.loaders.graph_tools import check_no_state_changes, default_inputs, default_outputs, require_outputs
 
 FORMAT = "meta-graph"
@@ -97,9 +97,7 @@ def load_meta_graph(
         proto.meta_info_def.tensorflow_version = ""  # import_meta_graph would raise InvalidVersion.
     prefix = _checkpoint_prefix(meta_path, checkpoint)
 
-    graph = tf.Graph()
-    session = new_session(graph, session_config, intra_op_threads, inter_op_threads)
-    try:
+    with graph_and_session(session_config, intra_op_threads, inter_op_threads) as (graph, session):
         with graph.as_default():
             try:
                 saver = tf.compat.v1.train.import_meta_graph(proto, clear_devices=True)
@@ -113,9 +111,6 @@ def load_meta_graph(
                 graph, proto, inputs, outputs, signature, meta_path
             )
         check_no_state_changes(output_tensors, allow_stateful, meta_path)
-    except BaseException:
-        session.close()
-        raise
     metadata = {
         "format": FORMAT,
         "path": os.path.abspath(meta_path),

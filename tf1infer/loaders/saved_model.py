@@ -21,7 +21,7 @@ from google.protobuf import message, text_format
 from tensorflow.core.protobuf import saved_model_pb2
 
 from tf1infer.errors import ModelLoadError
-from tf1infer.loaders.base import LoadedGraph, new_session, require_path
+from tf1infer.loaders.base import LoadedGraph, graph_and_session, require_path
 from tf1infer.loaders.graph_tools import check_no_state_changes
 
 FORMAT = "saved-model"
@@ -100,9 +100,7 @@ def load_saved_model(
         )
     _check_variables_present(path, meta_graph)
 
-    graph = tf.Graph()
-    session = new_session(graph, session_config, intra_op_threads, inter_op_threads)
-    try:
+    with graph_and_session(session_config, intra_op_threads, inter_op_threads) as (graph, session):
         with graph.as_default():
             try:
                 tf.compat.v1.saved_model.loader.load(session, tags, path)
@@ -114,9 +112,6 @@ def load_saved_model(
         inputs = [graph.get_tensor_by_name(chosen.inputs[key].name) for key in input_names]
         outputs = [graph.get_tensor_by_name(chosen.outputs[key].name) for key in output_names]
         check_no_state_changes(outputs, allow_stateful, f"{path}: signature {signature_name!r}")
-    except BaseException:
-        session.close()
-        raise
     is_tf2 = len(meta_graph.object_graph_def.nodes) > 0
     metadata = {
         "format": FORMAT,
