@@ -6,7 +6,7 @@ import io
 import json
 
 import pytest
-from conftest import zoo_path
+from conftest import ZOO_DIR, zoo_path
 
 from tf1infer.cli import main
 from tf1infer.demo import run_demo
@@ -15,9 +15,18 @@ from tf1infer.demo import run_demo
 def test_inspect_prints_inputs_and_outputs(capsys):
     assert main(["inspect", zoo_path("two_in_two_out")]) == 0
     shown = capsys.readouterr().out
-    assert "format        keras-h5" in shown
-    assert "input         features: (None, 6) float32 (tensor features:0)" in shown
-    assert "output        probs: (None, 4) float32" in shown
+    lines = [" ".join(line.split()) for line in shown.splitlines()]
+    assert "format keras-h5" in lines
+    assert "input features: (None, 6) float32 (tensor features:0)" in lines
+    assert "output probs: (None, 4) float32 (tensor probs/Softmax:0)" in lines
+
+
+def test_inspect_lists_signatures_one_per_line(capsys):
+    assert main(["inspect", str(ZOO_DIR / "tf1" / "saved_model")]) == 0
+    lines = [" ".join(line.split()) for line in capsys.readouterr().out.splitlines()]
+    assert "signatures count_calls (tensorflow/serving/predict): (x: float32) -> (logits: float32)" in lines
+    assert "logits_only (tensorflow/serving/predict): (x: float32) -> (logits: float32)" in lines
+    assert "input x: (None, 4) float32 (tensor x:0)" in lines
 
 
 def test_inspect_json(capsys):

@@ -82,6 +82,15 @@ def test_old_unparseable_version_is_what_plain_tensorflow_cannot_import():
         assert predictor.metadata["tensorflow_version"] == "0.12.head"
 
 
+def test_default_outputs_skip_sinks_that_change_state(x):
+    # meta_v2 also has counted_logits, a sink that increments a counter: not a default output.
+    with tf1infer.load(TF1 / "meta_v2") as predictor:
+        assert predictor.output_names == ["probs"]
+        np.testing.assert_allclose(predictor.predict(x), formula(x)["probs"], atol=ATOL)
+    with pytest.raises(ModelLoadError, match="would change variables"):
+        tf1infer.load(TF1 / "meta_v2", outputs=["counted_logits"])
+
+
 def test_frozen_graph_defaults_to_placeholders_and_sinks(x):
     with tf1infer.load(TF1 / "frozen.pb") as predictor:  # logits feeds the softmax, so only probs is a sink.
         assert predictor.input_names == ["x"] and predictor.output_names == ["probs"]

@@ -35,13 +35,17 @@ def _inspect(args: argparse.Namespace) -> int:
         json.dump(report, sys.stdout, indent=2)
         print()
         return 0
+    width = max(len(key) for key in report) + 2
     for key, value in report.items():
         if key in ("inputs", "outputs"):
             for item in value:
-                print(f"{key[:-1]:<14}{item['name']}: {tuple(item['shape']) if item['shape'] else 'unknown shape'} "
-                      f"{item['dtype']} (tensor {item['tensor']})")
+                shape = tuple(item["shape"]) if item["shape"] is not None else "unknown shape"
+                print(f"{key[:-1]:<{width}}{item['name']}: {shape} {item['dtype']} (tensor {item['tensor']})")
+        elif isinstance(value, list) and value:
+            for index, item in enumerate(value):
+                print(f"{key if index == 0 else '':<{width}}{item}")
         else:
-            print(f"{key:<14}{value}")
+            print(f"{key:<{width}}{value}")
     return 0
 
 

@@ -47,16 +47,15 @@ def default_outputs(graph: tf.Graph, inputs: Iterable[tf.Tensor]) -> list[tf.Ten
     sinks = [
         op for op in graph.get_operations()
         if op in depends and op not in consumed and op not in input_ops and op.type not in _NOT_OUTPUTS and op.outputs
+        and not state_writers([op])  # Counters and the like: not what a caller means by "the outputs".
     ]
     return [tensor for op in sinks for tensor in op.outputs]
 
 
-def check_no_state_changes(outputs: Iterable[tf.Tensor], allow_stateful: bool, source: str) -> None:
-    """Refuse outputs whose computation assigns to variables, unless ``allow_stateful``."""
-    if allow_stateful:
-        return
+def state_writers(ops: Iterable[tf.Operation]) -> list[str]:
+    """Ops that write variables among ``ops`` and everything they depend on (data and control)."""
     seen: set[tf.Operation] = set()
-    stack = [tensor.op for tensor in outputs]
+    stack = list(ops)
     writers = []
     while stack:
         op = stack.pop()
@@ -67,6 +66,14 @@ def check_no_state_changes(outputs: Iterable[tf.Tensor], allow_stateful: bool, s
             writers.append(f"{op.name} ({op.type})")
         stack.extend(tensor.op for tensor in op.inputs)
         stack.extend(op.control_inputs)
+    return writers
+
+
+def check_no_state_changes(outputs: Iterable[tf.Tensor], allow_stateful: bool, source: str) -> None:
+    """Refuse outputs whose computation assigns to variables, unless ``allow_stateful``."""
+    if allow_stateful:
+        return
+    writers = state_writers(tensor.op for tensor in outputs)
     if writers:
         raise ModelLoadError(
             f"{source}: computing the outputs would change variables through {', '.join(sorted(writers)[:5])}"
