@@ -193,7 +193,7 @@ def test_tensorflow_failures_become_prediction_errors():
     session.close()
 
 
-def test_outputs_are_the_same_objects_across_formats_of_feed(two):
+def test_list_and_tuple_feeds_give_identical_outputs(two):
     features, extra = random_inputs(two.inputs, 3, seed=10)
     a = as_list(two([features, extra]))
     b = as_list(two((features, extra)))

@@ -18,7 +18,7 @@ import tensorflow as tf
 from tf1infer import batching
 from tf1infer.errors import InputError, PredictionError, PredictorClosedError, Tf1InferError
 from tf1infer.feeds import FeedConverter, TensorSpec
-from tf1infer.loaders.base import LoadedGraph, resolve_tensor
+from tf1infer.loaders.base import LoadedGraph, resolve_tensor, short_name
 
 logger = logging.getLogger(__name__)
 
@@ -348,7 +348,7 @@ def _named_tensors(graph: tf.Graph, refs: Any, role: str) -> tuple[list[str], li
         tensors = [resolve_tensor(graph, ref, role) for ref in refs.values()]
     else:
         tensors = [resolve_tensor(graph, ref, role) for ref in refs]
-        names = [t.op.name if t.value_index == 0 else t.name for t in tensors]
+        names = [short_name(t) for t in tensors]
     if not tensors:
         raise Tf1InferError(f"from_session needs at least one {role}")
     return names, tensors

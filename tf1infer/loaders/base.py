@@ -103,6 +103,11 @@ def closest_names(name: str, candidates: Sequence[str], limit: int = 5) -> list[
     return [by_lower[match] for match in matches]
 
 
+def short_name(tensor: tf.Tensor) -> str:
+    """How callers name a tensor: its op name for an op's first output, else the tensor name."""
+    return tensor.op.name if tensor.value_index == 0 else tensor.name
+
+
 def resolve_tensor(graph: tf.Graph, ref: Any, role: str, source: str = "graph") -> tf.Tensor:
     """Find the tensor ``ref`` names in ``graph``.
 

@@ -26,6 +26,17 @@ _NOT_OUTPUTS = {
 } | STATEFUL_WRITE_OPS
 
 
+def signature_endpoints(graph: tf.Graph, signature) -> tuple[list[str], list[tf.Tensor], list[str], list[tf.Tensor]]:
+    """Input names, input tensors, output names, output tensors of a SignatureDef, ordered by key."""
+    input_names, output_names = sorted(signature.inputs), sorted(signature.outputs)
+    return (
+        input_names,
+        [graph.get_tensor_by_name(signature.inputs[key].name) for key in input_names],
+        output_names,
+        [graph.get_tensor_by_name(signature.outputs[key].name) for key in output_names],
+    )
+
+
 def default_inputs(graph: tf.Graph) -> list[tf.Tensor]:
     """Every placeholder of the graph, in graph order (the usual inputs of a frozen graph)."""
     return [op.outputs[0] for op in graph.get_operations() if op.type == "Placeholder"]

@@ -24,8 +24,14 @@ from packaging.version import InvalidVersion, Version
 from tensorflow.core.protobuf import meta_graph_pb2
 
 from tf1infer.errors import ModelLoadError
-from tf1infer.loaders.base import LoadedGraph, graph_and_session, require_path, resolve_tensor
-from tf1infer.loaders.graph_tools import check_no_state_changes, default_inputs, default_outputs, require_outputs
+from tf1infer.loaders.base import LoadedGraph, graph_and_session, require_path, resolve_tensor, short_name
+from tf1infer.loaders.graph_tools import (
+    check_no_state_changes,
+    default_inputs,
+    default_outputs,
+    require_outputs,
+    signature_endpoints,
+)
 
 FORMAT = "meta-graph"
 
@@ -172,14 +178,7 @@ def _endpoints(graph, proto, inputs, outputs, signature, source):
             raise ModelLoadError(
                 f"{source}: no signature {name!r}; stored signatures: {', '.join(sorted(proto.signature_def))}"
             )
-        chosen = proto.signature_def[name]
-        input_names, output_names = sorted(chosen.inputs), sorted(chosen.outputs)
-        return (
-            input_names,
-            [graph.get_tensor_by_name(chosen.inputs[k].name) for k in input_names],
-            output_names,
-            [graph.get_tensor_by_name(chosen.outputs[k].name) for k in output_names],
-        )
+        return signature_endpoints(graph, proto.signature_def[name])
     return endpoints_by_name(graph, inputs, outputs, source)
 
 
@@ -196,12 +195,8 @@ def endpoints_by_name(graph, inputs, outputs, source):
         else require_outputs(default_outputs(graph, input_tensors), source)
     )
     return (
-        [_short_name(t) for t in input_tensors],
+        [short_name(t) for t in input_tensors],
         input_tensors,
-        [_short_name(t) for t in output_tensors],
+        [short_name(t) for t in output_tensors],
         output_tensors,
     )
-
-
-def _short_name(tensor: tf.Tensor) -> str:
-    return tensor.op.name if tensor.value_index == 0 else tensor.name

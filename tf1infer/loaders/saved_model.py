@@ -22,7 +22,7 @@ from tensorflow.core.protobuf import saved_model_pb2
 
 from tf1infer.errors import ModelLoadError
 from tf1infer.loaders.base import LoadedGraph, graph_and_session, require_path
-from tf1infer.loaders.graph_tools import check_no_state_changes
+from tf1infer.loaders.graph_tools import check_no_state_changes, signature_endpoints
 
 FORMAT = "saved-model"
 DEFAULT_SIGNATURE = "serving_default"
@@ -107,10 +107,7 @@ def load_saved_model(
             except (tf.errors.OpError, ValueError, RuntimeError, OSError) as exc:
                 raise ModelLoadError(f"{path}: cannot load the SavedModel: {type(exc).__name__}: {_first_line(exc)}") from exc
         chosen = signatures[signature_name]
-        input_names = sorted(chosen.inputs)
-        output_names = sorted(chosen.outputs)
-        inputs = [graph.get_tensor_by_name(chosen.inputs[key].name) for key in input_names]
-        outputs = [graph.get_tensor_by_name(chosen.outputs[key].name) for key in output_names]
+        input_names, inputs, output_names, outputs = signature_endpoints(graph, chosen)
         check_no_state_changes(outputs, allow_stateful, f"{path}: signature {signature_name!r}")
     is_tf2 = len(meta_graph.object_graph_def.nodes) > 0
     metadata = {
