@@ -33,6 +33,7 @@ bench-tf1: venv
 zoo: venv
 	$(QUIET_TF) $(BIN)/python legacy_models/make_zoo.py
 	$(QUIET_TF) $(BIN)/python legacy_models/make_tf1_fixtures.py
+	$(QUIET_TF) $(BIN)/python legacy_models/make_keras1_fixtures.py
 
 clean:
 	rm -rf $(VENV) build *.egg-info

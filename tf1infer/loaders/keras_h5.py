@@ -1,4 +1,4 @@
-"""Keras HDF5 models (``model.save("model.h5")`` from Keras 2 / tf.keras).
+"""Keras HDF5 models (``model.save("model.h5")`` from Keras 1.x, Keras 2 and tf.keras).
 
 The file is read with h5py first, so that every problem (not HDF5, truncated,
 weights only, unknown layer classes, ``Lambda`` bytecode) is reported before any
@@ -6,7 +6,7 @@ TensorFlow work, with the path in the message. The architecture is then built
 with tf_keras inside the model's own ``tf.Graph`` with the learning phase fixed
 to inference (0): Dropout becomes identity and BatchNormalization reads its
 moving statistics, so no training branch or ``keras_learning_phase`` switch is
-left in the graph.
+left in the graph. Keras 1.x files are first converted by :mod:`keras1`.
 
 ``Lambda`` layers hold marshalled Python bytecode, which runs as soon as the
 layer is called. With ``safe_mode=True`` (the default) such a model is refused
@@ -31,6 +31,7 @@ import tensorflow as tf
 import tf_keras
 
 from tf1infer.errors import ModelLoadError, UnsafeModelError
+from tf1infer.loaders import keras1
 from tf1infer.loaders.base import LoadedGraph, graph_and_session, require_path
 
 logger = logging.getLogger(__name__)
@@ -122,6 +123,9 @@ def load_keras_h5(
     config = _model_config(path, attrs, architecture)
     custom_objects = dict(custom_objects or {})
     lambda_layers: list[LambdaLayerInfo] = []
+    from_keras1 = isinstance(config, dict) and keras1.is_keras1(attrs, config)
+    if from_keras1:
+        config = keras1.convert_config(path, config)
     if isinstance(config, dict):
         lambda_layers = _lambda_layers(config, custom_objects)
         if lambda_layers:
@@ -133,12 +137,16 @@ def load_keras_h5(
         with graph.as_default(), session.as_default(), _inference_learning_phase():
             bytecode_lambdas = [info.name for info in lambda_layers if info.name not in (lambdas or {})]
             model = _build_model(path, config, custom_objects, attrs, bytecode_lambdas)
-            _load_weights(path, model, attrs)
+            if from_keras1:
+                keras1.load_weights(path, model, attrs.get("backend"))
+            else:
+                _load_weights(path, model)
             inputs, outputs = list(model.inputs), list(model.outputs)
             metadata = {
                 "format": FORMAT,
                 "path": os.path.abspath(path),
                 "keras_version": attrs.get("keras_version"),
+                "converted_from_keras1": from_keras1,
                 "backend": attrs.get("backend"),
                 "model_class": type(model).__name__,
                 "parameters": int(model.count_params()),
@@ -288,11 +296,14 @@ def _build_failure_message(path, config, custom_objects, attrs, exc) -> str:
         )
     hint = ""
     if str(attrs.get("keras_version", "")).startswith("1."):
-        hint = "; Keras 1.x layer arguments (output_dim, nb_filter, border_mode, ...) are not Keras 2 arguments"
+        hint = (
+            "; the Keras 1 config was converted to Keras 2 (output_dim, nb_filter, border_mode, Merge, ...), "
+            "but this argument or layer has no Keras 2 conversion"
+        )
     return f"{path}: cannot build the architecture{written_by}: {type(exc).__name__}: {exc}{hint}"
 
 
-def _load_weights(path: str, model, attrs: Mapping[str, Any]) -> None:
+def _load_weights(path: str, model) -> None:
     try:
         model.load_weights(path)
     except ValueError as exc:
