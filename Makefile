@@ -34,6 +34,7 @@ zoo: venv
 	$(QUIET_TF) $(BIN)/python legacy_models/make_zoo.py
 	$(QUIET_TF) $(BIN)/python legacy_models/make_tf1_fixtures.py
 	$(QUIET_TF) $(BIN)/python legacy_models/make_keras1_fixtures.py
+	$(QUIET_TF) $(BIN)/python legacy_models/make_keras3_fixtures.py
 
 clean:
 	rm -rf $(VENV) build *.egg-info

@@ -16,6 +16,7 @@ from tf1infer.errors import ModelLoadError
 from tf1infer.loaders.base import LoadedGraph, require_path
 from tf1infer.loaders.frozen_graph import FORMAT as FROZEN_GRAPH, load_frozen_graph
 from tf1infer.loaders.keras_h5 import FORMAT as KERAS_H5, load_keras_h5, load_keras_json, looks_like_hdf5
+from tf1infer.loaders.keras_v3 import FORMAT as KERAS_V3, load_keras_v3, looks_like_keras_v3
 from tf1infer.loaders.meta_graph import FORMAT as META_GRAPH, load_meta_graph
 from tf1infer.loaders.saved_model import FORMAT as SAVED_MODEL, is_saved_model_dir, load_saved_model
 
@@ -24,6 +25,7 @@ KERAS_JSON = "keras-json"
 LOADERS: dict[str, Callable[..., LoadedGraph]] = {
     KERAS_H5: load_keras_h5,
     KERAS_JSON: load_keras_json,
+    KERAS_V3: load_keras_v3,
     SAVED_MODEL: load_saved_model,
     META_GRAPH: load_meta_graph,
     FROZEN_GRAPH: load_frozen_graph,
@@ -33,6 +35,7 @@ _EXTENSIONS = {
     ".h5": KERAS_H5,
     ".hdf5": KERAS_H5,
     ".json": KERAS_JSON,
+    ".keras": KERAS_V3,
     ".meta": META_GRAPH,
     ".pb": FROZEN_GRAPH,
     ".pbtxt": FROZEN_GRAPH,
@@ -58,6 +61,8 @@ def detect_format(path: str | os.PathLike) -> str:
         )
     if looks_like_hdf5(path):
         return KERAS_H5
+    if looks_like_keras_v3(path):
+        return KERAS_V3
     if os.path.basename(path) in ("saved_model.pb", "saved_model.pbtxt"):
         return SAVED_MODEL
     extension = os.path.splitext(path)[1].lower()
