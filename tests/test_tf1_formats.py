@@ -101,7 +101,8 @@ def test_keras_json_architecture_with_weights(eager_model):
     reference = eager_model(zoo_path("mlp"))
     data = np.random.default_rng(12).normal(size=(9, 10)).astype("float32")
     with tf1infer.load(TF1 / "keras_arch.json", weights=TF1 / "keras_weights.h5") as predictor:
-        assert predictor.metadata["format"] == "keras-h5"
+        assert predictor.metadata["format"] == "keras-json"
+        assert predictor.metadata["weights"].endswith("keras_weights.h5")
         np.testing.assert_allclose(predictor.predict(data), reference.predict(data, verbose=0), atol=ATOL)
     with pytest.raises(ModelLoadError, match=r"keras_arch.json: a JSON file holds the architecture only: pass the weights file"):
         tf1infer.load(TF1 / "keras_arch.json")

@@ -1,6 +1,8 @@
 """The ``tf1infer`` command.
 
-    tf1infer inspect MODEL [--json]    what a model file holds: format, versions, inputs, outputs
+    tf1infer inspect MODEL [--json] [load options]
+                                       what a model file holds: format, recorded versions, inputs,
+                                       outputs, signatures, Lambda layers, parameter count
     tf1infer demo [MODEL]              load a legacy model, predict, compare with Keras, time both
 
 Errors print one line (``tf1infer: error: ...``) and exit with status 2.
@@ -11,26 +13,59 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from typing import Sequence
+from typing import Any, Sequence
 
-from tf1infer.errors import Tf1InferError
+from tf1infer.errors import Tf1InferError, UnsafeModelError
+
+
+def _load_options(args: argparse.Namespace) -> dict[str, Any]:
+    """The format options given on the command line (only those given: each format takes its own)."""
+    options: dict[str, Any] = {}
+    for name in ("signature", "checkpoint", "weights", "architecture"):
+        if getattr(args, name, None) is not None:
+            options[name] = getattr(args, name)
+    for name in ("tags", "inputs", "outputs"):
+        if getattr(args, name, None) is not None:
+            options[name] = [item for item in getattr(args, name).split(",") if item]
+    return options
+
+
+def _add_load_options(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group("load options (each format takes its own; see the README)")
+    group.add_argument("--format", help="force the format instead of detecting it")
+    group.add_argument("--tags", help="SavedModel tag set, comma-separated (default: serve)")
+    group.add_argument("--signature", help="SavedModel or meta graph signature (default: serving_default)")
+    group.add_argument("--inputs", help="meta graph / frozen graph input tensor or op names, comma-separated")
+    group.add_argument("--outputs", help="meta graph / frozen graph output tensor or op names, comma-separated")
+    group.add_argument("--checkpoint", help="meta graph checkpoint prefix")
+    group.add_argument("--weights", help="weights .h5 for a Keras JSON architecture")
+    group.add_argument("--architecture", help="JSON architecture for a weights-only .h5")
+
+
+def _spec_rows(names, specs) -> list[dict[str, Any]]:
+    return [
+        {"name": name, "tensor": spec.name, "shape": list(spec.shape) if spec.shape is not None else None, "dtype": str(spec.dtype)}
+        for name, spec in zip(names, specs)
+    ]
 
 
 def _inspect(args: argparse.Namespace) -> int:
     import tf1infer
+    from tf1infer.loaders import describe_without_loading
 
-    with tf1infer.load(args.model, format=args.format) as predictor:
-        report = {
-            **{k: v for k, v in predictor.metadata.items()},
-            "inputs": [
-                {"name": name, "tensor": spec.name, "shape": list(spec.shape) if spec.shape else None, "dtype": str(spec.dtype)}
-                for name, spec in zip(predictor.input_names, predictor.inputs)
-            ],
-            "outputs": [
-                {"name": name, "tensor": spec.name, "shape": list(spec.shape) if spec.shape else None, "dtype": str(spec.dtype)}
-                for name, spec in zip(predictor.output_names, predictor.outputs)
-            ],
-        }
+    options = _load_options(args)
+    try:
+        with tf1infer.load(args.model, format=args.format, **options) as predictor:
+            report = {
+                **predictor.metadata,
+                "inputs": _spec_rows(predictor.input_names, predictor.inputs),
+                "outputs": _spec_rows(predictor.output_names, predictor.outputs),
+            }
+    except UnsafeModelError as exc:
+        # Still say what the file holds, read without running its code, and why it was not loaded.
+        report = describe_without_loading(args.model, args.format, **options) or {}
+        report["loaded"] = False
+        report["why_not_loaded"] = str(exc)
     if args.json:
         json.dump(report, sys.stdout, indent=2)
         print()
@@ -41,8 +76,8 @@ def _inspect(args: argparse.Namespace) -> int:
             for item in value:
                 shape = tuple(item["shape"]) if item["shape"] is not None else "unknown shape"
                 print(f"{key[:-1]:<{width}}{item['name']}: {shape} {item['dtype']} (tensor {item['tensor']})")
-        elif isinstance(value, list) and value:
-            for index, item in enumerate(value):
+        elif (isinstance(value, list) and value) or (isinstance(value, str) and "\n" in value):
+            for index, item in enumerate(value if isinstance(value, list) else value.splitlines()):
                 print(f"{key if index == 0 else '':<{width}}{item}")
         else:
             print(f"{key:<{width}}{value}")
@@ -61,8 +96,8 @@ def build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", required=True)
     inspect = commands.add_parser("inspect", help="show a model's format, versions, inputs and outputs")
     inspect.add_argument("model", help="model file or directory")
-    inspect.add_argument("--format", help="force the format instead of detecting it")
     inspect.add_argument("--json", action="store_true", help="machine-readable output")
+    _add_load_options(inspect)
     inspect.set_defaults(run=_inspect)
     demo = commands.add_parser("demo", help="predict with a legacy model through tf1infer and Keras, and time both")
     demo.add_argument("model", nargs="?", default="legacy_models/mlp.h5", help="a Keras .h5 model (default: %(default)s)")

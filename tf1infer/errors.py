@@ -34,6 +34,10 @@ class UnsafeModelError(ModelLoadError):
     """
 
 
+class InvalidOptionError(Tf1InferError, TypeError):
+    """``load()`` got an option the model's format does not take (a ``TypeError``, as for a bad keyword)."""
+
+
 class InputError(Tf1InferError, ValueError):
     """Data passed to a predict method does not fit the model's inputs."""
 

@@ -12,7 +12,8 @@ import inspect
 import os
 from typing import Any, Callable
 
-from tf1infer.errors import ModelLoadError
+from tf1infer.errors import InvalidOptionError, ModelLoadError
+from tf1infer.loaders import keras_h5, keras_v3
 from tf1infer.loaders.base import LoadedGraph, require_path
 from tf1infer.loaders.frozen_graph import FORMAT as FROZEN_GRAPH, load_frozen_graph
 from tf1infer.loaders.keras_h5 import FORMAT as KERAS_H5, load_keras_h5, load_keras_json, looks_like_hdf5
@@ -84,11 +85,23 @@ def load_graph(path: str | os.PathLike, format: str | None = None, **options: An
     accepted = _keyword_options(loader)
     unexpected = sorted(set(options) - set(accepted))
     if unexpected:
-        raise TypeError(
+        raise InvalidOptionError(
             f"load() got option(s) {', '.join(unexpected)} that the {format} loader does not take; "
             f"it takes: {', '.join(accepted)}"
         )
     return loader(path, **options)
+
+
+def describe_without_loading(path: str | os.PathLike, format: str | None = None, **options: Any) -> dict[str, Any] | None:
+    """What a Keras file records, without building it (None for graph formats, which must be loaded)."""
+    format = format or detect_format(path)
+    if format == KERAS_H5:
+        return keras_h5.describe_file(path, architecture=options.get("architecture"))
+    if format == KERAS_JSON:
+        return keras_h5.describe_file(options["weights"], architecture=path) if options.get("weights") else None
+    if format == KERAS_V3:
+        return keras_v3.describe_file(path)
+    return None
 
 
 def _keyword_options(loader: Callable) -> list[str]:
@@ -99,4 +112,4 @@ def _keyword_options(loader: Callable) -> list[str]:
     ]
 
 
-__all__ = ["LOADERS", "LoadedGraph", "detect_format", "load_graph"]
+__all__ = ["LOADERS", "LoadedGraph", "describe_without_loading", "detect_format", "load_graph"]

@@ -10,7 +10,7 @@ from google.protobuf import message, text_format
 
 from tf1infer.errors import ModelLoadError
 from tf1infer.loaders.base import LoadedGraph, graph_and_session, require_path
-from tf1infer.loaders.graph_tools import check_no_state_changes
+from tf1infer.loaders.graph_tools import check_no_state_changes, count_parameters
 from tf1infer.loaders.meta_graph import endpoints_by_name
 
 FORMAT = "frozen-graph"
@@ -72,5 +72,12 @@ def load_frozen_graph(
                 "freeze it (convert_variables_to_constants) or load the .meta file with its checkpoint"
             )
         check_no_state_changes(output_tensors, allow_stateful, path)
-    metadata = {"format": FORMAT, "path": os.path.abspath(path), "tensorflow_version": None, "nodes": len(graph_def.node)}
+    metadata = {
+        "format": FORMAT,
+        "path": os.path.abspath(path),
+        # A GraphDef records no TensorFlow release, only the GraphDef version of its producer.
+        "graph_def_producer_version": graph_def.versions.producer,
+        "nodes": len(graph_def.node),
+        "parameters": count_parameters(graph),  # Its weights are constants: those are counted.
+    }
     return LoadedGraph(graph, session, input_tensors, output_tensors, input_names, output_names, metadata)

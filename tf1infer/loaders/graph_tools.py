@@ -26,6 +26,29 @@ _NOT_OUTPUTS = {
 } | STATEFUL_WRITE_OPS
 
 
+_VARIABLE_OPS = {"VariableV2", "Variable", "VarHandleOp"}
+
+
+def count_parameters(graph: tf.Graph) -> int:
+    """Number of weights in a graph: elements of its floating-point variables.
+
+    A frozen graph has no variables, its weights having become constants, so
+    there the floating-point constants of rank 1 or more are counted instead.
+    """
+    variables = [op for op in graph.get_operations() if op.type in _VARIABLE_OPS]
+    if variables:
+        return sum(
+            tf.TensorShape(op.get_attr("shape")).num_elements() or 0
+            for op in variables
+            if tf.as_dtype(op.get_attr("dtype")).is_floating
+        )
+    return sum(
+        op.outputs[0].shape.num_elements() or 0
+        for op in graph.get_operations()
+        if op.type == "Const" and op.outputs[0].dtype.is_floating and op.outputs[0].shape.rank
+    )
+
+
 def signature_endpoints(graph: tf.Graph, signature) -> tuple[list[str], list[tf.Tensor], list[str], list[tf.Tensor]]:
     """Input names, input tensors, output names, output tensors of a SignatureDef, ordered by key."""
     input_names, output_names = sorted(signature.inputs), sorted(signature.outputs)

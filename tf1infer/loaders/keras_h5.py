@@ -157,6 +157,35 @@ def load_keras_h5(
     return LoadedGraph(graph, session, inputs, outputs, input_names, output_names, metadata)
 
 
+def describe_file(path: str | os.PathLike, *, architecture: Any = None) -> dict[str, Any]:
+    """What a Keras HDF5 file records, read without building the model or running any code from it.
+
+    Used by ``tf1infer inspect`` for a model that cannot be loaded as it is
+    (Lambda layers in safe mode): versions, model class, layer count, and each
+    Lambda layer with its position and shapes.
+    """
+    path = require_path(path)
+    if not looks_like_hdf5(path):
+        raise ModelLoadError(f"{path}: not an HDF5 file: found {_describe_file_start(path)}")
+    attrs = _read_root_attributes(path)
+    config = _model_config(path, attrs, architecture)
+    if not isinstance(config, dict):
+        return {"format": FORMAT, "path": os.path.abspath(path), "keras_version": attrs.get("keras_version")}
+    from_keras1 = keras1.is_keras1(attrs, config)
+    if from_keras1:
+        config = keras1.convert_config(path, config)
+    return {
+        "format": FORMAT,
+        "path": os.path.abspath(path),
+        "keras_version": attrs.get("keras_version"),
+        "converted_from_keras1": from_keras1,
+        "backend": attrs.get("backend"),
+        "model_class": config.get("class_name"),
+        "layers": sum(1 for _ in iter_layer_configs(config)) - 1,
+        "lambda_layers": [info.describe() for info in _lambda_layers(config, {})],
+    }
+
+
 def load_keras_json(
     path: str | os.PathLike,
     *,
@@ -176,7 +205,7 @@ def load_keras_json(
     path = require_path(path)
     if weights is None:
         raise ModelLoadError(f"{path}: a JSON file holds the architecture only: pass the weights file with weights='weights.h5'")
-    return load_keras_h5(
+    loaded = load_keras_h5(
         weights,
         architecture=path,
         custom_objects=custom_objects,
@@ -187,6 +216,10 @@ def load_keras_json(
         intra_op_threads=intra_op_threads,
         inter_op_threads=inter_op_threads,
     )
+    weights_path = loaded.metadata.pop("path")
+    loaded.metadata = {"format": "keras-json", "path": os.path.abspath(path), "weights": weights_path,
+                       **{key: value for key, value in loaded.metadata.items() if key != "format"}}
+    return loaded
 
 
 def _read_root_attributes(path: str) -> dict[str, Any]:

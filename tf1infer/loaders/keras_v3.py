@@ -73,6 +73,20 @@ def _layer_configs(config: Any) -> Iterator[dict]:
             yield from _layer_configs(value)
 
 
+def describe_file(path: str | os.PathLike) -> dict[str, Any]:
+    """What a ``.keras`` archive records, read without Keras and without running any code from it."""
+    path = require_path(path)
+    config, metadata = read_archive_config(path)
+    return {
+        "format": FORMAT,
+        "path": os.path.abspath(path),
+        "keras_version": metadata.get("keras_version"),
+        "saved_at": metadata.get("date_saved"),
+        "model_class": config.get("class_name"),
+        "lambda_layers": lambda_layer_names(config),
+    }
+
+
 def load_keras_v3(
     path: str | os.PathLike,
     *,

@@ -27,6 +27,7 @@ from tf1infer.errors import ModelLoadError
 from tf1infer.loaders.base import LoadedGraph, graph_and_session, require_path, resolve_tensor, short_name
 from tf1infer.loaders.graph_tools import (
     check_no_state_changes,
+    count_parameters,
     default_inputs,
     default_outputs,
     require_outputs,
@@ -123,6 +124,7 @@ def load_meta_graph(
         "checkpoint": prefix,
         "tensorflow_version": recorded_version or None,
         "signatures": sorted(proto.signature_def),
+        "parameters": count_parameters(graph),
     }
     return LoadedGraph(graph, session, input_tensors, output_tensors, input_names, output_names, metadata)
 
