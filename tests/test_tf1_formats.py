@@ -221,6 +221,33 @@ def test_garbage_protobufs(tmp_path):
         tf1infer.load(meta)
 
 
+def _frozen_graph_def() -> tf.compat.v1.GraphDef:
+    graph_def = tf.compat.v1.GraphDef()
+    graph_def.ParseFromString((TF1 / "frozen.pb").read_bytes())
+    return graph_def
+
+
+def test_attribute_that_today_ops_no_longer_have_is_ignored(tmp_path):
+    graph_def = _frozen_graph_def()
+    matmul = next(node for node in graph_def.node if node.op == "MatMul")
+    matmul.attr["use_cudnn_on_gpu"].b = True  # An attribute MatMul does not have (any more).
+    path = tmp_path / "old_attr.pb"
+    path.write_bytes(graph_def.SerializeToString())
+    x = np.random.default_rng(5).normal(size=(6, 4)).astype("float32")
+    with tf1infer.load(path, outputs=["probs"]) as predictor:
+        np.testing.assert_allclose(predictor.predict(x), formula(x)["probs"], atol=ATOL)
+
+
+def test_op_this_tensorflow_lacks_is_named(tmp_path):
+    graph_def = _frozen_graph_def()
+    contrib = graph_def.node.add(name="resampled", op="ContribResampler")
+    contrib.input.append("x")
+    path = tmp_path / "contrib.pb"
+    path.write_bytes(graph_def.SerializeToString())
+    with pytest.raises(ModelLoadError, match=r"contrib.pb: cannot import the GraphDef: .*ContribResampler"):
+        tf1infer.load(path)
+
+
 def test_string_inputs_refuse_numbers():
     path = CORPUS_DIR / "tfserving_saved_model_half_plus_two_cpu" / "00000123"
     if not path.exists():

@@ -3,9 +3,10 @@
 Old meta graphs need two repairs before current TensorFlow imports them:
 a recorded ``tensorflow_version`` it cannot parse (``0.12.head``) makes
 ``import_meta_graph`` raise ``InvalidVersion``, so an unparseable version is
-kept in the metadata and cleared in the proto; and attributes that a newer
-op definition no longer knows are dropped where they hold their default
-value (TensorFlow's own rule when importing).
+kept in the metadata and cleared in the proto. Attributes that today's op
+definitions no longer have are ignored by TensorFlow's importer (it logs
+them); an op that no longer exists at all (``tf.contrib``, custom op
+libraries) is reported by name as a ModelLoadError.
 
 The checkpoint is, in order: ``checkpoint=``, the prefix named by the
 ``checkpoint`` state file (re-rooted in the model's folder when it recorded an
