@@ -21,6 +21,18 @@ from zoo_layers import Scale  # noqa: E402
 CUSTOM_OBJECTS = {"Scale": Scale}
 
 
+def tf1_formula(x: np.ndarray) -> dict[str, np.ndarray]:
+    """What every legacy_models/tf1/ fixture computes, from the weights saved beside it."""
+    p = np.load(ZOO_DIR / "tf1" / "weights.npz")
+    logits = np.tanh(x @ p["w1"] + p["b1"]) @ p["w2"] + p["b2"]
+    exp = np.exp(logits - logits.max(axis=1, keepdims=True))
+    return {"logits": logits, "probs": exp / exp.sum(axis=1, keepdims=True)}
+
+
+# The corpus manifest's formulas for TF Serving's half_plus models: text -> (scale, offset).
+HALF_PLUS = {"y = 0.5*x + 2": (0.5, 2.0), "y3 = 0.5*x2 + 3": (0.5, 3.0), "y = 0.5*x + 3": (0.5, 3.0)}
+
+
 def zoo_path(name: str) -> str:
     return str(ZOO_DIR / f"{name}.h5")
 

@@ -7,21 +7,13 @@ import shutil
 import numpy as np
 import pytest
 import tensorflow as tf
-from conftest import CORPUS_DIR, ZOO_DIR, corpus_entries, zoo_path
+from conftest import CORPUS_DIR, HALF_PLUS, ZOO_DIR, corpus_entries, tf1_formula as formula, zoo_path
 
 import tf1infer
 from tf1infer.errors import InputError, ModelLoadError
 
 TF1 = ZOO_DIR / "tf1"
 ATOL = 1e-5
-
-
-def formula(x: np.ndarray) -> dict[str, np.ndarray]:
-    """What every tf1/ fixture computes, from the weights saved beside it."""
-    p = np.load(TF1 / "weights.npz")
-    logits = np.tanh(x @ p["w1"] + p["b1"]) @ p["w2"] + p["b2"]
-    exp = np.exp(logits - logits.max(axis=1, keepdims=True))
-    return {"logits": logits, "probs": exp / exp.sum(axis=1, keepdims=True)}
 
 
 @pytest.fixture(scope="module")
@@ -123,7 +115,6 @@ def _tf_examples(values: np.ndarray, feature: str = "x") -> np.ndarray:
     )
 
 
-HALF_PLUS = {"y = 0.5*x + 2": (0.5, 2.0), "y3 = 0.5*x2 + 3": (0.5, 3.0), "y = 0.5*x + 3": (0.5, 3.0)}
 # Signatures fed serialized tf.Example protos, with what they compute (TF Serving's test models).
 EXAMPLE_SIGNATURES = {
     "tfserving_saved_model_half_plus_two_cpu": {"regress_x_to_y": 2.0, "regress_x_to_y2": 3.0, "classify_x_to_y": 2.0},

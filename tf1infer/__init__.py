@@ -4,6 +4,7 @@ The public surface::
 
     tf1infer.load(path, **options) -> Predictor     # alias: load_model
     tf1infer.Predictor                              # predict, predict_on_batch, inputs, outputs...
+    tf1infer.export_saved_model(model, out_dir)     # a verified TF2 SavedModel -> ExportReport
     tf1infer.errors                                 # Tf1InferError and its subclasses
 
 Example:
@@ -18,6 +19,7 @@ import os
 from typing import Any
 
 from tf1infer import errors
+from tf1infer.export import ExportReport, export_saved_model
 from tf1infer.feeds import TensorSpec
 from tf1infer.loaders import detect_format, load_graph
 from tf1infer.predictor import Predictor
@@ -31,12 +33,13 @@ def load(path: str | os.PathLike, format: str | None = None, **options: Any) -> 
     Args:
         path: the model file or directory.
         format: force a format instead of detecting it: ``"keras-h5"``,
-            ``"keras-json"``, ``"saved-model"``, ``"meta-graph"``,
-            ``"frozen-graph"``.
+            ``"keras-json"``, ``"keras-v3"``, ``"saved-model"``,
+            ``"meta-graph"``, ``"frozen-graph"``.
         **options: format options. Keras HDF5: ``custom_objects``,
             ``lambdas``, ``safe_mode``, ``architecture``, ``compile``
             (ignored); Keras JSON: the same plus ``weights``. SavedModel:
-            ``tags``, ``signature``, ``allow_stateful``. Meta graph:
+            ``tags``, ``signature``, ``allow_stateful``. Keras 3 ``.keras``:
+            ``custom_objects``, ``safe_mode``, ``compile``. Meta graph:
             ``checkpoint``, ``inputs``, ``outputs``, ``signature``,
             ``allow_stateful``. Frozen graph: ``inputs``, ``outputs``,
             ``allow_stateful``. Every format: ``session_config`` (a
@@ -50,7 +53,8 @@ def load(path: str | os.PathLike, format: str | None = None, **options: Any) -> 
         ModelNotFoundError: ``path`` does not exist.
         ModelLoadError: the model cannot be loaded; the message says why.
         UnsafeModelError: loading would run Python code stored in the file.
-        TypeError: an option the format's loader does not take.
+        InvalidOptionError: an option the format's loader does not take
+            (also a ``TypeError``).
 
     Example:
         >>> import numpy as np, tf1infer
@@ -63,4 +67,14 @@ def load(path: str | os.PathLike, format: str | None = None, **options: Any) -> 
 
 load_model = load
 
-__all__ = ["Predictor", "TensorSpec", "detect_format", "errors", "load", "load_model", "__version__"]
+__all__ = [
+    "ExportReport",
+    "Predictor",
+    "TensorSpec",
+    "detect_format",
+    "errors",
+    "export_saved_model",
+    "load",
+    "load_model",
+    "__version__",
+]

@@ -3,6 +3,8 @@
     tf1infer inspect MODEL [--json] [load options]
                                        what a model file holds: format, recorded versions, inputs,
                                        outputs, signatures, Lambda layers, parameter count
+    tf1infer export MODEL OUT_DIR [--atol A] [--sample-input F] [--overwrite] [load options]
+                                       a TF2 SavedModel, verified against the original
     tf1infer demo [MODEL]              load a legacy model, predict, compare with Keras, time both
 
 Errors print one line (``tf1infer: error: ...``) and exit with status 2.
@@ -84,6 +86,26 @@ def _inspect(args: argparse.Namespace) -> int:
     return 0
 
 
+def _export(args: argparse.Namespace) -> int:
+    from tf1infer.export import export_saved_model
+
+    report = export_saved_model(
+        args.model,
+        args.out_dir,
+        signature_name=args.signature_name,
+        verify=not args.no_verify,
+        atol=args.atol,
+        rtol=args.rtol,
+        sample_inputs=args.sample_input,
+        overwrite=args.overwrite,
+        all_signatures=args.all_signatures,
+        **({"format": args.format} if args.format else {}),
+        **_load_options(args),
+    )
+    print(report)
+    return 0
+
+
 def _demo(args: argparse.Namespace) -> int:
     from tf1infer.demo import run_demo
 
@@ -99,6 +121,18 @@ def build_parser() -> argparse.ArgumentParser:
     inspect.add_argument("--json", action="store_true", help="machine-readable output")
     _add_load_options(inspect)
     inspect.set_defaults(run=_inspect)
+    export = commands.add_parser("export", help="export a model to a verified TF2 SavedModel")
+    export.add_argument("model", help="model file or directory")
+    export.add_argument("out_dir", help="the SavedModel directory to write")
+    export.add_argument("--atol", type=float, default=1e-5, help="absolute tolerance of the verification (default: %(default)g)")
+    export.add_argument("--rtol", type=float, default=1e-4, help="relative tolerance of the verification (default: %(default)g)")
+    export.add_argument("--sample-input", help="real inputs to verify with: .npy, or .npz with one array per input name")
+    export.add_argument("--overwrite", action="store_true", help="replace OUT_DIR once the new export is verified")
+    export.add_argument("--signature-name", default="serving_default", help="name of the exported signature (default: %(default)s)")
+    export.add_argument("--all-signatures", action="store_true", help="also export a SavedModel's other predict-style signatures")
+    export.add_argument("--no-verify", action="store_true", help="skip the comparison with the original (not recommended)")
+    _add_load_options(export)
+    export.set_defaults(run=_export)
     demo = commands.add_parser("demo", help="predict with a legacy model through tf1infer and Keras, and time both")
     demo.add_argument("model", nargs="?", default="legacy_models/mlp.h5", help="a Keras .h5 model (default: %(default)s)")
     demo.set_defaults(run=_demo)

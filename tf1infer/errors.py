@@ -46,5 +46,13 @@ class PredictionError(Tf1InferError, RuntimeError):
     """TensorFlow failed while running the model on valid-looking inputs."""
 
 
+class ExportError(Tf1InferError):
+    """A model could not be exported (``out_dir`` exists, or the graph has parts that do not export)."""
+
+
+class ExportVerificationError(ExportError):
+    """The exported SavedModel does not reproduce the original outputs; nothing was written."""
+
+
 class PredictorClosedError(Tf1InferError, RuntimeError):
     """The Predictor was used after ``close()``."""

@@ -142,3 +142,14 @@ def resolve_tensor(graph: tf.Graph, ref: Any, role: str, source: str = "graph") 
             f"so the largest index is {len(op.outputs) - 1}"
         )
     return op.outputs[position]
+
+
+def quiet_deprecation():
+    """Silence TensorFlow's "X is deprecated" log lines around a call of a TF1 API.
+
+    Using the TF1 APIs (loading TF1 SavedModels, pruning TF1 graphs) is what
+    this library is for; the warnings would only tell its users what they know.
+    """
+    from tensorflow.python.util import deprecation  # No public switch for these messages.
+
+    return deprecation.silence()

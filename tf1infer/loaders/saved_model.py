@@ -21,7 +21,7 @@ from google.protobuf import message, text_format
 from tensorflow.core.protobuf import saved_model_pb2
 
 from tf1infer.errors import ModelLoadError
-from tf1infer.loaders.base import LoadedGraph, graph_and_session, require_path
+from tf1infer.loaders.base import LoadedGraph, graph_and_session, quiet_deprecation, require_path
 from tf1infer.loaders.graph_tools import check_no_state_changes, count_parameters, signature_endpoints
 
 FORMAT = "saved-model"
@@ -103,7 +103,7 @@ def load_saved_model(
     with graph_and_session(session_config, intra_op_threads, inter_op_threads) as (graph, session):
         with graph.as_default():
             try:
-                with _quiet_deprecation():
+                with quiet_deprecation():
                     tf.compat.v1.saved_model.loader.load(session, tags, path)
             except (tf.errors.OpError, ValueError, RuntimeError, OSError) as exc:
                 raise ModelLoadError(f"{path}: cannot load the SavedModel: {type(exc).__name__}: {_first_line(exc)}") from exc
@@ -124,13 +124,6 @@ def load_saved_model(
         "assets": sorted(os.listdir(os.path.join(path, "assets"))) if os.path.isdir(os.path.join(path, "assets")) else [],
     }
     return LoadedGraph(graph, session, inputs, outputs, input_names, output_names, metadata)
-
-
-def _quiet_deprecation():
-    """Silence the "load is deprecated" log line: loading TF1 SavedModels is this loader's purpose."""
-    from tensorflow.python.util import deprecation  # No public switch for this one message.
-
-    return deprecation.silence()
 
 
 def _meta_graph_for(path: str, proto: saved_model_pb2.SavedModel, tags: list[str]):

@@ -1,0 +1,652 @@
+"""Export any model tf1infer loads to a TF2 SavedModel, and prove it computes what the original did.
+
+The export is written from the loaded inference graph, whatever its source format:
+
+1. The graph is pruned to what the exported outputs need.
+2. Each variable in it becomes a ``tf.Variable`` holding the value the
+   persistent session holds (weights stay variables, so models over 2 GB
+   export; nothing is folded into the GraphDef).
+3. Each signature is a ``tf.function`` that imports the pruned graph with its
+   input placeholders mapped to the function's arguments (named after the
+   original inputs, batch dimension dynamic) and its variables mapped to the
+   ``tf.Variable`` objects; it returns the outputs by their original names.
+4. ``tf.saved_model.save`` writes it to a temporary sibling of ``out_dir``.
+
+Verification (on by default) then loads that directory in a separate Python
+process that imports only numpy and TensorFlow (:mod:`tf1infer.verify_worker`),
+feeds it the same inputs as the original session (random ones drawn from each
+input's shape and dtype, never zeros, plus ``sample_inputs``), and compares
+every output. Only a verified export is renamed to ``out_dir``, with its report
+in ``assets.extra/tf1infer_export.json``; any failure or interruption removes
+the temporary directory and leaves an existing ``out_dir`` untouched.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import itertools
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from typing import Any, Mapping
+
+import numpy as np
+import tensorflow as tf
+
+from tf1infer.errors import ExportError, ExportVerificationError
+from tf1infer.loaders.base import quiet_deprecation
+from tf1infer.loaders.graph_tools import STATEFUL_WRITE_OPS
+from tf1infer.predictor import Predictor
+
+REPORT_FILE = os.path.join("assets.extra", "tf1infer_export.json")
+_VARIABLE_OPS = {"VarHandleOp", "VariableV2", "Variable"}
+# Lookup tables are initialized by separate ops a pruned graph would not run.
+_TABLE_OPS = {"HashTable", "HashTableV2", "MutableHashTable", "MutableHashTableV2", "MutableDenseHashTable",
+              "MutableDenseHashTableV2", "MutableHashTableOfTensors", "MutableHashTableOfTensorsV2"}
+_PREDICT_METHOD = "tensorflow/serving/predict"
+# Integer inputs (ids) are drawn from [0, _MAX_RANDOM_ID): small enough for any vocabulary.
+_MAX_RANDOM_ID = 8
+_EXPORT_COUNTER = itertools.count(1)
+
+
+@dataclasses.dataclass
+class Endpoint:
+    """One exported signature: names and tensors of the loaded graph."""
+
+    name: str
+    input_names: list[str]
+    inputs: list[tf.Tensor]
+    output_names: list[str]
+    outputs: list[tf.Tensor]
+
+    def describe(self) -> dict[str, Any]:
+        return {
+            "inputs": {n: _tensor_info(t) for n, t in zip(self.input_names, self.inputs)},
+            "outputs": {n: _tensor_info(t) for n, t in zip(self.output_names, self.outputs)},
+        }
+
+
+@dataclasses.dataclass
+class ExportReport:
+    """What :func:`export_saved_model` wrote and how well it matched the original.
+
+    Attributes:
+        out_dir: the SavedModel directory.
+        source: the model's path (or ``"model"`` for a Predictor from a session).
+        source_format: the format it was loaded from.
+        signatures: per exported signature, its inputs and outputs (shape, dtype).
+        skipped_signatures: source signatures not exported, with the reason.
+        verified: whether the outputs were compared.
+        samples: rows compared per signature.
+        atol, rtol: the tolerances: ``|exported - original| <= atol + rtol * |original|``.
+        errors: per ``"signature/output"``, ``max_abs_error`` and ``max_rel_error``.
+        export_seconds, verify_seconds: wall time of writing and of verifying.
+        tensorflow_version, tf1infer_version: the versions that wrote it.
+    """
+
+    out_dir: str
+    source: str
+    source_format: str | None
+    signatures: dict[str, dict[str, Any]]
+    skipped_signatures: dict[str, str]
+    verified: bool
+    samples: int
+    atol: float
+    rtol: float
+    errors: dict[str, dict[str, float]]
+    export_seconds: float
+    verify_seconds: float
+    tensorflow_version: str = tf.__version__
+    tf1infer_version: str = ""
+
+    @property
+    def max_abs_error(self) -> float:
+        return max((e["max_abs_error"] for e in self.errors.values()), default=0.0)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    def __str__(self) -> str:
+        lines = [f"exported {self.source} ({self.source_format}) to {self.out_dir} in {self.export_seconds:.2f} s"]
+        for name, signature in self.signatures.items():
+            inputs = ", ".join(f"{k}: {_spec_text(v)}" for k, v in signature["inputs"].items())
+            outputs = ", ".join(f"{k}: {_spec_text(v)}" for k, v in signature["outputs"].items())
+            lines.append(f"  signature {name}: ({inputs}) -> ({outputs})")
+        for name, reason in self.skipped_signatures.items():
+            lines.append(f"  skipped signature {name}: {reason}")
+        if self.verified:
+            lines.append(
+                f"verified on {self.samples} samples in a fresh TensorFlow process ({self.verify_seconds:.2f} s), "
+                f"atol={self.atol:g} rtol={self.rtol:g}:"
+            )
+            for key, error in self.errors.items():
+                lines.append(f"  {key}: max abs error {error['max_abs_error']:.3g}, max rel error {error['max_rel_error']:.3g}")
+        else:
+            lines.append("not verified (verify=False)")
+        return "\n".join(lines)
+
+
+def _spec_text(info: dict[str, Any]) -> str:
+    return f"{info['dtype']}{info['shape'] if info['shape'] is not None else '[unknown shape]'}"
+
+
+def export_saved_model(
+    model_or_path: Predictor | str | os.PathLike,
+    out_dir: str | os.PathLike,
+    *,
+    signature_name: str = "serving_default",
+    verify: bool = True,
+    atol: float = 1e-5,
+    rtol: float = 1e-4,
+    sample_inputs: Any = None,
+    overwrite: bool = False,
+    all_signatures: bool = False,
+    random_samples: int = 8,
+    **load_options: Any,
+) -> ExportReport:
+    """Export a loaded model (or a model path) to a verified TF2 SavedModel.
+
+    Args:
+        model_or_path: a :class:`Predictor`, or a path loaded with
+            ``tf1infer.load(path, **load_options)`` (and closed afterwards).
+        out_dir: the SavedModel directory to create.
+        signature_name: the name of the exported signature.
+        verify: compare the export with the original session before keeping it.
+        atol, rtol: tolerances of that comparison.
+        sample_inputs: real inputs to verify with besides the random ones: what
+            ``predict`` takes (an array, a list, a dict by input name), or a
+            ``.npy`` / ``.npz`` path (an ``.npz`` holds one array per input name).
+        overwrite: replace an existing ``out_dir`` (only once the new export is verified).
+        all_signatures: for a SavedModel source, also export its other
+            predict-style signatures under their own names: every signature
+            except classify/regress ones fed serialized tf.Example strings, and
+            those whose outputs change variables (the report lists the skipped).
+        random_samples: random rows to verify with.
+        **load_options: options for ``tf1infer.load`` when a path is given.
+
+    Returns:
+        An :class:`ExportReport`, also written to ``assets.extra/tf1infer_export.json``.
+
+    Raises:
+        ExportError: ``out_dir`` exists, or the graph cannot be exported.
+        ExportVerificationError: an output of the export differs from the original.
+
+    Example:
+        >>> import tf1infer
+        >>> report = tf1infer.export_saved_model("legacy_models/mlp.h5", "/tmp/mlp_tf2", overwrite=True)
+        >>> report.max_abs_error < 1e-5
+        True
+    """
+    import tf1infer
+
+    out_dir = os.path.abspath(os.fspath(out_dir))
+    if os.path.exists(out_dir) and not overwrite:
+        raise ExportError(
+            f"{out_dir}: already exists; pass overwrite=True (--overwrite) to replace it "
+            "(it is replaced only after the new export is verified)"
+        )
+    predictor, owned = _as_predictor(model_or_path, load_options)
+    try:
+        if predictor.closed:
+            raise ExportError(f"{predictor.metadata.get('path', 'model')}: the Predictor is closed")
+        source = str(predictor.metadata.get("path") or "model")
+        endpoints, skipped = _endpoints(predictor, signature_name, all_signatures)
+        parent = os.path.dirname(out_dir)
+        os.makedirs(parent, exist_ok=True)
+        staging = tempfile.mkdtemp(prefix=f".{os.path.basename(out_dir)}.tf1infer-export-", dir=parent)
+        try:
+            started = time.perf_counter()
+            _write_saved_model(predictor, endpoints, staging, source)
+            export_seconds = time.perf_counter() - started
+            errors: dict[str, dict[str, float]] = {}
+            samples, verify_seconds = 0, 0.0
+            if verify:
+                started = time.perf_counter()
+                errors, samples = _verify(predictor, endpoints, staging, atol, rtol, sample_inputs, random_samples, source)
+                verify_seconds = time.perf_counter() - started
+            report = ExportReport(
+                out_dir=out_dir,
+                source=source,
+                source_format=predictor.metadata.get("format"),
+                signatures={endpoint.name: endpoint.describe() for endpoint in endpoints},
+                skipped_signatures=skipped,
+                verified=verify,
+                samples=samples,
+                atol=atol,
+                rtol=rtol,
+                errors=errors,
+                export_seconds=round(export_seconds, 3),
+                verify_seconds=round(verify_seconds, 3),
+                tf1infer_version=tf1infer.__version__,
+            )
+            _write_report(staging, report)
+            _move_into_place(staging, out_dir)
+        except BaseException:
+            shutil.rmtree(staging, ignore_errors=True)
+            raise
+    finally:
+        if owned:
+            predictor.close()
+    return report
+
+
+def _as_predictor(model_or_path: Any, load_options: Mapping[str, Any]) -> tuple[Predictor, bool]:
+    if isinstance(model_or_path, Predictor):
+        if load_options:
+            raise TypeError(f"load options ({', '.join(sorted(load_options))}) apply to a path, not to a loaded Predictor")
+        return model_or_path, False
+    import tf1infer
+
+    return tf1infer.load(model_or_path, **load_options), True
+
+
+# -- which signatures -------------------------------------------------------------------------------
+
+
+def _endpoints(predictor: Predictor, signature_name: str, all_signatures: bool) -> tuple[list[Endpoint], dict[str, str]]:
+    graph = predictor.graph
+    main = Endpoint(
+        signature_name,
+        list(predictor.input_names),
+        [graph.get_tensor_by_name(spec.name) for spec in predictor.inputs],
+        list(predictor.output_names),
+        [graph.get_tensor_by_name(spec.name) for spec in predictor.outputs],
+    )
+    endpoints, skipped = [main], {}
+    if not all_signatures:
+        return endpoints, skipped
+    metadata = predictor.metadata
+    if metadata.get("format") != "saved-model":
+        raise ExportError(f"{metadata.get('path', 'model')}: all_signatures=True applies to SavedModel sources only")
+    from tf1infer.loaders.graph_tools import signature_endpoints, state_writers
+    from tf1infer.loaders.saved_model import _meta_graph_for, read_saved_model
+
+    meta_graph = _meta_graph_for(metadata["path"], read_saved_model(metadata["path"]), metadata["tags"])
+    for name, signature in sorted(meta_graph.signature_def.items()):
+        if name == metadata.get("signature"):
+            continue
+        input_names, inputs, output_names, outputs = signature_endpoints(graph, signature)
+        if signature.method_name != _PREDICT_METHOD and any(tensor.dtype == tf.string for tensor in inputs):
+            skipped[name] = f"a {signature.method_name} signature on serialized tf.Example strings, not predict-style"
+            continue
+        if state_writers(tensor.op for tensor in outputs):
+            skipped[name] = "its outputs change variables (stateful)"
+            continue
+        if name == signature_name:
+            skipped[name] = f"its name is taken by the exported {metadata.get('signature')!r}"
+            continue
+        endpoints.append(Endpoint(name, input_names, inputs, output_names, outputs))
+    return endpoints, skipped
+
+
+# -- writing ----------------------------------------------------------------------------------------
+
+
+def _write_saved_model(predictor: Predictor, endpoints: list[Endpoint], staging: str, source: str) -> None:
+    if not tf.executing_eagerly():
+        raise ExportError(f"{source}: export needs eager execution, which was disabled in this process")
+    graph = predictor.graph
+    output_ops = sorted({tensor.op.name for endpoint in endpoints for tensor in endpoint.outputs})
+    graph_def = graph.as_graph_def()
+    feeds = _cut_at_inputs(graph_def, [tensor for endpoint in endpoints for tensor in endpoint.inputs])
+    with quiet_deprecation():
+        graph_def = tf.compat.v1.graph_util.extract_sub_graph(graph_def, output_ops)
+    _refuse_unexportable(graph_def, source)
+    values = _variable_values(predictor, graph_def, source)
+    trainable = {v.op.name for v in graph.get_collection(tf.compat.v1.GraphKeys.TRAINABLE_VARIABLES)}
+    module = tf.Module()
+    with tf.init_scope():
+        module.weights = {
+            name: tf.Variable(value, name=name, trainable=not trainable or name in trainable)
+            for name, value in values.items()
+        }
+    kinds = {node.name: node.op for node in graph_def.node if node.op in _VARIABLE_OPS}
+    _variables_as_placeholders(graph_def)
+    _rename_library_functions(graph_def, f"_tf1infer{next(_EXPORT_COUNTER)}")
+    signatures = {}
+    for endpoint in endpoints:
+        function = _serving_function(graph_def, endpoint, feeds, module.weights, kinds)
+        setattr(module, f"signature_{len(signatures)}", function)
+        signatures[endpoint.name] = function.get_concrete_function()
+    module.assets = [tf.saved_model.Asset(path) for path in _source_assets(predictor)]
+    try:
+        tf.saved_model.save(module, staging, signatures=signatures)
+    except (ValueError, TypeError, tf.errors.OpError) as exc:
+        raise ExportError(f"{source}: TensorFlow cannot save the exported graph: {type(exc).__name__}: {exc}") from exc
+    _copy_assets_extra(predictor, staging)
+
+
+def _refuse_unexportable(graph_def, source: str) -> None:
+    ops = {node.op for node in graph_def.node}
+    tables = sorted(ops & _TABLE_OPS)
+    if tables:
+        raise ExportError(
+            f"{source}: the outputs use lookup tables ({', '.join(tables)}), whose initialization a pruned "
+            "graph would not run; tables are not exported yet"
+        )
+    writers = sorted(ops & STATEFUL_WRITE_OPS)
+    if writers:
+        raise ExportError(f"{source}: the outputs change variables ({', '.join(writers)}); only inference graphs export")
+
+
+def _variable_values(predictor: Predictor, graph_def, source: str) -> dict[str, np.ndarray]:
+    """The session's current value of each variable the pruned graph uses, read through existing ops.
+
+    The graph is finalized, so no read op can be added: a classic variable is
+    fetched directly, a resource variable through a ReadVariableOp already in
+    the graph (TensorFlow creates one with every resource variable).
+    """
+    graph = predictor.graph
+    fetches = {}
+    for node in graph_def.node:
+        if node.op not in _VARIABLE_OPS:
+            continue
+        op = graph.get_operation_by_name(node.name)
+        if node.op == "VarHandleOp":
+            # A read that follows an assignment (control input) would need that assignment's feed.
+            reads = [c for c in op.outputs[0].consumers() if c.type == "ReadVariableOp" and not c.control_inputs]
+            if not reads:
+                raise ExportError(f"{source}: resource variable {node.name} has no read op to take its value from")
+            fetches[node.name] = reads[0].outputs[0]
+        else:
+            fetches[node.name] = op.outputs[0]
+    return predictor.session.run(fetches) if fetches else {}
+
+
+def _variables_as_placeholders(graph_def) -> None:
+    """Turn variable nodes into placeholders that the serving function maps to its tf.Variables."""
+    for node in graph_def.node:
+        if node.op in _VARIABLE_OPS:
+            dtype = tf.resource if node.op == "VarHandleOp" else tf.as_dtype(node.attr["dtype"].type).base_dtype
+            node.op = "Placeholder"
+            for key in list(node.attr):
+                del node.attr[key]
+            node.attr["dtype"].type = dtype.as_datatype_enum
+        # Colocation with variables is a placement hint of the old graph, meaningless in the new one.
+        if "_class" in node.attr:
+            del node.attr["_class"]
+
+
+def _rename_library_functions(graph_def, suffix: str) -> None:
+    """Give the graph's library functions names of their own.
+
+    The functions of a TF2 SavedModel source (``__inference_serve_1973``...) are
+    imported into the eager context when the export is traced; one of the same
+    name already registered there (from another model, or from the Keras 3
+    export that loaded this one) with another body makes saving fail.
+    """
+    names = {function.signature.name for function in graph_def.library.function}
+    if not names:
+        return
+    renamed = {name: name + suffix for name in names}
+
+    def fix_attr(attr) -> None:
+        if attr.HasField("func") and attr.func.name in renamed:
+            attr.func.name = renamed[attr.func.name]
+        if attr.HasField("list"):
+            for function in attr.list.func:
+                if function.name in renamed:
+                    function.name = renamed[function.name]
+
+    def fix_node(node) -> None:
+        if node.op in renamed:
+            node.op = renamed[node.op]
+        for attr in node.attr.values():
+            fix_attr(attr)
+
+    for node in graph_def.node:
+        fix_node(node)
+    for function in graph_def.library.function:
+        function.signature.name = renamed[function.signature.name]
+        for node in function.node_def:
+            fix_node(node)
+        for attr in function.attr.values():
+            fix_attr(attr)
+    for gradient in graph_def.library.gradient:
+        gradient.function_name = renamed.get(gradient.function_name, gradient.function_name)
+        gradient.gradient_func = renamed.get(gradient.gradient_func, gradient.gradient_func)
+
+
+def _cut_at_inputs(graph_def, inputs: list[tf.Tensor]) -> dict[str, str]:
+    """Make every fed tensor a placeholder of its own, so that pruning drops what computes it.
+
+    A signature may feed an intermediate tensor (TF Serving models often feed
+    ``x``, the Identity of a parsed tf.Example); the ops upstream of it must not
+    be exported, or they would wait for inputs nobody gives. Returns, per fed
+    tensor name, the name of the tensor to map in the rewritten graph.
+    """
+    nodes = {node.name: node for node in graph_def.node}
+    feeds = {}
+    for tensor in inputs:
+        if tensor.name in feeds:
+            continue
+        if tensor.op.type == "Placeholder":
+            feeds[tensor.name] = tensor.name
+            continue
+        placeholder = graph_def.node.add(name=f"{tensor.op.name}/tf1infer_input_{tensor.value_index}", op="Placeholder")
+        placeholder.attr["dtype"].type = tensor.dtype.as_datatype_enum
+        placeholder.attr["shape"].shape.CopyFrom(tensor.shape.as_proto())
+        references = {f"{tensor.op.name}:{tensor.value_index}"} | ({tensor.op.name} if tensor.value_index == 0 else set())
+        for node in nodes.values():
+            for index, name in enumerate(node.input):
+                if name in references:
+                    node.input[index] = placeholder.name
+        feeds[tensor.name] = f"{placeholder.name}:0"
+    return feeds
+
+
+def _serving_function(graph_def, endpoint: Endpoint, feeds: dict[str, str], weights: dict[str, tf.Variable], kinds: dict[str, str]):
+    specs = [
+        tf.TensorSpec(_dynamic_batch(tensor.shape), tensor.dtype, name=name)
+        for name, tensor in zip(endpoint.input_names, endpoint.inputs)
+    ]
+    input_tensor_names = [feeds[tensor.name] for tensor in endpoint.inputs]
+    output_tensor_names = [tensor.name for tensor in endpoint.outputs]
+    output_names = list(endpoint.output_names)
+
+    def serve(*args):
+        input_map = dict(zip(input_tensor_names, args))
+        for name, variable in weights.items():
+            # identity() turns the captured eager handle into a tensor of this function's graph.
+            input_map[f"{name}:0"] = tf.identity(variable.handle) if kinds[name] == "VarHandleOp" else variable.read_value()
+        results = tf.graph_util.import_graph_def(
+            graph_def, input_map=input_map, return_elements=output_tensor_names, name="tf1infer"
+        )
+        return {name: tf.identity(tensor, name=_op_name(name)) for name, tensor in zip(output_names, results)}
+
+    return tf.function(serve, input_signature=specs, autograph=False)
+
+
+def _dynamic_batch(shape: tf.TensorShape) -> tf.TensorShape:
+    if shape.rank is None or shape.rank == 0:
+        return shape
+    return tf.TensorShape([None] + shape.as_list()[1:])
+
+
+def _op_name(name: str) -> str:
+    cleaned = "".join(c if c.isalnum() or c in "_.-" else "_" for c in name)
+    return cleaned if cleaned[:1].isalnum() else "output_" + cleaned
+
+
+def _source_dir(predictor: Predictor) -> str | None:
+    path = predictor.metadata.get("path")
+    return path if predictor.metadata.get("format") == "saved-model" and path and os.path.isdir(path) else None
+
+
+def _source_assets(predictor: Predictor) -> list[str]:
+    folder = _source_dir(predictor)
+    assets = os.path.join(folder, "assets") if folder else None
+    if not assets or not os.path.isdir(assets):
+        return []
+    return sorted(os.path.join(root, name) for root, _, names in os.walk(assets) for name in names)
+
+
+def _copy_assets_extra(predictor: Predictor, staging: str) -> None:
+    folder = _source_dir(predictor)
+    extra = os.path.join(folder, "assets.extra") if folder else None
+    if extra and os.path.isdir(extra):
+        shutil.copytree(extra, os.path.join(staging, "assets.extra"), dirs_exist_ok=True)
+
+
+def _write_report(staging: str, report: ExportReport) -> None:
+    path = os.path.join(staging, REPORT_FILE)
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    with open(path, "w", encoding="utf-8") as handle:
+        json.dump(report.to_dict(), handle, indent=2)
+
+
+def _move_into_place(staging: str, out_dir: str) -> None:
+    """Rename the verified export to ``out_dir``; an existing one is swapped out first, then removed."""
+    if not os.path.exists(out_dir):
+        os.rename(staging, out_dir)
+        return
+    retired = tempfile.mkdtemp(prefix=f".{os.path.basename(out_dir)}.tf1infer-old-", dir=os.path.dirname(out_dir))
+    os.rmdir(retired)
+    os.rename(out_dir, retired)
+    try:
+        os.rename(staging, out_dir)
+    except BaseException:
+        os.rename(retired, out_dir)
+        raise
+    shutil.rmtree(retired, ignore_errors=True)
+
+
+# -- verification -----------------------------------------------------------------------------------
+
+
+def _verify(predictor, endpoints, staging, atol, rtol, sample_inputs, random_samples, source):
+    feeds = {endpoint.name: _verification_inputs(predictor, endpoint, sample_inputs, random_samples, source) for endpoint in endpoints}
+    expected = {}
+    for endpoint in endpoints:
+        try:
+            values = predictor.session.run(endpoint.outputs, dict(zip(endpoint.inputs, feeds[endpoint.name])))
+        except tf.errors.OpError as exc:
+            raise ExportVerificationError(
+                f"{source}: the original model fails on the verification inputs of signature {endpoint.name!r} "
+                f"({exc.message.splitlines()[0]}); pass real inputs with sample_inputs="
+            ) from exc
+        expected.update({f"{endpoint.name}/{name}": value for name, value in zip(endpoint.output_names, values)})
+    got = _run_in_fresh_process(staging, endpoints, feeds, source)
+    errors = {}
+    for key, want in expected.items():
+        if key not in got:
+            raise ExportVerificationError(f"{source}: the exported SavedModel does not return output {key!r}")
+        have = got[key]
+        if have.shape != want.shape or have.dtype != want.dtype:
+            raise ExportVerificationError(
+                f"{source}: output {key!r} of the export is {have.dtype}{list(have.shape)}, "
+                f"the original gives {want.dtype}{list(want.shape)}"
+            )
+        errors[key] = _error_sizes(have, want)
+        if not _close(have, want, atol, rtol):
+            raise ExportVerificationError(
+                f"{source}: output {key!r} of the export differs from the original: max abs error "
+                f"{errors[key]['max_abs_error']:.3g}, max rel error {errors[key]['max_rel_error']:.3g}, "
+                f"tolerance atol={atol:g} rtol={rtol:g}; nothing was written"
+            )
+    rows = len(next(iter(feeds[endpoints[0].name]))) if endpoints[0].inputs else 0
+    return errors, rows
+
+
+def _verification_inputs(predictor, endpoint: Endpoint, sample_inputs, random_samples: int, source: str) -> list[np.ndarray]:
+    from tf1infer.feeds import FeedConverter, TensorSpec
+
+    specs = [TensorSpec.from_tensor(tensor) for tensor in endpoint.inputs]
+    batch = next((spec.shape[0] for spec in specs if spec.shape and spec.shape[0] is not None), None)
+    rng = np.random.default_rng(20261122)
+    arrays = [_random_array(spec, batch or random_samples, rng) for spec in specs]
+    if sample_inputs is not None:
+        samples = _read_sample_inputs(sample_inputs, source)
+        converted = FeedConverter(tuple(specs), tuple(endpoint.input_names)).convert(samples)
+        arrays = [np.concatenate([random, real]) for random, real in zip(arrays, converted)] if batch is None else converted
+    return arrays
+
+
+def _random_array(spec, rows: int, rng: np.random.Generator) -> np.ndarray:
+    # Unknown rank: a vector is the most neutral guess; sample_inputs= gives real data instead.
+    shape = [rows] if spec.shape is None else [rows] + [dim if dim is not None else 5 for dim in spec.shape[1:]]
+    if spec.dtype == object:
+        # Serialized, empty tf.Example protos: valid input for parsing signatures that have defaults.
+        return np.full(shape, tf.train.Example().SerializeToString(), dtype=object)
+    if spec.dtype == bool:
+        return rng.integers(0, 2, shape).astype(bool)
+    if spec.dtype.kind in "iu":
+        return rng.integers(1, _MAX_RANDOM_ID, shape).astype(spec.dtype)
+    return rng.normal(0.0, 1.0, shape).astype(spec.dtype)
+
+
+def _read_sample_inputs(sample_inputs: Any, source: str) -> Any:
+    if not isinstance(sample_inputs, (str, os.PathLike)):
+        return sample_inputs
+    path = os.fspath(sample_inputs)
+    try:
+        if path.endswith(".npz"):
+            with np.load(path, allow_pickle=False) as stored:
+                return {key: stored[key] for key in stored.files}
+        return np.load(path, allow_pickle=False)
+    except (OSError, ValueError) as exc:
+        raise ExportError(f"{source}: cannot read sample inputs {path}: {exc}") from exc
+
+
+def _run_in_fresh_process(staging: str, endpoints, feeds, source: str) -> dict[str, np.ndarray]:
+    with tempfile.TemporaryDirectory(prefix="tf1infer-verify-") as scratch:
+        inputs_path, outputs_path = os.path.join(scratch, "inputs.npz"), os.path.join(scratch, "outputs.npz")
+        arrays = {
+            f"{endpoint.name}/{name}": _storable(array)
+            for endpoint in endpoints
+            for name, array in zip(endpoint.input_names, feeds[endpoint.name])
+        }
+        np.savez(inputs_path, **arrays)
+        worker = os.path.join(os.path.dirname(os.path.abspath(__file__)), "verify_worker.py")
+        env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": os.environ.get("TF_CPP_MIN_LOG_LEVEL", "2")}
+        # -I: the worker's folder is not put on sys.path, so tf1infer cannot be imported by accident.
+        finished = subprocess.run(
+            [sys.executable, "-I", worker, staging, inputs_path, outputs_path],
+            capture_output=True, text=True, env=env, check=False,
+        )
+        if finished.returncode != 0:
+            tail = "\n".join(finished.stderr.strip().splitlines()[-5:])
+            raise ExportVerificationError(
+                f"{source}: the exported SavedModel does not load or run with plain tf.saved_model.load "
+                f"(exit status {finished.returncode}):\n{tail}"
+            )
+        with np.load(outputs_path, allow_pickle=False) as stored:
+            got = {key: stored[key] for key in stored.files}
+    report = json.loads(str(got.pop("__report__")))
+    if report["forbidden_modules"]:
+        raise ExportVerificationError(f"{source}: loading the export imported {report['forbidden_modules']}")
+    return {key: (value.astype(object) if value.dtype.kind == "S" else value) for key, value in got.items()}
+
+
+def _storable(array: np.ndarray) -> np.ndarray:
+    """Strings as fixed-width bytes, so the .npz needs no pickle."""
+    return array.astype(bytes) if array.dtype == object else array
+
+
+def _error_sizes(have: np.ndarray, want: np.ndarray) -> dict[str, float]:
+    if have.dtype == object or have.size == 0:
+        return {"max_abs_error": 0.0 if np.array_equal(have, want) else float("inf"), "max_rel_error": 0.0}
+    difference = np.abs(have.astype(np.float64) - want.astype(np.float64))
+    finite = np.isfinite(difference)
+    absolute = float(difference[finite].max()) if finite.any() else 0.0
+    scale = np.maximum(np.abs(want.astype(np.float64)), np.finfo(np.float32).tiny)
+    relative = float((difference[finite] / scale[finite]).max()) if finite.any() else 0.0
+    return {"max_abs_error": absolute, "max_rel_error": relative}
+
+
+def _close(have: np.ndarray, want: np.ndarray, atol: float, rtol: float) -> bool:
+    if have.dtype == object:
+        return bool(np.array_equal(have, want))
+    return bool(np.allclose(have, want, atol=atol, rtol=rtol, equal_nan=True))
+
+
+def _tensor_info(tensor: tf.Tensor) -> dict[str, Any]:
+    shape = _dynamic_batch(tensor.shape)
+    return {"shape": None if shape.rank is None else shape.as_list(), "dtype": tensor.dtype.name}
+
+
+__all__ = ["ExportReport", "export_saved_model"]
