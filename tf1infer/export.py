@@ -37,7 +37,7 @@ from typing import Any, Mapping
 import numpy as np
 import tensorflow as tf
 
-from tf1infer.errors import ExportError, ExportVerificationError
+from tf1infer.errors import ExportError, ExportVerificationError, InvalidOptionError
 from tf1infer.loaders.base import quiet_deprecation
 from tf1infer.loaders.graph_tools import STATEFUL_WRITE_OPS
 from tf1infer.predictor import Predictor
@@ -237,7 +237,9 @@ def export_saved_model(
 def _as_predictor(model_or_path: Any, load_options: Mapping[str, Any]) -> tuple[Predictor, bool]:
     if isinstance(model_or_path, Predictor):
         if load_options:
-            raise TypeError(f"load options ({', '.join(sorted(load_options))}) apply to a path, not to a loaded Predictor")
+            raise InvalidOptionError(
+                f"load options ({', '.join(sorted(load_options))}) apply to a path, not to a loaded Predictor"
+            )
         return model_or_path, False
     import tf1infer
 
