@@ -39,11 +39,10 @@ import tensorflow as tf
 
 from tf1infer.errors import ExportError, ExportVerificationError, InvalidOptionError
 from tf1infer.loaders.base import quiet_deprecation
-from tf1infer.loaders.graph_tools import STATEFUL_WRITE_OPS
+from tf1infer.loaders.graph_tools import STATEFUL_WRITE_OPS, VARIABLE_OPS
 from tf1infer.predictor import Predictor
 
 REPORT_FILE = os.path.join("assets.extra", "tf1infer_export.json")
-_VARIABLE_OPS = {"VarHandleOp", "VariableV2", "Variable"}
 # Lookup tables are initialized by separate ops a pruned graph would not run.
 _TABLE_OPS = {"HashTable", "HashTableV2", "MutableHashTable", "MutableHashTableV2", "MutableDenseHashTable",
               "MutableDenseHashTableV2", "MutableHashTableOfTensors", "MutableHashTableOfTensorsV2"}
@@ -306,7 +305,7 @@ def _write_saved_model(predictor: Predictor, endpoints: list[Endpoint], staging:
             name: tf.Variable(value, name=name, trainable=not trainable or name in trainable)
             for name, value in values.items()
         }
-    kinds = {node.name: node.op for node in graph_def.node if node.op in _VARIABLE_OPS}
+    kinds = {node.name: node.op for node in graph_def.node if node.op in VARIABLE_OPS}
     _variables_as_placeholders(graph_def)
     _rename_library_functions(graph_def, f"_tf1infer{next(_EXPORT_COUNTER)}")
     signatures = {}
@@ -345,7 +344,7 @@ def _variable_values(predictor: Predictor, graph_def, source: str) -> dict[str, 
     graph = predictor.graph
     fetches = {}
     for node in graph_def.node:
-        if node.op not in _VARIABLE_OPS:
+        if node.op not in VARIABLE_OPS:
             continue
         op = graph.get_operation_by_name(node.name)
         if node.op == "VarHandleOp":
@@ -362,7 +361,7 @@ def _variable_values(predictor: Predictor, graph_def, source: str) -> dict[str, 
 def _variables_as_placeholders(graph_def) -> None:
     """Turn variable nodes into placeholders that the serving function maps to its tf.Variables."""
     for node in graph_def.node:
-        if node.op in _VARIABLE_OPS:
+        if node.op in VARIABLE_OPS:
             dtype = tf.resource if node.op == "VarHandleOp" else tf.as_dtype(node.attr["dtype"].type).base_dtype
             node.op = "Placeholder"
             for key in list(node.attr):

@@ -26,7 +26,7 @@ _NOT_OUTPUTS = {
 } | STATEFUL_WRITE_OPS
 
 
-_VARIABLE_OPS = {"VariableV2", "Variable", "VarHandleOp"}
+VARIABLE_OPS = {"VariableV2", "Variable", "VarHandleOp"}
 
 
 def count_parameters(graph: tf.Graph) -> int:
@@ -35,7 +35,7 @@ def count_parameters(graph: tf.Graph) -> int:
     A frozen graph has no variables, its weights having become constants, so
     there the floating-point constants of rank 1 or more are counted instead.
     """
-    variables = [op for op in graph.get_operations() if op.type in _VARIABLE_OPS]
+    variables = [op for op in graph.get_operations() if op.type in VARIABLE_OPS]
     if variables:
         return sum(
             tf.TensorShape(op.get_attr("shape")).num_elements() or 0

@@ -22,7 +22,7 @@ from tensorflow.core.protobuf import saved_model_pb2
 
 from tf1infer.errors import ModelLoadError
 from tf1infer.loaders.base import LoadedGraph, graph_and_session, quiet_deprecation, require_path
-from tf1infer.loaders.graph_tools import check_no_state_changes, count_parameters, signature_endpoints
+from tf1infer.loaders.graph_tools import VARIABLE_OPS, check_no_state_changes, count_parameters, signature_endpoints
 
 FORMAT = "saved-model"
 DEFAULT_SIGNATURE = "serving_default"
@@ -135,9 +135,8 @@ def _meta_graph_for(path: str, proto: saved_model_pb2.SavedModel, tags: list[str
 
 
 def _check_variables_present(path: str, meta_graph) -> None:
-    variable_ops = {"VariableV2", "Variable", "VarHandleOp"}
-    has_variables = any(node.op in variable_ops for node in meta_graph.graph_def.node) or any(
-        node.op in variable_ops for function in meta_graph.graph_def.library.function for node in function.node_def
+    has_variables = any(node.op in VARIABLE_OPS for node in meta_graph.graph_def.node) or any(
+        node.op in VARIABLE_OPS for function in meta_graph.graph_def.library.function for node in function.node_def
     )
     index = os.path.join(path, "variables", "variables.index")
     if has_variables and not os.path.isfile(index):
