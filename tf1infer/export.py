@@ -47,7 +47,7 @@ REPORT_FILE = os.path.join("assets.extra", "tf1infer_export.json")
 _TABLE_OPS = {"HashTable", "HashTableV2", "MutableHashTable", "MutableHashTableV2", "MutableDenseHashTable",
               "MutableDenseHashTableV2", "MutableHashTableOfTensors", "MutableHashTableOfTensorsV2"}
 _PREDICT_METHOD = "tensorflow/serving/predict"
-# Integer inputs (ids) are drawn from [0, _MAX_RANDOM_ID): small enough for any vocabulary.
+# Integer inputs (ids) are drawn from [1, _MAX_RANDOM_ID): valid for any vocabulary of 8 or more.
 _MAX_RANDOM_ID = 8
 _EXPORT_COUNTER = itertools.count(1)
 
