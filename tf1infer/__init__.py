@@ -22,12 +22,15 @@ from tf1infer import errors
 from tf1infer.export import ExportReport, export_saved_model
 from tf1infer.feeds import TensorSpec
 from tf1infer.loaders import detect_format, load_graph
+from tf1infer.precision import FLOAT32, check_precision, reduce_precision
 from tf1infer.predictor import Predictor
 
 __version__ = "0.1.0"
 
 
-def load(path: str | os.PathLike, format: str | None = None, **options: Any) -> Predictor:
+def load(
+    path: str | os.PathLike, format: str | None = None, *, precision: str = "float32", **options: Any
+) -> Predictor:
     """Load a legacy model into its own graph and persistent session.
 
     Args:
@@ -45,6 +48,12 @@ def load(path: str | os.PathLike, format: str | None = None, **options: Any) -> 
             ``allow_stateful``. Every format: ``session_config`` (a
             ``tf.compat.v1.ConfigProto``), ``intra_op_threads``,
             ``inter_op_threads``.
+        precision: ``"float32"`` (default), ``"bfloat16"`` (native on CPUs
+            with AVX512_BF16/AMX) or ``"float16"`` (rounds tensors to float16
+            between float32 ops: a preview of float16 accuracy). The frozen
+            inference graph runs under TensorFlow's mixed-precision graph
+            rewrite; inputs and outputs keep their dtypes. See
+            :meth:`Predictor.precision_report` for the cost in accuracy.
 
     Returns:
         A :class:`Predictor` whose graph is finalized.
@@ -62,7 +71,24 @@ def load(path: str | os.PathLike, format: str | None = None, **options: Any) -> 
         >>> predictor.predict(np.random.rand(4, 10)).shape
         (4, 3)
     """
-    return Predictor(load_graph(path, format, **options))
+    precision = check_precision(precision)
+    loaded = load_graph(path, format, **options)
+    if precision != FLOAT32:
+        try:
+            loaded = reduce_precision(
+                loaded,
+                precision,
+                options.get("session_config"),
+                options.get("intra_op_threads"),
+                options.get("inter_op_threads"),
+            )
+        except BaseException:
+            if loaded.owns_session:
+                loaded.session.close()
+            raise
+    else:
+        loaded.metadata.setdefault("precision", FLOAT32)
+    return Predictor(loaded)
 
 
 load_model = load

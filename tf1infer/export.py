@@ -38,17 +38,13 @@ import numpy as np
 import tensorflow as tf
 
 from tf1infer.errors import ExportError, ExportVerificationError, InvalidOptionError
+from tf1infer.feeds import random_array
 from tf1infer.loaders.base import quiet_deprecation
-from tf1infer.loaders.graph_tools import STATEFUL_WRITE_OPS, VARIABLE_OPS
+from tf1infer.loaders.graph_tools import STATEFUL_WRITE_OPS, TABLE_OPS, VARIABLE_OPS, cut_at_inputs, variable_values
 from tf1infer.predictor import Predictor
 
 REPORT_FILE = os.path.join("assets.extra", "tf1infer_export.json")
-# Lookup tables are initialized by separate ops a pruned graph would not run.
-_TABLE_OPS = {"HashTable", "HashTableV2", "MutableHashTable", "MutableHashTableV2", "MutableDenseHashTable",
-              "MutableDenseHashTableV2", "MutableHashTableOfTensors", "MutableHashTableOfTensorsV2"}
 _PREDICT_METHOD = "tensorflow/serving/predict"
-# Integer inputs (ids) are drawn from [1, _MAX_RANDOM_ID): valid for any vocabulary of 8 or more.
-_MAX_RANDOM_ID = 8
 _EXPORT_COUNTER = itertools.count(1)
 
 
@@ -293,11 +289,11 @@ def _write_saved_model(predictor: Predictor, endpoints: list[Endpoint], staging:
     graph = predictor.graph
     output_ops = sorted({tensor.op.name for endpoint in endpoints for tensor in endpoint.outputs})
     graph_def = graph.as_graph_def()
-    feeds = _cut_at_inputs(graph_def, [tensor for endpoint in endpoints for tensor in endpoint.inputs])
+    feeds = cut_at_inputs(graph_def, [tensor for endpoint in endpoints for tensor in endpoint.inputs])
     with quiet_deprecation():
         graph_def = tf.compat.v1.graph_util.extract_sub_graph(graph_def, output_ops)
     _refuse_unexportable(graph_def, source)
-    values = _variable_values(predictor, graph_def, source)
+    values = variable_values(graph, predictor.session, graph_def, source, ExportError)
     trainable = {v.op.name for v in graph.get_collection(tf.compat.v1.GraphKeys.TRAINABLE_VARIABLES)}
     module = tf.Module()
     with tf.init_scope():
@@ -323,7 +319,7 @@ def _write_saved_model(predictor: Predictor, endpoints: list[Endpoint], staging:
 
 def _refuse_unexportable(graph_def, source: str) -> None:
     ops = {node.op for node in graph_def.node}
-    tables = sorted(ops & _TABLE_OPS)
+    tables = sorted(ops & TABLE_OPS)
     if tables:
         raise ExportError(
             f"{source}: the outputs use lookup tables ({', '.join(tables)}), whose initialization a pruned "
@@ -332,30 +328,6 @@ def _refuse_unexportable(graph_def, source: str) -> None:
     writers = sorted(ops & STATEFUL_WRITE_OPS)
     if writers:
         raise ExportError(f"{source}: the outputs change variables ({', '.join(writers)}); only inference graphs export")
-
-
-def _variable_values(predictor: Predictor, graph_def, source: str) -> dict[str, np.ndarray]:
-    """The session's current value of each variable the pruned graph uses, read through existing ops.
-
-    The graph is finalized, so no read op can be added: a classic variable is
-    fetched directly, a resource variable through a ReadVariableOp already in
-    the graph (TensorFlow creates one with every resource variable).
-    """
-    graph = predictor.graph
-    fetches = {}
-    for node in graph_def.node:
-        if node.op not in VARIABLE_OPS:
-            continue
-        op = graph.get_operation_by_name(node.name)
-        if node.op == "VarHandleOp":
-            # A read that follows an assignment (control input) would need that assignment's feed.
-            reads = [c for c in op.outputs[0].consumers() if c.type == "ReadVariableOp" and not c.control_inputs]
-            if not reads:
-                raise ExportError(f"{source}: resource variable {node.name} has no read op to take its value from")
-            fetches[node.name] = reads[0].outputs[0]
-        else:
-            fetches[node.name] = op.outputs[0]
-    return predictor.session.run(fetches) if fetches else {}
 
 
 def _variables_as_placeholders(graph_def) -> None:
@@ -410,34 +382,6 @@ def _rename_library_functions(graph_def, suffix: str) -> None:
     for gradient in graph_def.library.gradient:
         gradient.function_name = renamed.get(gradient.function_name, gradient.function_name)
         gradient.gradient_func = renamed.get(gradient.gradient_func, gradient.gradient_func)
-
-
-def _cut_at_inputs(graph_def, inputs: list[tf.Tensor]) -> dict[str, str]:
-    """Make every fed tensor a placeholder of its own, so that pruning drops what computes it.
-
-    A signature may feed an intermediate tensor (TF Serving models often feed
-    ``x``, the Identity of a parsed tf.Example); the ops upstream of it must not
-    be exported, or they would wait for inputs nobody gives. Returns, per fed
-    tensor name, the name of the tensor to map in the rewritten graph.
-    """
-    nodes = {node.name: node for node in graph_def.node}
-    feeds = {}
-    for tensor in inputs:
-        if tensor.name in feeds:
-            continue
-        if tensor.op.type == "Placeholder":
-            feeds[tensor.name] = tensor.name
-            continue
-        placeholder = graph_def.node.add(name=f"{tensor.op.name}/tf1infer_input_{tensor.value_index}", op="Placeholder")
-        placeholder.attr["dtype"].type = tensor.dtype.as_datatype_enum
-        placeholder.attr["shape"].shape.CopyFrom(tensor.shape.as_proto())
-        references = {f"{tensor.op.name}:{tensor.value_index}"} | ({tensor.op.name} if tensor.value_index == 0 else set())
-        for node in nodes.values():
-            for index, name in enumerate(node.input):
-                if name in references:
-                    node.input[index] = placeholder.name
-        feeds[tensor.name] = f"{placeholder.name}:0"
-    return feeds
 
 
 def _serving_function(graph_def, endpoint: Endpoint, feeds: dict[str, str], weights: dict[str, tf.Variable], kinds: dict[str, str]):
@@ -559,25 +503,12 @@ def _verification_inputs(predictor, endpoint: Endpoint, sample_inputs, random_sa
     specs = [TensorSpec.from_tensor(tensor) for tensor in endpoint.inputs]
     batch = next((spec.shape[0] for spec in specs if spec.shape and spec.shape[0] is not None), None)
     rng = np.random.default_rng(20261122)
-    arrays = [_random_array(spec, batch or random_samples, rng) for spec in specs]
+    arrays = [random_array(spec, batch or random_samples, rng) for spec in specs]
     if sample_inputs is not None:
         samples = _read_sample_inputs(sample_inputs, source)
         converted = FeedConverter(tuple(specs), tuple(endpoint.input_names)).convert(samples)
         arrays = [np.concatenate([random, real]) for random, real in zip(arrays, converted)] if batch is None else converted
     return arrays
-
-
-def _random_array(spec, rows: int, rng: np.random.Generator) -> np.ndarray:
-    # Unknown rank: a vector is the most neutral guess; sample_inputs= gives real data instead.
-    shape = [rows] if spec.shape is None else [rows] + [dim if dim is not None else 5 for dim in spec.shape[1:]]
-    if spec.dtype == object:
-        # Serialized, empty tf.Example protos: valid input for parsing signatures that have defaults.
-        return np.full(shape, tf.train.Example().SerializeToString(), dtype=object)
-    if spec.dtype == bool:
-        return rng.integers(0, 2, shape).astype(bool)
-    if spec.dtype.kind in "iu":
-        return rng.integers(1, _MAX_RANDOM_ID, shape).astype(spec.dtype)
-    return rng.normal(0.0, 1.0, shape).astype(spec.dtype)
 
 
 def _read_sample_inputs(sample_inputs: Any, source: str) -> Any:

@@ -20,6 +20,9 @@ import tensorflow as tf
 
 from tf1infer.errors import InputError
 
+# Integer inputs (ids) are drawn from [1, MAX_RANDOM_ID): valid for any vocabulary of 8 or more.
+MAX_RANDOM_ID = 8
+
 _KIND_NAMES = {
     "f": "floats",
     "i": "integers",
@@ -139,6 +142,10 @@ class FeedConverter:
         return self.convert(x)
 
     # -- arrangement --------------------------------------------------------
+
+    def arrange(self, x: Any) -> list[Any]:
+        """``x`` as one value per input, in input order (from a list, a dict by name, or one array)."""
+        return self._arrange(x)
 
     def _arrange(self, x: Any) -> list[Any]:
         count = len(self.specs)
@@ -282,3 +289,17 @@ def _cast_kinds_allowed(source: np.dtype, target: np.dtype) -> bool:
 
 def _is_array_like(value: Any) -> bool:
     return isinstance(value, (np.ndarray, tf.Tensor)) or hasattr(value, "__array__")
+
+
+def random_array(spec, rows: int, rng: np.random.Generator) -> np.ndarray:
+    """Random rows for ``spec`` (never zeros): normal floats, ids in [1, MAX_RANDOM_ID), empty tf.Example protos for strings."""
+    # Unknown rank: a vector is the most neutral guess; callers that can should pass real data instead.
+    shape = [rows] if spec.shape is None else [rows] + [dim if dim is not None else 5 for dim in spec.shape[1:]]
+    if spec.dtype == object:
+        # Serialized, empty tf.Example protos: valid input for parsing signatures that have defaults.
+        return np.full(shape, tf.train.Example().SerializeToString(), dtype=object)
+    if spec.dtype == bool:
+        return rng.integers(0, 2, shape).astype(bool)
+    if spec.dtype.kind in "iu":
+        return rng.integers(1, MAX_RANDOM_ID, shape).astype(spec.dtype)
+    return rng.normal(0.0, 1.0, shape).astype(spec.dtype)

@@ -256,6 +256,34 @@ class Predictor:
             )
         return probabilities
 
+    def precision_report(self, x: Any = None, precisions: Sequence[str] | None = None, samples: int = 32) -> dict[str, Any]:
+        """How far ``bfloat16`` and ``float16`` outputs deviate from float32 on a calibration batch.
+
+        Runs a frozen copy of this model's graph at float32 and at each
+        reduced precision, on ``x`` or on ``samples`` random rows (never
+        zeros). Works at any precision the Predictor was loaded with.
+
+        Args:
+            x: calibration inputs (real data gives the most telling numbers).
+            precisions: which to measure; default ``("bfloat16", "float16")``.
+            samples: random rows when ``x`` is not given.
+
+        Returns:
+            ``{"calibration_samples": n, "precisions": {name: {"max_abs",
+            "max_rel", "ms_per_batch", "outputs": {...}}}}``; ``max_rel`` is
+            relative to the largest float32 magnitude of each output.
+
+        Example:
+            >>> report = tf1infer.load("legacy_models/cnn.h5").precision_report()
+            >>> report["precisions"]["bfloat16"]["max_abs"] < 0.05
+            True
+        """
+        from tf1infer.precision import precision_report
+
+        if self.closed:
+            _closed()
+        return precision_report(self, x, precisions, samples)
+
     # -- lifecycle ----------------------------------------------------------
 
     def close(self) -> None:

@@ -1,16 +1,18 @@
 """Helpers shared by the TF1 graph loaders (SavedModel, meta graph, frozen GraphDef).
 
-Picking default inputs and outputs of a bare graph, and refusing fetches that
-would change variables.
+Picking default inputs and outputs of a bare graph, refusing fetches that
+would change variables, and the GraphDef surgery shared by export and reduced
+precision (cutting at fed tensors, reading and freezing variables).
 """
 
 from __future__ import annotations
 
-from typing import Iterable
+from typing import Any, Iterable
 
 import tensorflow as tf
 
 from tf1infer.errors import ModelLoadError
+from tf1infer.loaders.base import quiet_deprecation
 
 # Ops that write state: running one from a predict call would change the model.
 STATEFUL_WRITE_OPS = {
@@ -120,3 +122,81 @@ def require_outputs(outputs: list[tf.Tensor], source: str) -> list[tf.Tensor]:
     if not outputs:
         raise ModelLoadError(f"{source}: found no output tensors; name them with outputs=[...]")
     return outputs
+
+
+# Lookup tables are initialized by separate ops that a pruned graph would not run.
+TABLE_OPS = {"HashTable", "HashTableV2", "MutableHashTable", "MutableHashTableV2", "MutableDenseHashTable",
+             "MutableDenseHashTableV2", "MutableHashTableOfTensors", "MutableHashTableOfTensorsV2"}
+
+
+def cut_at_inputs(graph_def, inputs: list[tf.Tensor]) -> dict[str, str]:
+    """Make every fed tensor a placeholder of its own, so that pruning drops what computes it.
+
+    A signature may feed an intermediate tensor (TF Serving models often feed
+    ``x``, the Identity of a parsed tf.Example); the ops upstream of it must not
+    be kept, or they would wait for inputs nobody gives. Returns, per fed
+    tensor name, the name of the tensor to map in the rewritten graph.
+    """
+    nodes = {node.name: node for node in graph_def.node}
+    feeds = {}
+    for tensor in inputs:
+        if tensor.name in feeds:
+            continue
+        if tensor.op.type == "Placeholder":
+            feeds[tensor.name] = tensor.name
+            continue
+        placeholder = graph_def.node.add(name=f"{tensor.op.name}/tf1infer_input_{tensor.value_index}", op="Placeholder")
+        placeholder.attr["dtype"].type = tensor.dtype.as_datatype_enum
+        placeholder.attr["shape"].shape.CopyFrom(tensor.shape.as_proto())
+        references = {f"{tensor.op.name}:{tensor.value_index}"} | ({tensor.op.name} if tensor.value_index == 0 else set())
+        for node in nodes.values():
+            for index, name in enumerate(node.input):
+                if name in references:
+                    node.input[index] = placeholder.name
+        feeds[tensor.name] = f"{placeholder.name}:0"
+    return feeds
+
+
+def variable_values(graph: tf.Graph, session, graph_def, source: str, error: type[Exception]) -> dict[str, Any]:
+    """The session's current value of each variable ``graph_def`` uses, read through existing ops.
+
+    The graph is finalized, so no read op can be added: a classic variable is
+    fetched directly, a resource variable through a ReadVariableOp already in
+    the graph (TensorFlow creates one with every resource variable). Raises
+    ``error`` when a variable cannot be read that way.
+    """
+    fetches = {}
+    for node in graph_def.node:
+        if node.op not in VARIABLE_OPS:
+            continue
+        op = graph.get_operation_by_name(node.name)
+        if node.op == "VarHandleOp":
+            # A read that follows an assignment (control input) would need that assignment's feed.
+            reads = [c for c in op.outputs[0].consumers() if c.type == "ReadVariableOp" and not c.control_inputs]
+            if not reads:
+                raise error(f"{source}: resource variable {node.name} has no read op to take its value from")
+            fetches[node.name] = reads[0].outputs[0]
+        else:
+            fetches[node.name] = op.outputs[0]
+    return session.run(fetches) if fetches else {}
+
+
+def freeze_variables(graph_def, values: dict[str, Any], output_ops: list[str]):
+    """A copy of ``graph_def`` with each variable a constant holding its value in ``values``.
+
+    TensorFlow's own converter does the rewriting: besides plain reads it
+    handles ops that take a resource handle directly (``ResourceGather`` of an
+    embedding) and variables passed into functional control flow (the ``While``
+    of a recurrent layer). Its session-based entry point reads values by a
+    naming convention (``<var>/Read/ReadVariableOp``) that not every graph
+    follows, so the values read by :func:`variable_values` are handed to it
+    instead of a session.
+    """
+    from tensorflow.python.framework import convert_to_constants
+
+    class _KnownValues:
+        def run(self, names: list[str]) -> list[Any]:
+            return [values[name.rsplit(":", 1)[0].removesuffix("/Read/ReadVariableOp")] for name in names]
+
+    with quiet_deprecation():
+        return convert_to_constants.convert_variables_to_constants_from_session_graph(_KnownValues(), graph_def, output_ops)

@@ -1,0 +1,230 @@
+"""Reduced precision: the frozen inference graph, run under TensorFlow's automatic mixed-precision rewrite.
+
+``tf1infer.load(path, precision="bfloat16")`` (or ``"float16"``) does not set
+a process-wide Keras policy. It takes the loaded inference graph, pruned to its
+outputs, turns its variables into constants, imports it into a new graph and
+opens that graph's session with one of grappler's mixed-precision passes
+enabled in the session's ``RewriterConfig``:
+
+- ``bfloat16``: ``auto_mixed_precision_onednn_bfloat16``. The ops oneDNN runs
+  in bfloat16 (convolutions, matrix multiplies, their element-wise neighbours)
+  are converted, with casts at the edges. On CPUs with AVX512_BF16 or AMX the
+  arithmetic runs in native bfloat16. This needs a TensorFlow built with oneDNN
+  (the x86-64 Linux and Windows wheels are).
+- ``float16``: ``auto_mixed_precision_cpu``. Tensors between ops are rounded to
+  float16 while each op computes in float32. It previews the accuracy of a
+  float16 deployment (a GPU, TF Lite) and is not faster on a CPU.
+
+Inputs and outputs keep their float32 dtype: callers feed and receive the same
+arrays as before. :func:`precision_report` measures the deviation from float32
+on a calibration batch, so that the choice rests on numbers.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any, Sequence
+
+import numpy as np
+import tensorflow as tf
+from tensorflow.core.protobuf import rewriter_config_pb2
+
+from tf1infer.errors import InvalidOptionError, ModelLoadError
+from tf1infer.feeds import FeedConverter, TensorSpec, random_array
+from tf1infer.loaders.base import LoadedGraph, new_session, quiet_deprecation
+from tf1infer.loaders.graph_tools import STATEFUL_WRITE_OPS, TABLE_OPS, cut_at_inputs, freeze_variables, variable_values
+
+FLOAT32 = "float32"
+REDUCED_PRECISIONS = ("bfloat16", "float16")
+PRECISIONS = (FLOAT32,) + REDUCED_PRECISIONS
+
+
+def check_precision(precision: Any) -> str:
+    if precision is None:
+        return FLOAT32
+    if precision not in PRECISIONS:
+        raise InvalidOptionError(f"precision must be one of {', '.join(PRECISIONS)}; got {precision!r}")
+    if precision == "bfloat16" and not _onednn_enabled():
+        raise InvalidOptionError(
+            "precision='bfloat16' needs TensorFlow's oneDNN optimizations, which this TensorFlow build or "
+            "environment disables (TF_ENABLE_ONEDNN_OPTS=0, or a build without oneDNN); use 'float16' to preview "
+            "reduced precision, or float32"
+        )
+    return precision
+
+
+def session_config(precision: str, base: tf.compat.v1.ConfigProto | None = None) -> tf.compat.v1.ConfigProto:
+    """A copy of ``base`` with the grappler rewrite for ``precision`` switched on."""
+    config = tf.compat.v1.ConfigProto()
+    if base is not None:
+        config.CopyFrom(base)
+    rewrites = config.graph_options.rewrite_options
+    if precision == "bfloat16":
+        rewrites.auto_mixed_precision_onednn_bfloat16 = rewriter_config_pb2.RewriterConfig.ON
+    elif precision == "float16":
+        rewrites.auto_mixed_precision_cpu = rewriter_config_pb2.RewriterConfig.ON
+    return config
+
+
+def frozen_inference_graph(
+    graph: tf.Graph, session: tf.compat.v1.Session, inputs: Sequence[tf.Tensor], outputs: Sequence[tf.Tensor], source: str
+):
+    """The GraphDef computing ``outputs`` from ``inputs`` with every variable a constant.
+
+    Returns the GraphDef and, per input tensor name, the tensor to feed in it.
+    """
+    graph_def = graph.as_graph_def()
+    feeds = cut_at_inputs(graph_def, list(inputs))
+    output_ops = sorted({tensor.op.name for tensor in outputs})
+    with quiet_deprecation():
+        graph_def = tf.compat.v1.graph_util.extract_sub_graph(graph_def, output_ops)
+    ops = {node.op for node in graph_def.node}
+    refused = sorted(ops & (TABLE_OPS | STATEFUL_WRITE_OPS))
+    if refused:
+        raise ModelLoadError(
+            f"{source}: reduced precision runs a frozen copy of the graph, and the outputs use ops that a frozen "
+            f"copy cannot keep ({', '.join(refused)}); load it with precision='float32'"
+        )
+    values = variable_values(graph, session, graph_def, source, ModelLoadError)
+    return freeze_variables(graph_def, values, output_ops), feeds
+
+
+# TensorFlow 2.21's auto_mixed_precision_cpu pass crashes the process (a segmentation fault, seen on
+# the zoo's GRU) on graphs whose loops are functional While ops, as recurrent layers build them.
+_FLOAT16_CRASHES_ON = {"While", "StatelessWhile"}
+
+
+def check_rewritable(graph_def, precision: str, source: str) -> None:
+    """Refuse a rewrite known to crash TensorFlow on this graph, instead of letting it take the process down."""
+    if precision != "float16":
+        return
+    ops = {node.op for node in graph_def.node} | {
+        node.op for function in graph_def.library.function for node in function.node_def
+    }
+    loops = sorted(ops & _FLOAT16_CRASHES_ON)
+    if loops:
+        raise ModelLoadError(
+            f"{source}: precision='float16' is not available for graphs with {', '.join(loops)} loops (recurrent "
+            "layers): TensorFlow's float16 CPU rewrite crashes on them; use 'bfloat16' or 'float32'"
+        )
+
+
+def reduce_precision(
+    loaded: LoadedGraph,
+    precision: str,
+    base_config: tf.compat.v1.ConfigProto | None = None,
+    intra_op_threads: int | None = None,
+    inter_op_threads: int | None = None,
+) -> LoadedGraph:
+    """``loaded`` as a frozen graph whose session runs at ``precision``; ``loaded``'s own session is closed."""
+    source = loaded.metadata.get("path", "model")
+    graph_def, feeds = frozen_inference_graph(loaded.graph, loaded.session, loaded.inputs, loaded.outputs, source)
+    check_rewritable(graph_def, precision, source)
+    graph = tf.Graph()
+    with graph.as_default():
+        tf.import_graph_def(graph_def, name="")
+    config = session_config(precision, base_config)
+    if intra_op_threads is not None:
+        config.intra_op_parallelism_threads = int(intra_op_threads)
+    if inter_op_threads is not None:
+        config.inter_op_parallelism_threads = int(inter_op_threads)
+    reduced = LoadedGraph(
+        graph=graph,
+        session=new_session(graph, config),
+        inputs=[graph.get_tensor_by_name(feeds[tensor.name]) for tensor in loaded.inputs],
+        outputs=[graph.get_tensor_by_name(tensor.name) for tensor in loaded.outputs],
+        input_names=list(loaded.input_names),
+        output_names=list(loaded.output_names),
+        metadata={**loaded.metadata, "precision": precision},
+        owns_session=True,
+    )
+    if loaded.owns_session:
+        loaded.session.close()
+    return reduced
+
+
+def precision_report(predictor, x: Any = None, precisions: Sequence[str] | None = None, samples: int = 32) -> dict[str, Any]:
+    """Deviation of each reduced precision from float32 on a calibration batch.
+
+    Args:
+        predictor: a :class:`~tf1infer.Predictor` at any precision.
+        x: calibration inputs (real data is best); default: ``samples`` random
+            rows drawn from each input's shape and dtype (never zeros).
+        precisions: which to measure; default both ``bfloat16`` and ``float16``.
+        samples: rows of random calibration data when ``x`` is not given.
+
+    Returns:
+        ``{"calibration_samples": n, "precisions": {precision: {"max_abs": ...,
+        "max_rel": ..., "ms_per_batch": ..., "outputs": {name: {"max_abs",
+        "max_rel"}}}}}``, where ``max_rel`` is the largest absolute deviation
+        divided by the largest float32 magnitude of that output, and
+        ``ms_per_batch`` the median time of the calibration batch at that
+        precision (float32 included for comparison). A precision that cannot
+        run this graph has ``{"unavailable": reason}`` instead.
+    """
+    precisions = [check_precision(p) for p in (precisions or REDUCED_PRECISIONS)]
+    graph, source = predictor.graph, predictor.metadata.get("path", "model")
+    inputs = [graph.get_tensor_by_name(spec.name) for spec in predictor.inputs]
+    outputs = [graph.get_tensor_by_name(spec.name) for spec in predictor.outputs]
+    if x is None:
+        rng = np.random.default_rng(20261122)
+        feeds = [random_array(spec, samples, rng) for spec in predictor.inputs]
+    else:
+        feeds = FeedConverter(tuple(predictor.inputs), tuple(predictor.input_names)).convert(x)
+    base = getattr(predictor.session, "_config", None)
+    graph_def, feed_names = frozen_inference_graph(graph, predictor.session, inputs, outputs, source)
+    frozen = tf.Graph()
+    with frozen.as_default():
+        tf.import_graph_def(graph_def, name="")
+    frozen.finalize()
+    frozen_inputs = [frozen.get_tensor_by_name(feed_names[t.name]) for t in inputs]
+    frozen_outputs = [frozen.get_tensor_by_name(t.name) for t in outputs]
+    results: dict[str, Any] = {}
+    reference, reference_ms = _run(frozen, session_config(FLOAT32, base), frozen_inputs, frozen_outputs, feeds)
+    results[FLOAT32] = {"max_abs": 0.0, "max_rel": 0.0, "ms_per_batch": reference_ms}
+    for precision in precisions:
+        try:
+            check_rewritable(graph_def, precision, source)
+        except ModelLoadError as exc:
+            results[precision] = {"unavailable": str(exc).split(": ", 1)[1]}
+            continue
+        values, ms = _run(frozen, session_config(precision, base), frozen_inputs, frozen_outputs, feeds)
+        per_output = {
+            name: _deviation(value, want) for name, value, want in zip(predictor.output_names, values, reference)
+        }
+        results[precision] = {
+            "max_abs": max(d["max_abs"] for d in per_output.values()),
+            "max_rel": max(d["max_rel"] for d in per_output.values()),
+            "ms_per_batch": ms,
+            "outputs": per_output,
+        }
+    return {"calibration_samples": int(feeds[0].shape[0]) if feeds[0].ndim else 1, "precisions": results}
+
+
+def _run(graph, config, inputs, outputs, feeds) -> tuple[list[np.ndarray], float]:
+    with tf.compat.v1.Session(graph=graph, config=config) as session:
+        run = session.make_callable(list(outputs), feed_list=list(inputs))
+        values = run(*feeds)  # The first call also runs grappler's rewrite; not timed.
+        times = []
+        for _ in range(3):
+            start = time.perf_counter()
+            run(*feeds)
+            times.append(time.perf_counter() - start)
+    return values, round(float(np.median(times)) * 1e3, 3)
+
+
+def _deviation(value: np.ndarray, want: np.ndarray) -> dict[str, float]:
+    if want.dtype.kind not in "fc" or want.size == 0:
+        equal = want.size == 0 or np.array_equal(value, want)
+        return {"max_abs": 0.0 if equal else float("inf"), "max_rel": 0.0 if equal else float("inf")}
+    difference = float(np.max(np.abs(value.astype(np.float64) - want)))
+    scale = float(np.max(np.abs(want)))
+    return {"max_abs": difference, "max_rel": difference / scale if scale else difference}
+
+
+def _onednn_enabled() -> bool:
+    try:
+        from tensorflow.python.util import _pywrap_util_port
+    except ImportError:  # pragma: no cover - layout of TensorFlow's internals changed
+        return True
+    return bool(_pywrap_util_port.IsMklEnabled())
