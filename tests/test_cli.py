@@ -108,3 +108,134 @@ def test_inspect_option_the_format_does_not_take(capsys):
     assert main(["inspect", str(ZOO_DIR / "tf1" / "frozen.pb"), "--signature", "serving_default"]) == 2
     err = capsys.readouterr().err
     assert "option(s) signature that the frozen-graph loader does not take" in err and err.count("\n") == 1
+
+
+# -- predict ------------------------------------------------------------------------------------------
+
+
+def test_predict_npy_to_npy_and_h5(tmp_path, capsys):
+    import h5py
+    import numpy as np
+
+    import tf1infer
+
+    x = np.random.default_rng(5).normal(size=(300, 10)).astype(np.float32)
+    np.save(tmp_path / "x.npy", x)
+    with tf1infer.load(zoo_path("mlp")) as predictor:
+        want = predictor.predict(x)
+    assert main(["predict", zoo_path("mlp"), str(tmp_path / "x.npy"), "-o", str(tmp_path / "y.npy"), "--batch-size", "64"]) == 0
+    assert "wrote 300 rows to" in capsys.readouterr().out
+    np.testing.assert_array_equal(np.load(tmp_path / "y.npy"), want)
+    assert main(["predict", zoo_path("mlp"), str(tmp_path / "x.npy"), "-o", str(tmp_path / "y.h5"), "--batch-size", "auto", "--quiet"]) == 0
+    assert "chosen for a memory limit of" in capsys.readouterr().out
+    with h5py.File(tmp_path / "y.h5", "r") as file:
+        np.testing.assert_array_equal(file["dense_2"][:], want)
+
+
+def test_predict_npz_and_h5_inputs_by_name(tmp_path, capsys):
+    import h5py
+    import numpy as np
+
+    import tf1infer
+    from conftest import random_inputs
+
+    with tf1infer.load(zoo_path("two_in_two_out")) as predictor:
+        arrays = dict(zip(predictor.input_names, random_inputs(predictor.inputs, 40, seed=9)))
+        want = dict(zip(predictor.output_names, predictor.predict(arrays)))
+    np.savez(tmp_path / "in.npz", **arrays)
+    with h5py.File(tmp_path / "in.h5", "w") as file:
+        for name, array in arrays.items():
+            file[name] = array
+        file["row_ids"] = np.arange(40)  # Other datasets are left alone.
+    for source in ("in.npz", "in.h5"):
+        out = tmp_path / f"out-{source}.h5"
+        assert main(["predict", zoo_path("two_in_two_out"), str(tmp_path / source), "-o", str(out)]) == 0
+        with h5py.File(out, "r") as file:
+            for name, array in want.items():
+                np.testing.assert_array_equal(file[name][:], array)
+    capsys.readouterr()
+
+
+def test_predict_image_folder_with_labels(tmp_path, capsys):
+    import h5py
+    import numpy as np
+    import tensorflow as tf
+
+    for label in ("a", "b"):
+        (tmp_path / "images" / label).mkdir(parents=True)
+        (tmp_path / "images" / label / "1.png").write_bytes(tf.io.encode_png(np.full((16, 16, 3), 9, np.uint8)).numpy())
+    (tmp_path / "images" / "b" / "bad.png").write_bytes(b"garbage")
+    out = tmp_path / "out.h5"
+    assert main(["predict", zoo_path("cnn"), str(tmp_path / "images"), "-o", str(out), "--labels", "--rescale", "0.5"]) == 0
+    captured = capsys.readouterr()
+    assert "wrote 2 rows" in captured.out and "b/bad.png: not a decodable image" in captured.out
+    assert "skipped b/bad.png" in captured.err
+    with h5py.File(out, "r") as file:
+        assert file["labels"][:].tolist() == [0, 1]
+        assert file["skipped"].shape == (1, 2)
+
+
+def test_predict_bad_input_is_one_line_and_writes_nothing(tmp_path, capsys):
+    import numpy as np
+
+    np.save(tmp_path / "x.npy", np.ones((5, 7), np.float32))
+    cases = [
+        ([str(tmp_path / "x.npy")], "expects size 10 on axis 1"),
+        ([str(tmp_path / "missing.npy")], "no such input file or image folder"),
+        ([str(tmp_path / "x.npy"), "--batch-size", "0"], "--batch-size must be a positive integer or 'auto'"),
+        ([str(tmp_path / "x.npy"), "--memory-limit", "lots", "--batch-size", "auto"], "--memory-limit must be"),
+    ]
+    for arguments, message in cases:
+        assert main(["predict", zoo_path("mlp"), *arguments, "-o", str(tmp_path / "y.h5")]) == 2
+        err = capsys.readouterr().err.strip().splitlines()
+        assert err[-1].startswith("tf1infer: error: ") and message in err[-1]
+    assert sorted(path.name for path in tmp_path.iterdir()) == ["x.npy"]
+
+
+def test_killed_predict_resumes_to_the_same_file(tmp_path):
+    """A real crash: the process is killed mid-run, then --resume finishes the .partial file."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    import h5py
+    import numpy as np
+
+    x = np.random.default_rng(12).normal(size=(40000, 10)).astype(np.float32)
+    np.save(tmp_path / "x.npy", x)
+    command = [sys.executable, "-m", "tf1infer.cli", "predict", zoo_path("mlp"), str(tmp_path / "x.npy"), "--quiet"]
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"}
+    partial = tmp_path / "killed.h5.partial"
+    # One row per batch (a commit each): slow enough to be killed part way through.
+    process = subprocess.Popen(command + ["-o", str(tmp_path / "killed.h5"), "--batch-size", "1"], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 120
+    rows = 0
+    while time.time() < deadline and rows < 500:
+        time.sleep(0.2)
+        if partial.exists():
+            try:
+                with h5py.File(partial, "r", locking=False) as file:
+                    rows = int(file.attrs.get("rows", 0))
+            except OSError:
+                pass  # Caught between writes: look again.
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    assert 500 <= rows < 40000, "the run must be killed part way through"
+    assert not (tmp_path / "killed.h5").exists()
+    subprocess.run(command + ["-o", str(tmp_path / "killed.h5"), "--resume"], env=env, check=True, stdout=subprocess.DEVNULL)
+    subprocess.run(command + ["-o", str(tmp_path / "whole.h5")], env=env, check=True, stdout=subprocess.DEVNULL)
+    with h5py.File(tmp_path / "killed.h5", "r") as resumed, h5py.File(tmp_path / "whole.h5", "r") as whole:
+        assert resumed.attrs["rows"] == 40000
+        np.testing.assert_array_equal(resumed["dense_2"][:], whole["dense_2"][:])
+
+
+def test_inspect_precision(capsys):
+    assert main(["inspect", zoo_path("mlp"), "--precision", "--calibration-samples", "8"]) == 0
+    lines = [" ".join(line.split()) for line in capsys.readouterr().out.splitlines()]
+    assert "precision deviation from float32 on 8 random samples:" in lines
+    assert any(line.startswith("bfloat16: max abs ") for line in lines)
+    assert main(["inspect", zoo_path("mlp"), "--precision", "--json"]) == 0
+    report = json.loads(capsys.readouterr().out)["precision_report"]
+    assert 0 < report["precisions"]["float16"]["max_rel"] < 5e-3

@@ -5,6 +5,7 @@ The public surface::
     tf1infer.load(path, **options) -> Predictor     # alias: load_model
     tf1infer.Predictor                              # predict, predict_on_batch, inputs, outputs...
     tf1infer.export_saved_model(model, out_dir)     # a verified TF2 SavedModel -> ExportReport
+    tf1infer.images(folder, ...)                    # an image folder to stream through predict_iter / predict_to
     tf1infer.errors                                 # Tf1InferError and its subclasses
 
 Example:
@@ -21,9 +22,11 @@ from typing import Any
 from tf1infer import errors
 from tf1infer.export import ExportReport, export_saved_model
 from tf1infer.feeds import TensorSpec
+from tf1infer.images import ImageFolder, images
 from tf1infer.loaders import detect_format, load_graph
 from tf1infer.precision import FLOAT32, check_precision, reduce_precision
 from tf1infer.predictor import Predictor
+from tf1infer.writers import PredictionSummary
 
 __version__ = "0.1.0"
 
@@ -95,11 +98,14 @@ load_model = load
 
 __all__ = [
     "ExportReport",
+    "ImageFolder",
+    "PredictionSummary",
     "Predictor",
     "TensorSpec",
     "detect_format",
     "errors",
     "export_saved_model",
+    "images",
     "load",
     "load_model",
     "__version__",

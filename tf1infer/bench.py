@@ -15,7 +15,15 @@ Runners:
                       tf1infer ``predict_on_batch`` and ``predict``, interleaved
                       round by round so they see the same machine state
 
-Usage: python -m tf1infer.bench [--models mlp,mini_xception] [--quick] [--json PATH]
+Streaming (issue: stream without limits), each in a process of its own:
+  throughput          tf1infer ``predict`` on the data in one array, against
+                      ``predict_iter`` fed one sample at a time by a generator
+                      (both batch 32): per-sample microseconds and their ratio
+  memory              ``predict_to`` into .h5 from a generator of N single MLP
+                      samples (batch 256): the rise of peak RSS during the run,
+                      for N = 10k, 100k and 1M (10k and 100k with --quick)
+
+Usage: python -m tf1infer.bench [--models mlp,mini_xception] [--quick] [--json PATH] [--no-streaming]
 """
 
 from __future__ import annotations
@@ -111,10 +119,69 @@ def run_worker(runner: str, model_path: str, quick: bool) -> dict[str, float]:
     raise ValueError(f"unknown runner {runner!r}")
 
 
-def _spawn(runner: str, model_path: str, quick: bool) -> dict[str, float] | str:
+def _status_bytes(field: str) -> int:
+    with open("/proc/self/status", encoding="ascii") as status:
+        for line in status:
+            if line.startswith(field + ":"):
+                return int(line.split()[1]) * 1024
+    raise KeyError(field)
+
+
+def _one_at_a_time(shape, count: int, seed: int):
+    """Single samples made as they are asked for: no array of all of them ever exists."""
+    rng = np.random.default_rng(seed)
+    for _ in range(count):
+        yield rng.standard_normal(tuple(shape[1:]), dtype=np.float32)
+
+
+def run_stream_worker(mode: str, model_path: str, count: int) -> dict[str, float]:
+    """One streaming measurement in this process (see the module docstring)."""
+    import tempfile
+
+    import tf1infer
+
+    predictor = tf1infer.load(model_path)
+    shape = predictor.inputs[0].shape
+    if mode == "throughput":
+        x = np.stack(list(_one_at_a_time(shape, count, 0)))
+        predictor.predict(x[:256], batch_size=32)  # Warm-up.
+        sum(len(batch) for batch in predictor.predict_iter(_one_at_a_time(shape, 256, 0), batch_size=32))
+        rounds = {"predict": [], "predict_iter": []}
+        for _ in range(3):
+            start = time.perf_counter()
+            predictor.predict(x, batch_size=32)
+            rounds["predict"].append((time.perf_counter() - start) / count * 1e6)
+            # The generator's own cost (making each sample) is timed apart and left out: it is the
+            # caller's work, which predict's array also needed once.
+            start = time.perf_counter()
+            for _ in _one_at_a_time(shape, count, 1):
+                pass
+            making = time.perf_counter() - start
+            start = time.perf_counter()
+            rows = sum(len(batch) for batch in predictor.predict_iter(_one_at_a_time(shape, count, 1), batch_size=32))
+            rounds["predict_iter"].append((time.perf_counter() - start - making) / rows * 1e6)
+        return {name: float(np.median(values)) for name, values in rounds.items()}
+    if mode == "memory":
+        with tempfile.TemporaryDirectory() as folder:
+            out = os.path.join(folder, "out.h5")
+            predictor.predict_to(out, _one_at_a_time(shape, 1000, 0), batch_size=256)  # Warm-up.
+            with open("/proc/self/clear_refs", "w", encoding="ascii") as clear_refs:
+                clear_refs.write("5")
+            before = _status_bytes("VmRSS")
+            start = time.perf_counter()
+            summary = predictor.predict_to(out, _one_at_a_time(shape, count, 1), batch_size=256)
+            seconds = time.perf_counter() - start
+            return {"rows": summary.rows, "peak_rss_rise_mib": (_status_bytes("VmHWM") - before) / 2**20,
+                    "rss_before_mib": before / 2**20, "seconds": seconds}
+    raise ValueError(f"unknown streaming mode {mode!r}")
+
+
+def _spawn(runner: str, model_path: str, quick: bool, count: int | None = None) -> dict[str, float] | str:
     command = [sys.executable, "-m", "tf1infer.bench", "--worker", runner, "--model-path", model_path]
     if quick:
         command.append("--quick")
+    if count is not None:
+        command += ["--count", str(count)]
     env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL=os.environ.get("TF_CPP_MIN_LOG_LEVEL", "2"))
     done = subprocess.run(command, capture_output=True, text=True, env=env)
     if done.returncode != 0:
@@ -127,11 +194,16 @@ def main(argv=None) -> int:
     parser.add_argument("--models", default=",".join(MODELS), help="comma-separated: " + ", ".join(MODELS))
     parser.add_argument("--quick", action="store_true", help="fewer calls, for a smoke run")
     parser.add_argument("--json", default=os.path.join("bench-results", "latest.json"), help="where to write the records")
+    parser.add_argument("--no-streaming", action="store_true", help="skip the streaming throughput and memory runs")
     parser.add_argument("--worker", help=argparse.SUPPRESS)
     parser.add_argument("--model-path", help=argparse.SUPPRESS)
+    parser.add_argument("--count", type=int, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.worker:
-        print(json.dumps(run_worker(args.worker, args.model_path, args.quick)))
+        if args.worker in ("throughput", "memory"):
+            print(json.dumps(run_stream_worker(args.worker, args.model_path, args.count)))
+        else:
+            print(json.dumps(run_worker(args.worker, args.model_path, args.quick)))
         return 0
 
     records = []
@@ -158,11 +230,42 @@ def main(argv=None) -> int:
             ratio_bare = f"{micros / bare:.2f}x" if bare else "-"
             print(f"  {label:<34}{micros:>10.1f}{ratio:>13}{ratio_bare:>18}")
             records.append({"model": model, "batch_size": 1, "runner": label, "us_per_call": micros})
+    if not args.no_streaming:
+        records += _streaming(args)
     os.makedirs(os.path.dirname(args.json) or ".", exist_ok=True)
     with open(args.json, "w") as handle:
         json.dump({"machine": platform.platform(), "cores": os.cpu_count(), "records": records}, handle, indent=1)
     print(f"\nwrote {args.json}")
     return 0
+
+
+def _streaming(args) -> list[dict]:
+    records = []
+    print("\nstreaming: predict_iter fed one sample at a time vs predict on one array (batch 32), us/sample")
+    print(f"  {'model':<16}{'predict':>10}{'predict_iter':>14}{'throughput ratio':>18}")
+    for model in args.models.split(","):
+        path = MODELS[model]
+        if not os.path.exists(path):
+            continue
+        count = {"mlp": 20000, "mini_xception": 1000}.get(model, 2000) // (4 if args.quick else 1)
+        result = _spawn("throughput", path, args.quick, count)
+        if isinstance(result, str):
+            print(f"  {model}: {result}")
+            continue
+        ratio = result["predict"] / result["predict_iter"]
+        print(f"  {model:<16}{result['predict']:>10.1f}{result['predict_iter']:>14.1f}{ratio:>17.2f}x")
+        records.append({"model": model, "batch_size": 32, "runner": "streaming throughput", "samples": count, **result,
+                        "throughput_ratio": ratio})
+    print("\nstreaming memory: predict_to .h5 from a generator of single MLP samples (batch 256)")
+    print(f"  {'samples':>10}{'peak RSS rise':>16}{'RSS before':>13}{'seconds':>10}")
+    for count in (10_000, 100_000) + (() if args.quick else (1_000_000,)):
+        result = _spawn("memory", MODELS["mlp"], args.quick, count)
+        if isinstance(result, str):
+            print(f"  {count:>10}: {result}")
+            continue
+        print(f"  {count:>10}{result['peak_rss_rise_mib']:>12.1f} MiB{result['rss_before_mib']:>9.0f} MiB{result['seconds']:>10.1f}")
+        records.append({"model": "mlp", "batch_size": 256, "runner": "streaming memory", "samples": count, **result})
+    return records
 
 
 if __name__ == "__main__":

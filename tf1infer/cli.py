@@ -1,10 +1,14 @@
 """The ``tf1infer`` command.
 
-    tf1infer inspect MODEL [--json] [load options]
+    tf1infer inspect MODEL [--json] [--precision] [load options]
                                        what a model file holds: format, recorded versions, inputs,
-                                       outputs, signatures, Lambda layers, parameter count
+                                       outputs, signatures, Lambda layers, parameter count; with
+                                       --precision, the deviation of bfloat16 and float16 from float32
     tf1infer export MODEL OUT_DIR [--atol A] [--sample-input F] [--overwrite] [load options]
                                        a TF2 SavedModel, verified against the original
+    tf1infer predict MODEL INPUT -o OUT [--batch-size N|auto] [--precision P] [--resume] [--quiet] [load options]
+                                       stream INPUT (.npy, .npz, .h5 or an image folder) through the model
+                                       into OUT (.npy or .h5), with a progress bar on a terminal
     tf1infer demo [MODEL]              load a legacy model, predict, compare with Keras, time both
 
 Errors print one line (``tf1infer: error: ...``) and exit with status 2.
@@ -13,9 +17,11 @@ Errors print one line (``tf1infer: error: ...``) and exit with status 2.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
+import os
 import sys
-from typing import Any, Sequence
+from typing import Any, Iterator, Sequence
 
 from tf1infer.errors import Tf1InferError, UnsafeModelError
 
@@ -63,6 +69,8 @@ def _inspect(args: argparse.Namespace) -> int:
                 "inputs": _spec_rows(predictor.input_names, predictor.inputs),
                 "outputs": _spec_rows(predictor.output_names, predictor.outputs),
             }
+            if args.precision:
+                report["precision_report"] = predictor.precision_report(samples=args.calibration_samples)
     except UnsafeModelError as exc:
         # Still say what the file holds, read without running its code, and why it was not loaded.
         report = describe_without_loading(args.model, args.format, **options) or {}
@@ -74,7 +82,17 @@ def _inspect(args: argparse.Namespace) -> int:
         return 0
     width = max(len(key) for key in report) + 2
     for key, value in report.items():
-        if key in ("inputs", "outputs"):
+        if key == "precision_report":
+            print(f"{'precision':<{width}}deviation from float32 on {value['calibration_samples']} random samples:")
+            for name, entry in value["precisions"].items():
+                if "unavailable" in entry:
+                    print(f"{'':<{width}}  {name}: unavailable: {entry['unavailable']}")
+                else:
+                    print(
+                        f"{'':<{width}}  {name}: max abs {entry['max_abs']:.3g}, max rel {entry['max_rel']:.3g}, "
+                        f"{entry['ms_per_batch']:.3g} ms per batch"
+                    )
+        elif key in ("inputs", "outputs"):
             for item in value:
                 shape = tuple(item["shape"]) if item["shape"] is not None else "unknown shape"
                 print(f"{key[:-1]:<{width}}{item['name']}: {shape} {item['dtype']} (tensor {item['tensor']})")
@@ -106,6 +124,148 @@ def _export(args: argparse.Namespace) -> int:
     return 0
 
 
+def _predict(args: argparse.Namespace) -> int:
+    import logging
+
+    # Skipped inputs and other warnings on the console as they happen, whatever the root logger does.
+    console = logging.StreamHandler(sys.stderr)
+    console.setFormatter(logging.Formatter("tf1infer: warning: %(message)s"))
+    console.setLevel(logging.WARNING)
+    package_logger = logging.getLogger("tf1infer")
+    package_logger.addHandler(console)
+    try:
+        return _run_predict(args)
+    finally:
+        package_logger.removeHandler(console)
+
+
+def _run_predict(args: argparse.Namespace) -> int:
+    import tf1infer
+
+    batch_size = args.batch_size if args.batch_size == "auto" else _positive_int("--batch-size", args.batch_size)
+    memory_limit = _memory_limit(args.memory_limit) if args.memory_limit is not None else None
+    options = {**_load_options(args), **({"format": args.format} if args.format else {})}
+    with tf1infer.load(args.model, precision=args.precision, **options) as predictor:
+        with _open_input(args, predictor) as source:
+            summary = predictor.predict_to(
+                args.output,
+                source,
+                batch_size=batch_size,
+                prefetch=args.prefetch,
+                memory_limit=memory_limit,
+                resume=args.resume,
+                verbose=0 if args.quiet or not sys.stdout.isatty() else 1,
+            )
+    print(summary)
+    return 0
+
+
+@contextlib.contextmanager
+def _open_input(args: argparse.Namespace, predictor) -> Iterator[Any]:
+    """The streaming source for INPUT; an .h5 file stays open (and unread) until the run ends."""
+    import numpy as np
+
+    import tf1infer
+    from tf1infer.errors import InputError
+
+    path = args.input
+    if os.path.isdir(path):
+        yield tf1infer.images(
+            path, size=_size(args.size), color=args.color, rescale=args.rescale,
+            interpolation=args.interpolation, labels="inferred" if args.labels else None,
+        )
+        return
+    if not os.path.isfile(path):
+        raise InputError(f"{path}: no such input file or image folder")
+    extension = os.path.splitext(path)[1].lower()
+    if extension == ".npy":
+        try:
+            array = np.load(path, mmap_mode="r", allow_pickle=False)  # Memory-mapped: read batch by batch.
+        except (ValueError, OSError) as exc:
+            raise InputError(f"{path}: not a readable .npy file ({exc})") from exc
+        yield array
+    elif extension == ".npz":
+        try:
+            with np.load(path, allow_pickle=False) as archive:
+                arrays = {key: archive[key] for key in archive.files}
+        except (ValueError, OSError) as exc:
+            raise InputError(f"{path}: not a readable .npz file ({exc})") from exc
+        yield _by_input_name(path, arrays, predictor)
+    elif extension in (".h5", ".hdf5"):
+        import h5py
+
+        try:
+            file = h5py.File(path, "r")
+        except OSError as exc:
+            raise InputError(f"{path}: not a readable HDF5 file ({exc})") from exc
+        with file:
+            datasets = {key: value for key, value in file.items() if isinstance(value, h5py.Dataset)}
+            yield _by_input_name(path, datasets, predictor)
+    else:
+        raise InputError(f"{path}: INPUT must be .npy, .npz, .h5 or an image folder")
+
+
+def _size(text: str | None) -> tuple[int, int] | None:
+    from tf1infer.errors import InputError
+
+    if not text:
+        return None
+    try:
+        height, width = (int(part) for part in text.lower().split("x"))
+    except ValueError:
+        raise InputError(f"--size must be HEIGHTxWIDTH, e.g. 224x224; got {text!r}") from None
+    return height, width
+
+
+def _by_input_name(path: str, arrays: dict, predictor):
+    """One array per model input from a file's named arrays (any one name for a one-input model)."""
+    from tf1infer.errors import InputError
+
+    names = predictor.input_names
+    if len(names) == 1 and names[0] not in arrays:
+        if len(arrays) == 1:
+            return next(iter(arrays.values()))
+        raise InputError(
+            f"{path}: holds {', '.join(sorted(arrays)) or 'nothing'}; the model's input is '{names[0]}' "
+            "(name an array after it, or keep one array in the file)"
+        )
+    missing = [name for name in names if name not in arrays]
+    if missing:
+        raise InputError(
+            f"{path}: holds {', '.join(sorted(arrays)) or 'nothing'}; missing the model's input(s) {', '.join(missing)}"
+        )
+    return {name: arrays[name] for name in names}
+
+
+def _positive_int(flag: str, text: str) -> int:
+    from tf1infer.errors import InputError
+
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise InputError(f"{flag} must be a positive integer or 'auto'; got {text!r}")
+    return value
+
+
+_UNITS = {"k": 2**10, "m": 2**20, "g": 2**30, "t": 2**40}
+
+
+def _memory_limit(text: str) -> int | float:
+    """``0.25`` (a fraction of available memory), ``2G``, ``512M`` or bytes."""
+    from tf1infer.errors import InputError
+
+    cleaned = text.strip().lower().removesuffix("b").removesuffix("i")
+    try:
+        if cleaned and cleaned[-1] in _UNITS:
+            return int(float(cleaned[:-1]) * _UNITS[cleaned[-1]])
+        value = float(cleaned)
+        return value if value <= 1 else int(value)
+    except ValueError:
+        raise InputError(f"--memory-limit must be a fraction like 0.25 or a size like 2G or 512M; got {text!r}") from None
+
+
 def _demo(args: argparse.Namespace) -> int:
     from tf1infer.demo import run_demo
 
@@ -119,6 +279,8 @@ def build_parser() -> argparse.ArgumentParser:
     inspect = commands.add_parser("inspect", help="show a model's format, versions, inputs and outputs")
     inspect.add_argument("model", help="model file or directory")
     inspect.add_argument("--json", action="store_true", help="machine-readable output")
+    inspect.add_argument("--precision", action="store_true", help="measure bfloat16 and float16 against float32")
+    inspect.add_argument("--calibration-samples", type=int, default=32, help="random samples for --precision (default: %(default)s)")
     _add_load_options(inspect)
     inspect.set_defaults(run=_inspect)
     export = commands.add_parser("export", help="export a model to a verified TF2 SavedModel")
@@ -133,6 +295,24 @@ def build_parser() -> argparse.ArgumentParser:
     export.add_argument("--no-verify", action="store_true", help="skip the comparison with the original (not recommended)")
     _add_load_options(export)
     export.set_defaults(run=_export)
+    predict = commands.add_parser("predict", help="stream inputs through a model into an .npy or .h5 file")
+    predict.add_argument("model", help="model file or directory")
+    predict.add_argument("input", help=".npy, .npz (an array per input name), .h5 (a dataset per input name) or an image folder")
+    predict.add_argument("-o", "--output", required=True, help="the .npy or .h5 file to write")
+    predict.add_argument("--batch-size", default="32", help="rows per run, or 'auto' (default: %(default)s)")
+    predict.add_argument("--memory-limit", help="for --batch-size auto: a fraction of available memory (default 0.25) or a size (2G)")
+    predict.add_argument("--precision", default="float32", choices=["float32", "bfloat16", "float16"], help="(default: %(default)s)")
+    predict.add_argument("--prefetch", type=int, default=2, help="batches read ahead (default: %(default)s)")
+    predict.add_argument("--resume", action="store_true", help="continue an interrupted .h5 run from OUTPUT.partial")
+    predict.add_argument("--quiet", action="store_true", help="no progress bar (there is none when stdout is not a terminal)")
+    images = predict.add_argument_group("image folders")
+    images.add_argument("--size", help="HEIGHTxWIDTH to resize to (default: the model input's)")
+    images.add_argument("--color", choices=["rgb", "grayscale", "rgba"], help="(default: from the model input's channels)")
+    images.add_argument("--rescale", type=float, help="multiply pixel values (0-255) by this, e.g. 0.00392156862745098")
+    images.add_argument("--interpolation", default="nearest", help="resize method (default: %(default)s, as Keras)")
+    images.add_argument("--labels", action="store_true", help="subfolders are classes: write each row's class index")
+    _add_load_options(predict)
+    predict.set_defaults(run=_predict)
     demo = commands.add_parser("demo", help="predict with a legacy model through tf1infer and Keras, and time both")
     demo.add_argument("model", nargs="?", default="legacy_models/mlp.h5", help="a Keras .h5 model (default: %(default)s)")
     demo.set_defaults(run=_demo)

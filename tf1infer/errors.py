@@ -46,6 +46,10 @@ class PredictionError(Tf1InferError, RuntimeError):
     """TensorFlow failed while running the model on valid-looking inputs."""
 
 
+class OutputFileError(Tf1InferError):
+    """A prediction output file cannot be written, or an interrupted run cannot be resumed."""
+
+
 class ExportError(Tf1InferError):
     """A model could not be exported (``out_dir`` exists, or the graph has parts that do not export)."""
 

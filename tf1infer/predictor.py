@@ -9,16 +9,22 @@ the feed (:mod:`tf1infer.feeds`), run the callable, return numpy arrays.
 from __future__ import annotations
 
 import logging
+import os
 import warnings
-from typing import Any, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, Iterator, Mapping, Sequence
 
 import numpy as np
 import tensorflow as tf
 
-from tf1infer import batching
+from tf1infer import batching, streaming
 from tf1infer.errors import InputError, PredictionError, PredictorClosedError, Tf1InferError
 from tf1infer.feeds import FeedConverter, TensorSpec
 from tf1infer.loaders.base import LoadedGraph, resolve_tensor, short_name
+from tf1infer.memory import DEFAULT_MAX_BATCH_SIZE, choose_batch_size
+
+if TYPE_CHECKING:
+    from tf1infer.memory import BatchSizeChoice
+    from tf1infer.writers import PredictionSummary
 
 logger = logging.getLogger(__name__)
 
@@ -231,6 +237,149 @@ class Predictor:
                 bar.update(1)
         return self._pack(results)
 
+    def predict_iter(
+        self,
+        source: Any,
+        batch_size: int | str | None = 32,
+        prefetch: int = 2,
+        *,
+        batched: bool | None = None,
+        memory_limit: int | float | None = None,
+        with_keys: bool = False,
+    ) -> Iterator[Any]:
+        """Predict on a stream, yielding output batches in input order, in memory set by the batch size.
+
+        The next batch is read (and, for images, decoded) on a background
+        thread while the session runs the current one, at most ``prefetch``
+        batches ahead. An exception in the source is raised here with its own
+        traceback; leaving the loop early stops the thread and closes the
+        source (a generator's ``finally`` blocks run).
+
+        Args:
+            source: arrays, an HDF5 dataset (read in slices, never whole), a
+                list or dict of those for several inputs; or a generator, any
+                iterable, a ``keras.utils.Sequence``-style object or a
+                ``tf.data.Dataset`` yielding single samples or whole batches;
+                or :func:`tf1infer.images`. An item whose first input has the
+                model input's rank is a batch, one with one axis less a single
+                sample; single samples are gathered into batches of
+                ``batch_size``, batches run as they come.
+            batch_size: rows per run, or ``"auto"``: the largest size whose
+                measured peak memory stays under ``memory_limit`` (see
+                :meth:`auto_batch_size`).
+            prefetch: batches prepared ahead of the running one.
+            batched: force how items are read: ``True`` each item is a batch,
+                ``False`` each is one sample; ``None`` decides on the first item.
+            memory_limit: for ``batch_size="auto"``: bytes, or a fraction of
+                the memory available now (default 0.25).
+            with_keys: yield ``(keys, outputs)``, where ``keys`` names each row
+                (an image's path; ``None`` for sources without keys).
+
+        Yields:
+            One output batch per batch read: an array for a one-output model,
+            else a list of arrays in output order.
+
+        Raises:
+            InputError: the source or a sample does not fit the model.
+            PredictionError: TensorFlow failed. Out-of-memory is not an error
+                until a single sample fails: the batch is split and retried.
+
+        Example:
+            >>> predictor = tf1infer.load("legacy_models/mlp.h5")
+            >>> samples = (np.random.rand(10) for _ in range(1000))  # one at a time
+            >>> sum(len(batch) for batch in predictor.predict_iter(samples, batch_size=64))
+            1000
+        """
+        reader, size, _ = self._open_stream(source, batch_size, prefetch, batched, memory_limit)
+        return self._iterate(reader, size, prefetch, with_keys)
+
+    def predict_to(
+        self,
+        path: str | os.PathLike,
+        source: Any,
+        batch_size: int | str | None = 32,
+        prefetch: int = 2,
+        *,
+        batched: bool | None = None,
+        memory_limit: int | float | None = None,
+        resume: bool = False,
+        verbose: int = 0,
+    ) -> "PredictionSummary":
+        """Predict on a stream and write the outputs to ``path`` as they are computed.
+
+        ``.npy`` holds the output of a single-output model; ``.h5`` holds one
+        chunked dataset per output (named after it), plus ``keys``,
+        ``labels`` and ``skipped`` when the source has them (see
+        :mod:`tf1infer.writers`). The file gets exactly one row per input
+        sample, in input order. It is written as ``<path>.partial`` and renamed
+        when complete; an interrupted ``.h5`` run keeps the partial file, and
+        ``resume=True`` continues it from the last complete batch.
+
+        Args:
+            path: the ``.npy`` or ``.h5`` file to write (replaced if it exists).
+            source, batch_size, prefetch, batched, memory_limit: as for
+                :meth:`predict_iter`.
+            resume: continue ``<path>.partial`` from where it stopped. The
+                source must give the same data again; rows already written are
+                skipped, not recomputed.
+            verbose: 1 for a progress bar (samples/s, ETA), 0 for none.
+
+        Returns:
+            A :class:`~tf1infer.writers.PredictionSummary`: rows, batch size,
+            skipped inputs, time.
+
+        Raises:
+            InputError, PredictionError: as for :meth:`predict_iter`; the
+                partial file of an ``.h5`` run is kept for ``resume=True``.
+            OutputFileError: the file cannot be written or resumed.
+            InvalidOptionError: the extension is not .npy / .h5, or .npy is
+                asked for a model with several outputs or with ``resume``.
+
+        Example:
+            >>> predictor.predict_to("scores.h5", h5py.File("inputs.h5")["x"], batch_size=256)
+        """
+        from tf1infer.writers import PredictionSummary, open_writer, run_to_file
+
+        reader, size, choice = self._open_stream(source, batch_size, prefetch, batched, memory_limit)
+        writer = open_writer(path, self._output_names, reader, os.path.abspath(str(self._source)), resume)
+        try:
+            start = writer.start()
+        except BaseException:
+            reader.close()
+            raise
+        summary = PredictionSummary(path=os.fspath(path), rows=0, batch_size=size, batch_size_choice=choice, resumed_at=start and writer.rows)
+        runner = streaming.BatchRunner(self._run, self._source)
+        total = reader.length if reader.length is not None else getattr(reader, "size_hint", None)
+        return run_to_file(writer, streaming.stream(reader, runner, size or 1, prefetch, start), total, verbose, summary)
+
+    def auto_batch_size(
+        self, x: Any, memory_limit: int | float | None = None, max_batch_size: int = 4096, prefetch: int = 2
+    ) -> "BatchSizeChoice":
+        """The largest batch size whose measured peak memory stays under ``memory_limit``.
+
+        Probes by running the model on the first sample of ``x`` repeated 1, 2,
+        4... times and reading the process's peak memory after each run (see
+        :mod:`tf1infer.memory`). ``predict_iter`` and ``predict_to`` call this
+        for ``batch_size="auto"``.
+
+        Args:
+            x: any source ``predict_iter`` takes (only its first sample is used).
+            memory_limit: bytes, or a fraction of the memory available now;
+                default 0.25.
+            max_batch_size: the largest size considered.
+            prefetch: the prefetch depth of the run it is for (queued input
+                batches count against the limit).
+
+        Returns:
+            A :class:`~tf1infer.memory.BatchSizeChoice` with ``batch_size`` and
+            the measured probes.
+        """
+        reader = streaming.open_reader(x, self._feeds)
+        try:
+            return self._choose_batch_size(reader, memory_limit, max_batch_size, prefetch)
+        finally:
+            reader.close()
+
     def predict_classes(self, x: Any, batch_size: int | None = None, verbose: int = 0) -> np.ndarray:
         """Class index per sample, as Keras 2's ``Sequential.predict_classes``.
 
@@ -349,6 +498,49 @@ class Predictor:
             raise InputError("the batch source yielded no batches; nothing to predict")
         merged = [np.concatenate([batch[i] for batch in collected]) for i in range(len(self._outputs))]
         return self._pack(merged)
+
+    def _open_stream(self, source: Any, batch_size: Any, prefetch: int, batched: Any, memory_limit: Any):
+        """The reader for ``source`` and the batch size to read it with (``None``: the source's own batches)."""
+        if self.closed:
+            _closed()
+        batched = streaming.check_batched(batched)
+        if batch_size != "auto":
+            batch_size = batching.check_batch_size(batch_size)
+            if memory_limit is not None:
+                raise InputError("memory_limit applies to batch_size='auto'; a batch size was given")
+        reader = streaming.open_reader(source, self._feeds, batched)
+        choice = None
+        try:
+            if reader.yields_batches:
+                if batch_size == "auto":
+                    logger.info("%s: the source yields its own batches; batch_size='auto' has nothing to choose", self._source)
+                return reader, None, None
+            if batch_size == "auto":
+                choice = self._choose_batch_size(reader, memory_limit, DEFAULT_MAX_BATCH_SIZE, prefetch)
+                batch_size = choice.batch_size
+                logger.info("%s: %s", self._source, choice)
+        except BaseException:
+            reader.close()
+            raise
+        return reader, batch_size, choice
+
+    def _choose_batch_size(self, reader, memory_limit: Any, max_batch_size: int, prefetch: int) -> "BatchSizeChoice":
+        sample = reader.first_sample()
+        if sample is None:
+            raise InputError("the source is empty; there is no sample to choose a batch size with")
+        if reader.length:
+            max_batch_size = min(max_batch_size, reader.length)
+        return choose_batch_size(self._run, sample, memory_limit, max_batch_size, queued_batches=prefetch + 1)
+
+    def _iterate(self, reader, batch_size: int | None, prefetch: int, with_keys: bool) -> Iterator[Any]:
+        runner = streaming.BatchRunner(self._run, self._source)
+        for chunk, outputs in streaming.stream(reader, runner, batch_size or 1, prefetch):
+            for key, reason in chunk.skipped:
+                logger.warning("skipped %s: %s", key, reason)
+            if chunk.rows == 0:
+                continue  # Nothing but skipped inputs in this one.
+            packed = self._pack(outputs)
+            yield (chunk.keys, packed) if with_keys else packed
 
     def _single_output_of(self, method: str, result: Any) -> np.ndarray:
         if not self._single_output:
