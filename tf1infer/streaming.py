@@ -36,6 +36,7 @@ from __future__ import annotations
 import logging
 import queue
 import threading
+import time
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterator, Mapping
 
@@ -187,16 +188,22 @@ class IterableReader(Reader):
                 position += 1
                 yield Chunk(self._converter.convert(self._arrange(item)), position)
             return
-        pending: list[list[Any]] = []
+        # One-input models keep each sample as is (no per-sample list): this loop runs once per sample.
+        single = len(self._converter.specs) == 1
+        pending: list[Any] = []
         for item in self._items():
-            pending.append(self._arrange(item))
+            if single and type(item) is np.ndarray:
+                pending.append(item)
+            else:
+                arranged = self._arrange(item)
+                pending.append(arranged[0] if single else arranged)
             if len(pending) == batch_size:
                 position += len(pending)
-                yield Chunk(self._stack(pending, position), position)
+                yield Chunk(self._stack(pending, position, single), position)
                 pending = []
         if pending:
             position += len(pending)
-            yield Chunk(self._stack(pending, position), position)
+            yield Chunk(self._stack(pending, position, single), position)
 
     def close(self) -> None:
         # For a generator, iter() is the generator itself: closing it runs its finally blocks.
@@ -277,18 +284,18 @@ class IterableReader(Reader):
             f"{rank} {spec.shape} or a single sample of rank {rank - 1} {spec.shape[1:]}"
         )
 
-    def _stack(self, samples: list[list[Any]], position: int) -> list[np.ndarray]:
+    def _stack(self, samples: list[Any], position: int, single: bool) -> list[np.ndarray]:
         stacked = []
         for index, name in enumerate(self._converter.names):
-            values = [np.asarray(sample[index]) for sample in samples]
+            values = samples if single else [sample[index] for sample in samples]
             try:
                 stacked.append(np.stack(values))
             except ValueError:
-                first = values[0].shape
-                odd = next(i for i, value in enumerate(values) if value.shape != first)
+                shapes = [np.shape(value) for value in values]
+                odd = next(i for i, shape in enumerate(shapes) if shape != shapes[0])
                 raise InputError(
-                    f"sample {position - len(samples) + odd} gives input '{name}' shape {values[odd].shape}, "
-                    f"unlike sample {position - len(samples)} ({first}); samples gathered into one batch need one shape"
+                    f"sample {position - len(samples) + odd} gives input '{name}' shape {shapes[odd]}, "
+                    f"unlike sample {position - len(samples)} ({shapes[0]}); samples gathered into one batch need one shape"
                 ) from None
         return self._converter.convert(stacked)
 
@@ -387,6 +394,9 @@ class Prefetcher:
         while not self._stop.is_set():
             try:
                 self._queue.put(item, timeout=0.1)
+                # Yield the GIL: a consumer back from sess.run would otherwise wait for Python's
+                # switch interval (5 ms) while this thread makes the next batch.
+                time.sleep(0)
                 return True
             except queue.Full:
                 continue
