@@ -341,11 +341,11 @@ class Predictor:
         from tf1infer.writers import PredictionSummary, open_writer, run_to_file
 
         reader, size, choice = self._open_stream(source, batch_size, prefetch, batched, memory_limit)
-        writer = open_writer(path, self._output_names, reader, os.path.abspath(str(self._source)), resume)
         try:
+            writer = open_writer(path, self._output_names, reader, os.path.abspath(str(self._source)), resume)
             start = writer.start()
         except BaseException:
-            reader.close()
+            reader.close()  # Nothing was started: release the source (a generator's finally runs).
             raise
         summary = PredictionSummary(path=os.fspath(path), rows=0, batch_size=size, batch_size_choice=choice, resumed_at=start and writer.rows)
         runner = streaming.BatchRunner(self._run, self._source)
