@@ -54,6 +54,24 @@ def as_list(outputs) -> list[np.ndarray]:
     return outputs if isinstance(outputs, list) else [outputs]
 
 
+@pytest.fixture(scope="module")
+def mlp():
+    """The zoo MLP (10 features -> 3 classes), loaded by tf1infer once per test module."""
+    import tf1infer
+
+    with tf1infer.load(zoo_path("mlp")) as predictor:
+        yield predictor
+
+
+@pytest.fixture(scope="module")
+def two_inputs():
+    """The zoo model with two inputs and two outputs, loaded by tf1infer once per test module."""
+    import tf1infer
+
+    with tf1infer.load(zoo_path("two_in_two_out")) as predictor:
+        yield predictor
+
+
 @pytest.fixture(scope="session")
 def eager_model():
     """tf_keras eager models loaded the ordinary way, cached: the independent reference."""

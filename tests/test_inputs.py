@@ -11,18 +11,6 @@ from tf1infer.errors import InputError, Tf1InferError
 
 
 @pytest.fixture(scope="module")
-def mlp():
-    with tf1infer.load(zoo_path("mlp")) as predictor:
-        yield predictor
-
-
-@pytest.fixture(scope="module")
-def two_inputs():
-    with tf1infer.load(zoo_path("two_in_two_out")) as predictor:
-        yield predictor
-
-
-@pytest.fixture(scope="module")
 def embedding():
     with tf1infer.load(zoo_path("embedding")) as predictor:
         yield predictor

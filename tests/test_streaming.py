@@ -24,18 +24,6 @@ ROWS = 203  # Not a multiple of any batch size used: the last batch is short.
 
 
 @pytest.fixture(scope="module")
-def mlp():
-    with tf1infer.load(zoo_path("mlp")) as predictor:
-        yield predictor
-
-
-@pytest.fixture(scope="module")
-def two_inputs():
-    with tf1infer.load(zoo_path("two_in_two_out")) as predictor:
-        yield predictor
-
-
-@pytest.fixture(scope="module")
 def x(mlp):
     return random_inputs(mlp.inputs, ROWS, seed=11)[0]
 

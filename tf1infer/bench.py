@@ -119,14 +119,6 @@ def run_worker(runner: str, model_path: str, quick: bool) -> dict[str, float]:
     raise ValueError(f"unknown runner {runner!r}")
 
 
-def _status_bytes(field: str) -> int:
-    with open("/proc/self/status", encoding="ascii") as status:
-        for line in status:
-            if line.startswith(field + ":"):
-                return int(line.split()[1]) * 1024
-    raise KeyError(field)
-
-
 def _one_at_a_time(shape, count: int, seed: int):
     """Single samples made as they are asked for: no array of all of them ever exists."""
     rng = np.random.default_rng(seed)
@@ -138,7 +130,10 @@ def run_stream_worker(mode: str, model_path: str, count: int) -> dict[str, float
     """One streaming measurement in this process (see the module docstring)."""
     import tempfile
 
+    import h5py
+
     import tf1infer
+    from tf1infer.memory import current_rss, measure_peak
 
     predictor = tf1infer.load(model_path)
     shape = predictor.inputs[0].shape
@@ -165,14 +160,13 @@ def run_stream_worker(mode: str, model_path: str, count: int) -> dict[str, float
         with tempfile.TemporaryDirectory() as folder:
             out = os.path.join(folder, "out.h5")
             predictor.predict_to(out, _one_at_a_time(shape, 1000, 0), batch_size=256)  # Warm-up.
-            with open("/proc/self/clear_refs", "w", encoding="ascii") as clear_refs:
-                clear_refs.write("5")
-            before = _status_bytes("VmRSS")
+            before = current_rss()
             start = time.perf_counter()
-            summary = predictor.predict_to(out, _one_at_a_time(shape, count, 1), batch_size=256)
+            rise, _ = measure_peak(lambda: predictor.predict_to(out, _one_at_a_time(shape, count, 1), batch_size=256))
             seconds = time.perf_counter() - start
-            return {"rows": summary.rows, "peak_rss_rise_mib": (_status_bytes("VmHWM") - before) / 2**20,
-                    "rss_before_mib": before / 2**20, "seconds": seconds}
+            with h5py.File(out, "r") as file:
+                rows = file.attrs["rows"]
+            return {"rows": int(rows), "peak_rss_rise_mib": rise / 2**20, "rss_before_mib": before / 2**20, "seconds": seconds}
     raise ValueError(f"unknown streaming mode {mode!r}")
 
 
