@@ -132,6 +132,24 @@ def test_predict_npy_to_npy_and_h5(tmp_path, capsys):
         np.testing.assert_array_equal(file["dense_2"][:], want)
 
 
+def test_predict_with_the_tflite_backend_and_its_fallback(tmp_path, capsys):
+    import numpy as np
+
+    import tf1infer
+
+    x = np.random.default_rng(6).normal(size=(70, 10)).astype(np.float32)
+    np.save(tmp_path / "x.npy", x)
+    with tf1infer.load(zoo_path("mlp")) as predictor:
+        want = predictor.predict(x)
+    assert main(["predict", zoo_path("mlp"), str(tmp_path / "x.npy"), "-o", str(tmp_path / "y.npy"), "--backend", "tflite"]) == 0
+    assert "backend: tflite\n" in capsys.readouterr().out
+    np.testing.assert_allclose(np.load(tmp_path / "y.npy"), want, rtol=0, atol=1e-5)
+    np.save(tmp_path / "seq.npy", np.random.default_rng(7).normal(size=(5, 8, 4)).astype(np.float32))
+    assert main(["predict", zoo_path("lstm"), str(tmp_path / "seq.npy"), "-o", str(tmp_path / "s.npy"), "--backend", "auto"]) == 0
+    assert "backend: session (TF Lite fell back: TF Lite cannot convert this graph:" in capsys.readouterr().out
+    assert np.load(tmp_path / "s.npy").shape == (5, 2)
+
+
 def test_predict_npz_and_h5_inputs_by_name(tmp_path, capsys):
     import h5py
     import numpy as np

@@ -6,7 +6,7 @@
                                        --precision, the deviation of bfloat16 and float16 from float32
     tf1infer export MODEL OUT_DIR [--atol A] [--sample-input F] [--overwrite] [load options]
                                        a TF2 SavedModel, verified against the original
-    tf1infer predict MODEL INPUT -o OUT [--batch-size N|auto] [--precision P] [--resume] [--quiet] [load options]
+    tf1infer predict MODEL INPUT -o OUT [--batch-size N|auto] [--precision P] [--backend B] [--resume] [--quiet] [load options]
                                        stream INPUT (.npy, .npz, .h5 or an image folder) through the model
                                        into OUT (.npy or .h5), with a progress bar on a terminal
     tf1infer demo [MODEL]              load a legacy model, predict, compare with Keras, time both
@@ -145,7 +145,11 @@ def _run_predict(args: argparse.Namespace) -> int:
     batch_size = args.batch_size if args.batch_size == "auto" else _positive_int("--batch-size", args.batch_size)
     memory_limit = _memory_limit(args.memory_limit) if args.memory_limit is not None else None
     options = {**_load_options(args), **({"format": args.format} if args.format else {})}
-    with tf1infer.load(args.model, precision=args.precision, **options) as predictor:
+    with tf1infer.load(args.model, precision=args.precision, backend=args.backend, **options) as predictor:
+        if args.backend != "session":
+            report = predictor.backend_report
+            reason = report.get("fallback_reason")
+            print(f"backend: {predictor.backend}" + (f" (TF Lite fell back: {reason})" if reason else ""))
         with _open_input(args, predictor) as source:
             summary = predictor.predict_to(
                 args.output,
@@ -302,6 +306,8 @@ def build_parser() -> argparse.ArgumentParser:
     predict.add_argument("--batch-size", default="32", help="rows per run, or 'auto' (default: %(default)s)")
     predict.add_argument("--memory-limit", help="for --batch-size auto: a fraction of available memory (default 0.25) or a size (2G)")
     predict.add_argument("--precision", default="float32", choices=["float32", "bfloat16", "float16"], help="(default: %(default)s)")
+    predict.add_argument("--backend", default="session", choices=["session", "tflite", "auto"],
+                         help="TF1 session, TF Lite on XNNPACK (verified at load) or the faster per batch size (default: %(default)s)")
     predict.add_argument("--prefetch", type=int, default=2, help="batches read ahead (default: %(default)s)")
     predict.add_argument("--resume", action="store_true", help="continue an interrupted .h5 run from OUTPUT.partial")
     predict.add_argument("--quiet", action="store_true", help="no progress bar (there is none when stdout is not a terminal)")

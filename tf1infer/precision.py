@@ -67,11 +67,18 @@ def session_config(precision: str, base: tf.compat.v1.ConfigProto | None = None)
 
 
 def frozen_inference_graph(
-    graph: tf.Graph, session: tf.compat.v1.Session, inputs: Sequence[tf.Tensor], outputs: Sequence[tf.Tensor], source: str
+    graph: tf.Graph,
+    session: tf.compat.v1.Session,
+    inputs: Sequence[tf.Tensor],
+    outputs: Sequence[tf.Tensor],
+    source: str,
+    purpose: str = "reduced precision",
+    instead: str = "precision='float32'",
 ):
     """The GraphDef computing ``outputs`` from ``inputs`` with every variable a constant.
 
     Returns the GraphDef and, per input tensor name, the tensor to feed in it.
+    ``purpose`` and ``instead`` word the error for graphs that cannot be frozen.
     """
     graph_def = graph.as_graph_def()
     feeds = cut_at_inputs(graph_def, list(inputs))
@@ -82,8 +89,8 @@ def frozen_inference_graph(
     refused = sorted(ops & (TABLE_OPS | STATEFUL_WRITE_OPS))
     if refused:
         raise ModelLoadError(
-            f"{source}: reduced precision runs a frozen copy of the graph, and the outputs use ops that a frozen "
-            f"copy cannot keep ({', '.join(refused)}); load it with precision='float32'"
+            f"{source}: {purpose} runs a frozen copy of the graph, and the outputs use ops that a frozen "
+            f"copy cannot keep ({', '.join(refused)}); load it with {instead}"
         )
     values = variable_values(graph, session, graph_def, source, ModelLoadError)
     return freeze_variables(graph_def, values, output_ops), feeds

@@ -16,11 +16,12 @@ from typing import TYPE_CHECKING, Any, Iterator, Mapping, Sequence
 import numpy as np
 import tensorflow as tf
 
-from tf1infer import batching, streaming
+from tf1infer import backends, batching, streaming
 from tf1infer.errors import InputError, PredictionError, PredictorClosedError, Tf1InferError
 from tf1infer.feeds import FeedConverter, TensorSpec
 from tf1infer.loaders.base import LoadedGraph, resolve_tensor, short_name
 from tf1infer.memory import DEFAULT_MAX_BATCH_SIZE, choose_batch_size
+from tf1infer.precision import frozen_inference_graph
 
 if TYPE_CHECKING:
     from tf1infer.memory import BatchSizeChoice
@@ -61,6 +62,9 @@ class Predictor:
             self._callable = self._session.make_callable(list(loaded.outputs), feed_list=list(loaded.inputs))
         except (tf.errors.OpError, ValueError, TypeError) as exc:
             raise Tf1InferError(f"{self._source}: cannot prepare the session to run the model: {exc}") from exc
+        self._session_callable = self._callable
+        self._backend_report: dict[str, Any] = {"requested": backends.SESSION, "backend": backends.SESSION}
+        self._close_backend: Any = lambda: None
 
     @classmethod
     def from_session(
@@ -150,6 +154,42 @@ class Predictor:
     def graph(self) -> tf.Graph:
         """The underlying (finalized) ``tf.Graph``."""
         return self._graph
+
+    @property
+    def backend(self) -> str:
+        """The runtime in use: ``"session"``, ``"tflite"`` or ``"auto"`` (see :mod:`tf1infer.backends`)."""
+        return self._backend_report["backend"]
+
+    @property
+    def backend_report(self) -> dict[str, Any]:
+        """What load measured and decided for the backend.
+
+        Keys: ``requested`` and ``backend``; with TF Lite: ``max_deviation``
+        from the session at verification, ``chunk_rows`` and
+        ``chunk_us_per_row`` (the parallel path's chunk size and its probe),
+        ``threads``, ``tflite_bytes``, ``convert_seconds``; with ``"auto"``:
+        ``auto_choice`` ({batch size: runtime}) and ``auto_us_per_row``;
+        after a fallback: ``fallback_reason``.
+        """
+        return dict(self._backend_report)
+
+    def _use_backend(self, backend: str, threads: int | None = None) -> None:
+        """Switch to ``backend`` (load's ``backend=``): convert, verify and measure, or fall back with a reason."""
+        backend = backends.check_backend(backend)
+        graph = self._graph
+        inputs = [graph.get_tensor_by_name(spec.name) for spec in self._inputs]
+        outputs = [graph.get_tensor_by_name(spec.name) for spec in self._outputs]
+
+        def frozen():
+            return frozen_inference_graph(
+                graph, self._session, inputs, outputs, self._source, "backend='tflite'", "backend='session'"
+            )
+
+        runner, report, close = backends.prepare(
+            backend, self._session_callable, frozen, self._inputs, self._outputs, self._output_names, threads, self._source
+        )
+        self._close_backend()
+        self._callable, self._backend_report, self._close_backend = runner, report, close
 
     # -- prediction ---------------------------------------------------------
 
@@ -440,6 +480,7 @@ class Predictor:
         if self._callable is _closed:
             return
         self._callable = _closed
+        self._close_backend()
         if self._owns_session:
             self._session.close()
 
@@ -471,6 +512,14 @@ class Predictor:
             raise PredictionError(
                 f"{self._source}: TensorFlow failed running the model on inputs {shapes}: "
                 f"{type(exc).__name__}: {exc.message.splitlines()[0] if exc.message else exc}"
+            ) from exc
+        except Tf1InferError:
+            raise  # PredictorClosedError is a RuntimeError too; it needs no rewording.
+        except RuntimeError as exc:  # The TF Lite interpreter's failures.
+            shapes = ", ".join(f"'{name}': {feed.shape}" for name, feed in zip(self._input_names, feeds))
+            raise PredictionError(
+                f"{self._source}: the TF Lite interpreter failed running the model on inputs {shapes}: "
+                f"{str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__}"
             ) from exc
 
     def _empty_outputs(self, feeds: list[np.ndarray]) -> list[np.ndarray]:

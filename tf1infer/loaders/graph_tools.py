@@ -7,6 +7,8 @@ precision (cutting at fed tensors, reading and freezing variables).
 
 from __future__ import annotations
 
+import copy
+
 from typing import Any, Iterable
 
 import tensorflow as tf
@@ -198,5 +200,12 @@ def freeze_variables(graph_def, values: dict[str, Any], output_ops: list[str]):
         def run(self, names: list[str]) -> list[Any]:
             return [values[name.rsplit(":", 1)[0].removesuffix("/Read/ReadVariableOp")] for name in names]
 
+    if any(node.op == "Variable" for node in graph_def.node):
+        # TF 1.0's "Variable" op (the corpus's TF Serving meta graph has it) is the converter's VariableV2 in
+        # all but name; the converter only knows the new name and would leave the variable in place.
+        graph_def = copy.deepcopy(graph_def)
+        for node in graph_def.node:
+            if node.op == "Variable":
+                node.op = "VariableV2"
     with quiet_deprecation():
         return convert_to_constants.convert_variables_to_constants_from_session_graph(_KnownValues(), graph_def, output_ops)

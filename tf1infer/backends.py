@@ -1,0 +1,399 @@
+"""Runtimes behind a Predictor: the persistent TF1 session, or TF Lite with XNNPACK.
+
+``load(..., backend=...)`` chooses:
+
+``"session"`` (default)
+    ``Session.make_callable`` on the finalized inference graph.
+``"tflite"``
+    The frozen inference graph converted once to a TF Lite flatbuffer and run
+    by the interpreter that ships in the ``tensorflow`` package, on XNNPACK's
+    float32 kernels. TensorFlow's per-kernel overhead dominates small batches
+    (a few hundred small ops per call); XNNPACK's does not. A batch of one row
+    runs on one interpreter using every core; a larger batch is cut into
+    chunks that run on one single-threaded interpreter per core, in parallel
+    (``Interpreter.invoke`` releases the GIL). Small chunks keep each core's
+    activations in its cache; the chunk size is measured at load.
+``"auto"``
+    Both, measured at load at batch sizes 1, 32 and 256; each call takes the
+    runtime that was faster at the measured size nearest its own.
+
+Nothing is trusted unverified: at load the TF Lite runtime's outputs are compared
+with the session's on random inputs (never zeros), through both of its paths.
+A model TF Lite cannot convert (recurrent layers whose loops have no static
+element shape, ops outside the builtin set) or whose outputs differ by more
+than ``1e-5`` (times the output's magnitude where that exceeds 1) falls back
+to the session, and the reason is logged and kept in
+:attr:`Predictor.backend_report`.
+"""
+
+from __future__ import annotations
+
+import collections
+import contextlib
+import logging
+import math
+import os
+import tempfile
+import threading
+import time
+import warnings
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any, Callable, Sequence
+
+import numpy as np
+import tensorflow as tf
+
+from tf1infer.errors import InvalidOptionError, ModelLoadError
+from tf1infer.feeds import TensorSpec, random_array
+
+logger = logging.getLogger(__name__)
+
+SESSION, TFLITE, AUTO = "session", "tflite", "auto"
+BACKENDS = (SESSION, TFLITE, AUTO)
+# Largest |tflite - session| accepted, for outputs of magnitude up to 1; above that it scales with the
+# magnitude (float32 sums in another order differ in the last bits of the largest values).
+VERIFY_TOLERANCE = 1e-5
+# Batch sizes "auto" measures at load; a call uses the decision of the nearest one (on a log scale).
+AUTO_BATCH_SIZES = (1, 32, 256)
+CHUNK_CANDIDATES = (1, 4, 16, 64)
+# Probing at load stops growing a probe batch past this many seconds per call.
+PROBE_SECONDS = 0.2
+
+Runner = Callable[..., list]
+
+
+def check_backend(backend: Any) -> str:
+    if backend not in BACKENDS:
+        raise InvalidOptionError(f"backend must be one of {', '.join(map(repr, BACKENDS))}; got {backend!r}")
+    return backend
+
+
+def available_cores() -> int:
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # pragma: no cover - not Linux
+        return os.cpu_count() or 1
+
+
+class TFLiteRuntime:
+    """A TF Lite flatbuffer run on XNNPACK; called like ``Session.make_callable``'s callable.
+
+    Args:
+        model_content: the flatbuffer.
+        inputs, outputs: the Predictor's specs, in its order.
+        tflite_inputs, tflite_outputs: the same tensors' names in the flatbuffer.
+        threads: cores to use.
+        chunk_rows: rows per interpreter call on the parallel path.
+    """
+
+    def __init__(
+        self,
+        model_content: bytes,
+        inputs: Sequence[TensorSpec],
+        outputs: Sequence[TensorSpec],
+        threads: int,
+        chunk_rows: int = 1,
+    ):
+        self._model = model_content
+        self._inputs = tuple(inputs)
+        self._outputs = tuple(outputs)
+        self.threads = max(1, int(threads))
+        self.chunk_rows = chunk_rows
+        # Interpreters are not thread-safe; one call at a time (the session backend has no such limit).
+        self._lock = threading.Lock()
+        self._latency = _Interpreters(self, threads=self.threads)
+        self._workers = [_Interpreters(self, threads=1) for _ in range(self.threads)]
+        self._pool = ThreadPoolExecutor(self.threads - 1, thread_name_prefix="tf1infer-tflite") if self.threads > 1 else None
+
+    def __call__(self, *feeds: np.ndarray) -> list[np.ndarray]:
+        rows = feeds[0].shape[0]
+        with self._lock:
+            if rows <= 1:
+                return self._latency.run(feeds)
+            return self._run_parallel(feeds, rows)
+
+    def _run_parallel(self, feeds: Sequence[np.ndarray], rows: int) -> list[np.ndarray]:
+        chunks = [(start, min(start + self.chunk_rows, rows)) for start in range(0, rows, self.chunk_rows)]
+        workers = min(self.threads, len(chunks))
+        share = math.ceil(len(chunks) / workers)
+        parts = [chunks[i * share : (i + 1) * share] for i in range(workers)]
+        results: list[np.ndarray] | None = None
+
+        def run_part(worker: int) -> list[tuple[int, int, list[np.ndarray]]]:
+            return [(start, stop, self._workers[worker].run([feed[start:stop] for feed in feeds])) for start, stop in parts[worker]]
+
+        futures = [self._pool.submit(run_part, worker) for worker in range(1, workers)] if self._pool else []
+        pieces = run_part(0)
+        for future in futures:
+            pieces += future.result()
+        for start, stop, values in pieces:
+            if results is None:
+                results = [np.empty((rows,) + value.shape[1:], dtype=value.dtype) for value in values]
+            for result, value in zip(results, values):
+                result[start:stop] = value
+        return results
+
+    def close(self) -> None:
+        if self._pool is not None:
+            self._pool.shutdown(wait=True)
+            self._pool = None
+        self._latency.clear()
+        for worker in self._workers:
+            worker.clear()
+
+
+class _Interpreters:
+    """Interpreters of one thread count, kept per batch size (a resize reallocates every tensor)."""
+
+    KEEP = 3  # The chunk size, the remainder of a batch, and one more.
+
+    def __init__(self, runtime: TFLiteRuntime, threads: int):
+        self._runtime = runtime
+        self._threads = threads
+        self._by_rows: collections.OrderedDict[int, tuple[Any, list[int], list[int]]] = collections.OrderedDict()
+
+    def run(self, feeds: Sequence[np.ndarray]) -> list[np.ndarray]:
+        interpreter, input_indices, output_indices = self._get(feeds[0].shape[0], feeds)
+        for index, feed in zip(input_indices, feeds):
+            interpreter.set_tensor(index, feed)
+        interpreter.invoke()
+        return [interpreter.get_tensor(index) for index in output_indices]
+
+    def _get(self, rows: int, feeds: Sequence[np.ndarray]):
+        entry = self._by_rows.get(rows)
+        if entry is not None:
+            self._by_rows.move_to_end(rows)
+            return entry
+        interpreter = new_interpreter(self._runtime._model, self._threads)
+        input_indices = _match(interpreter.get_input_details(), self._runtime._inputs, "input")
+        for index, feed in zip(input_indices, feeds):
+            interpreter.resize_tensor_input(index, feed.shape, strict=False)
+        interpreter.allocate_tensors()
+        output_indices = _match(interpreter.get_output_details(), self._runtime._outputs, "output")
+        entry = (interpreter, input_indices, output_indices)
+        self._by_rows[rows] = entry
+        if len(self._by_rows) > self.KEEP:
+            self._by_rows.popitem(last=False)
+        return entry
+
+    def clear(self) -> None:
+        self._by_rows.clear()
+
+
+def new_interpreter(model_content: bytes, threads: int):
+    with warnings.catch_warnings():
+        # tf.lite.Interpreter warns that it will move to the ai_edge_litert package; the one in the pinned
+        # tensorflow release is the one that needs no extra dependency.
+        warnings.simplefilter("ignore")
+        return tf.lite.Interpreter(model_content=model_content, num_threads=threads)
+
+
+def _match(details: list[dict], specs: Sequence[TensorSpec], role: str) -> list[int]:
+    """Flatbuffer tensor indices for ``specs``, by name; by position where names were not kept."""
+    by_name = {detail["name"]: detail["index"] for detail in details}
+    indices = []
+    for position, spec in enumerate(specs):
+        name = spec.name[:-2] if spec.name.endswith(":0") else spec.name
+        if name in by_name:
+            indices.append(by_name[name])
+        elif len(details) == len(specs):
+            indices.append(details[position]["index"])
+        else:
+            raise ValueError(f"the TF Lite model has no {role} named {name!r}")
+    return indices
+
+
+@contextlib.contextmanager
+def captured_stderr():
+    """Collect what C++ code writes to file descriptor 2 (the converter's MLIR diagnostics) into a list."""
+    lines: list[str] = []
+    with tempfile.TemporaryFile(mode="w+b") as sink:
+        saved = os.dup(2)
+        try:
+            os.dup2(sink.fileno(), 2)
+            yield lines
+        finally:
+            os.dup2(saved, 2)
+            os.close(saved)
+            sink.seek(0)
+            lines.extend(sink.read().decode("utf-8", "replace").splitlines())
+
+
+def convert_to_tflite(graph_def, feeds: dict[str, str], inputs: Sequence[TensorSpec], outputs: Sequence[TensorSpec]) -> bytes:
+    """The frozen inference GraphDef as a float32 TF Lite flatbuffer with builtin ops only.
+
+    Raises ``ConversionError`` with the converter's first error line.
+    """
+    graph = tf.Graph()
+    with graph.as_default():
+        tf.import_graph_def(graph_def, name="")
+    input_tensors = [graph.get_tensor_by_name(feeds[spec.name]) for spec in inputs]
+    output_tensors = [graph.get_tensor_by_name(spec.name) for spec in outputs]
+    converter = tf.compat.v1.lite.TFLiteConverter(graph_def, input_tensors, output_tensors)
+    try:
+        with captured_stderr() as diagnostics, warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            return converter.convert()
+    except Exception as exc:  # The converter raises ConverterError, ValueError and more, by stage.
+        errors = [line.split("error: ", 1)[1] for line in diagnostics if "error: " in line]
+        message = errors[0] if errors else (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+        raise ConversionError(f"TF Lite cannot convert this graph: {message}") from exc
+
+
+class ConversionError(Exception):
+    """Internal: the reason a runtime is unavailable; becomes a logged fallback."""
+
+
+def verify(runtime: TFLiteRuntime, reference: Runner, inputs: Sequence[TensorSpec], output_names: Sequence[str], rows: int) -> float:
+    """Largest scaled deviation from the session over a one-row and a ``rows``-row random batch."""
+    rng = np.random.default_rng(20261122)
+    worst = 0.0
+    for batch in (1, rows):
+        feeds = [random_array(spec, batch, rng) for spec in inputs]
+        try:
+            got = runtime(*feeds)
+        except (RuntimeError, ValueError, IndexError) as exc:
+            raise ConversionError(f"the TF Lite interpreter cannot run it: {str(exc).strip().splitlines()[0]}") from exc
+        want = reference(*feeds)
+        for name, value, expected in zip(output_names, got, want):
+            if value.shape != expected.shape or value.dtype != expected.dtype:
+                raise ConversionError(
+                    f"output '{name}' comes back as {value.dtype}{list(value.shape)} from TF Lite, "
+                    f"{expected.dtype}{list(expected.shape)} from the session"
+                )
+            if expected.dtype.kind not in "fc":
+                if not np.array_equal(value, expected):
+                    raise ConversionError(f"output '{name}' differs from the session's")
+                continue
+            scale = max(1.0, float(np.max(np.abs(expected))) if expected.size else 1.0)
+            deviation = float(np.max(np.abs(value.astype(np.float64) - expected))) / scale if expected.size else 0.0
+            if not deviation <= VERIFY_TOLERANCE:
+                raise ConversionError(
+                    f"output '{name}' differs from the session's by {deviation:.2e} (scaled), over the "
+                    f"{VERIFY_TOLERANCE:.0e} allowed"
+                )
+            worst = max(worst, deviation)
+    return worst
+
+
+def seconds_per_row(run: Runner, feeds: Sequence[np.ndarray], min_runs: int = 3, max_runs: int = 25, seconds: float = 0.02) -> float:
+    """The fastest of several timed calls, per row.
+
+    The minimum, not the median: load-time decisions compare runtimes on a
+    machine that may be busy, and interference only ever adds time. Calls
+    repeat until ``seconds`` have passed (and ``min_runs``, at most ``max_runs``).
+    """
+    run(*feeds)  # Warm-up: first calls allocate and, for the session, run grappler.
+    best, runs, started = float("inf"), 0, time.perf_counter()
+    while runs < min_runs or (runs < max_runs and time.perf_counter() - started < seconds):
+        start = time.perf_counter()
+        run(*feeds)
+        best = min(best, time.perf_counter() - start)
+        runs += 1
+    return best / feeds[0].shape[0]
+
+
+def probe_rows(per_row: float, wanted: int) -> int:
+    """``wanted``, halved until one call takes under PROBE_SECONDS (at least 1)."""
+    rows = wanted
+    while rows > 1 and per_row * rows > PROBE_SECONDS:
+        rows //= 2
+    return rows
+
+
+def tune_chunk_rows(runtime: TFLiteRuntime, inputs: Sequence[TensorSpec]) -> dict[int, float]:
+    """Measure the parallel path per chunk size and keep the fastest; returns {chunk: us per row}."""
+    rng = np.random.default_rng(7)
+    one = [random_array(spec, 1, rng) for spec in inputs]
+    per_row = seconds_per_row(runtime, one)
+    rows = probe_rows(per_row, runtime.threads * max(CHUNK_CANDIDATES))
+    feeds = [random_array(spec, rows, rng) for spec in inputs]
+    measured = {}
+    for chunk in CHUNK_CANDIDATES:
+        if chunk * runtime.threads > max(rows, runtime.threads):
+            break
+        runtime.chunk_rows = chunk
+        measured[chunk] = round(seconds_per_row(runtime, feeds) * 1e6, 2)
+    runtime.chunk_rows = min(measured, key=measured.get)
+    return measured
+
+
+class AutoRunner:
+    """Calls whichever runtime measured faster at the measured batch size nearest the call's."""
+
+    def __init__(self, runtimes: dict[str, Runner], choice: dict[int, str]):
+        self._runtimes = runtimes
+        self._sizes = sorted(choice)
+        self._choice = choice
+
+    def runtime_for(self, rows: int) -> str:
+        nearest = min(self._sizes, key=lambda size: abs(math.log(max(rows, 1)) - math.log(size)))
+        return self._choice[nearest]
+
+    def __call__(self, *feeds: np.ndarray) -> list[np.ndarray]:
+        return self._runtimes[self.runtime_for(feeds[0].shape[0])](*feeds)
+
+
+def prepare(
+    backend: str,
+    session_runner: Runner,
+    frozen: Callable[[], tuple[Any, dict[str, str]]],
+    inputs: Sequence[TensorSpec],
+    outputs: Sequence[TensorSpec],
+    output_names: Sequence[str],
+    threads: int | None,
+    source: str,
+) -> tuple[Runner, dict[str, Any], Callable[[], None]]:
+    """The runner for ``backend``, a report of what was measured and decided, and a close function.
+
+    ``frozen`` returns the frozen inference GraphDef and its feed names (only
+    called when TF Lite is wanted).
+    """
+    report: dict[str, Any] = {"requested": backend, "backend": SESSION}
+    if backend == SESSION:
+        return session_runner, report, lambda: None
+    threads = int(threads) if threads else available_cores()
+    started = time.perf_counter()
+    try:
+        graph_def, feeds = frozen()
+        model = convert_to_tflite(graph_def, feeds, inputs, outputs)
+        runtime = TFLiteRuntime(model, inputs, outputs, threads)
+        try:
+            report["chunk_us_per_row"] = tune_chunk_rows(runtime, inputs)
+            report["max_deviation"] = verify(runtime, session_runner, inputs, output_names, 2 * runtime.threads * runtime.chunk_rows + 1)
+        except BaseException:
+            runtime.close()
+            raise
+    except (ConversionError, ModelLoadError) as exc:
+        report["fallback_reason"] = str(exc)
+        level = logging.WARNING if backend == TFLITE else logging.INFO
+        logger.log(level, "%s: backend=%r runs on the TF1 session instead: %s", source, backend, exc)
+        return session_runner, report, lambda: None
+    report.update(
+        tflite_bytes=len(model), threads=threads, chunk_rows=runtime.chunk_rows,
+        convert_seconds=round(time.perf_counter() - started, 3),
+    )
+    if backend == TFLITE:
+        report["backend"] = TFLITE
+        return runtime, report, runtime.close
+    choice, timings = _measure_auto(session_runner, runtime, inputs)
+    report.update(backend=AUTO, auto_choice=choice, auto_us_per_row=timings)
+    return AutoRunner({SESSION: session_runner, TFLITE: runtime}, choice), report, runtime.close
+
+
+def _measure_auto(session_runner: Runner, runtime: TFLiteRuntime, inputs: Sequence[TensorSpec]):
+    rng = np.random.default_rng(11)
+    choice: dict[int, str] = {}
+    timings: dict[int, dict[str, float]] = {}
+    for size in AUTO_BATCH_SIZES:
+        feeds = [random_array(spec, size, rng) for spec in inputs]
+        # TF Lite first: TensorFlow's thread pool spins a while after a run and would slow what follows it.
+        measured = {TFLITE: seconds_per_row(runtime, feeds), SESSION: seconds_per_row(session_runner, feeds)}
+        timings[size] = {name: round(value * 1e6, 2) for name, value in measured.items()}
+        choice[size] = min(measured, key=measured.get)
+        if max(measured.values()) * size > PROBE_SECONDS and size != AUTO_BATCH_SIZES[-1]:
+            # Larger batches would take long to time at load; they keep the per-row leader of this size.
+            for larger in AUTO_BATCH_SIZES[AUTO_BATCH_SIZES.index(size) + 1 :]:
+                choice[larger] = choice[size]
+            break
+    return choice, timings
