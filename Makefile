@@ -26,8 +26,15 @@ demo: venv
 test: venv
 	$(QUIET_TF) $(BIN)/python -m pytest tests -p no:cacheprovider -ra $(PYTEST_ARGS)
 
-bench-tf1: venv
-	$(QUIET_TF) $(BIN)/python -m tf1infer.bench $(BENCH_ARGS)
+# The benchmark's peers (ONNX Runtime via tf2onnx) and chart (matplotlib) come with the bench extra.
+BENCH_STAMP := $(VENV)/.bench-stamp
+$(BENCH_STAMP): setup.py $(STAMP)
+	$(BIN)/python -m pip install --quiet -e ".[test,bench]"
+	touch $(BENCH_STAMP)
+
+# QUICK=1: short rounds, one pass (under 3 minutes); BENCH_ARGS for more (--models, --peers, ...).
+bench-tf1: $(BENCH_STAMP)
+	$(QUIET_TF) $(BIN)/python -m tf1infer.bench $(if $(QUICK),--quick) $(BENCH_ARGS)
 
 # Regenerates the committed fixture zoo in legacy_models/.
 zoo: venv

@@ -20,6 +20,8 @@ setup(
     ],
     extras_require={
         "test": ["pytest>=8", "psutil>=5.9"],
+        # make bench-tf1's converting peers and its chart.
+        "bench": ["tf2onnx>=1.17", "onnx>=1.17", "onnxruntime>=1.20", "matplotlib>=3.8"],
     },
     entry_points={"console_scripts": ["tf1infer=tf1infer.cli:main"]},
     license="Apache-2.0",

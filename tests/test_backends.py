@@ -31,8 +31,11 @@ def test_tflite_matches_eager_keras(name, eager_model):
     with tf1infer.load(zoo_path(name), backend="tflite") as predictor:
         assert predictor.backend == "tflite", predictor.backend_report
         report = predictor.backend_report
-        assert 0 < report["max_deviation"] <= ATOL  # Above 0: TF Lite's kernels really ran, not TensorFlow's.
-        assert report["chunk_rows"] in backends.CHUNK_CANDIDATES and report["threads"] >= 1
+        assert 0 <= report["max_deviation"] <= ATOL
+        assert isinstance(predictor._callable, backends.TFLiteRuntime)  # Calls go to the interpreters, not the session.
+        assert report["chunk_rows"] in backends.CHUNK_CANDIDATES + (None,) and report["threads"] >= 1
+        fastest = min(report["chunk_us_per_row"], key=report["chunk_us_per_row"].get)
+        assert report["chunk_rows"] == (None if fastest == "whole" else fastest)
         x = random_inputs(predictor.inputs, 300, seed=5)
         feed = x[0] if len(x) == 1 else x
         # 1 row: the multi-threaded interpreter; 7 and 300: chunks on parallel interpreters, with remainders.
@@ -112,6 +115,16 @@ def test_auto_measures_each_batch_size_and_dispatches_by_nearest(eager_model):
         x = random_inputs(predictor.inputs, 100, seed=2)[0]
         for batch_size in (1, 30, 100):
             assert_close(predictor.predict(x, batch_size=batch_size), eager_model(zoo_path("cnn")).predict(x, batch_size=batch_size, verbose=0))
+
+
+@pytest.mark.parametrize("chunk_rows", [1, 3, None])
+def test_every_tflite_path_matches_the_session(chunk_rows):
+    """The parallel path at any chunk size (with remainders) and the whole-batch path give the session's outputs."""
+    with tf1infer.load(zoo_path("cnn"), backend="tflite") as predictor, tf1infer.load(zoo_path("cnn")) as session:
+        predictor._callable.chunk_rows = chunk_rows
+        x = random_inputs(predictor.inputs, 37, seed=12)[0]
+        for rows in (1, 2, 7, 37):
+            assert_close(predictor.predict_on_batch(x[:rows]), session.predict_on_batch(x[:rows]))
 
 
 def test_auto_runner_picks_the_nearest_measured_size_on_a_log_scale():

@@ -12,7 +12,9 @@
     runs on one interpreter using every core; a larger batch is cut into
     chunks that run on one single-threaded interpreter per core, in parallel
     (``Interpreter.invoke`` releases the GIL). Small chunks keep each core's
-    activations in its cache; the chunk size is measured at load.
+    activations in its cache; the chunk size is measured at load, against
+    running the batch whole on the multi-threaded interpreter, which wins for
+    models so small that handing chunks to threads costs more than it saves.
 ``"auto"``
     Both, measured at load at batch sizes 1, 32 and 256; each call takes the
     runtime that was faster at the measured size nearest its own.
@@ -83,7 +85,9 @@ class TFLiteRuntime:
         inputs, outputs: the Predictor's specs, in its order.
         tflite_inputs, tflite_outputs: the same tensors' names in the flatbuffer.
         threads: cores to use.
-        chunk_rows: rows per interpreter call on the parallel path.
+        chunk_rows: rows per interpreter call on the parallel path; None: every
+            batch runs whole on the multi-threaded interpreter (best for models
+            so small that splitting costs more than it saves).
     """
 
     def __init__(
@@ -92,7 +96,7 @@ class TFLiteRuntime:
         inputs: Sequence[TensorSpec],
         outputs: Sequence[TensorSpec],
         threads: int,
-        chunk_rows: int = 1,
+        chunk_rows: int | None = 1,
     ):
         self._model = model_content
         self._inputs = tuple(inputs)
@@ -108,7 +112,7 @@ class TFLiteRuntime:
     def __call__(self, *feeds: np.ndarray) -> list[np.ndarray]:
         rows = feeds[0].shape[0]
         with self._lock:
-            if rows <= 1:
+            if rows <= 1 or self.chunk_rows is None:
                 return self._latency.run(feeds)
             return self._run_parallel(feeds, rows)
 
@@ -150,16 +154,22 @@ class _Interpreters:
     def __init__(self, runtime: TFLiteRuntime, threads: int):
         self._runtime = runtime
         self._threads = threads
-        self._by_rows: collections.OrderedDict[int, tuple[Any, list[int], list[int]]] = collections.OrderedDict()
+        self._by_rows: collections.OrderedDict[int, tuple] = collections.OrderedDict()
+        self._last_rows, self._last = -1, ()
 
     def run(self, feeds: Sequence[np.ndarray]) -> list[np.ndarray]:
-        interpreter, input_indices, output_indices = self._get(feeds[0].shape[0], feeds)
+        # Per-call Python work matters at batch 1 on a small model (a few microseconds in all): the entry of
+        # the last batch size is kept at hand, with the interpreter's methods already bound.
+        rows = feeds[0].shape[0]
+        if rows != self._last_rows:
+            self._last, self._last_rows = self._get(rows, feeds), rows
+        set_tensor, invoke, get_tensor, input_indices, output_indices = self._last
         for index, feed in zip(input_indices, feeds):
-            interpreter.set_tensor(index, feed)
-        interpreter.invoke()
-        return [interpreter.get_tensor(index) for index in output_indices]
+            set_tensor(index, feed)
+        invoke()
+        return [get_tensor(index) for index in output_indices]
 
-    def _get(self, rows: int, feeds: Sequence[np.ndarray]):
+    def _get(self, rows: int, feeds: Sequence[np.ndarray]) -> tuple:
         entry = self._by_rows.get(rows)
         if entry is not None:
             self._by_rows.move_to_end(rows)
@@ -170,7 +180,7 @@ class _Interpreters:
             interpreter.resize_tensor_input(index, feed.shape, strict=False)
         interpreter.allocate_tensors()
         output_indices = _match(interpreter.get_output_details(), self._runtime._outputs, "output")
-        entry = (interpreter, input_indices, output_indices)
+        entry = (interpreter.set_tensor, interpreter.invoke, interpreter.get_tensor, input_indices, output_indices)
         self._by_rows[rows] = entry
         if len(self._by_rows) > self.KEEP:
             self._by_rows.popitem(last=False)
@@ -178,6 +188,7 @@ class _Interpreters:
 
     def clear(self) -> None:
         self._by_rows.clear()
+        self._last_rows, self._last = -1, ()
 
 
 def new_interpreter(model_content: bytes, threads: int):
@@ -301,8 +312,11 @@ def probe_rows(per_row: float, wanted: int) -> int:
     return rows
 
 
-def tune_chunk_rows(runtime: TFLiteRuntime, inputs: Sequence[TensorSpec]) -> dict[int, float]:
-    """Measure the parallel path per chunk size and keep the fastest; returns {chunk: us per row}."""
+def tune_chunk_rows(runtime: TFLiteRuntime, inputs: Sequence[TensorSpec]) -> dict[Any, float]:
+    """Measure the parallel path per chunk size, and the whole batch on one interpreter; keep the fastest.
+
+    Returns {chunk size or "whole": us per row}.
+    """
     rng = np.random.default_rng(7)
     one = [random_array(spec, 1, rng) for spec in inputs]
     per_row = seconds_per_row(runtime, one)
@@ -314,7 +328,10 @@ def tune_chunk_rows(runtime: TFLiteRuntime, inputs: Sequence[TensorSpec]) -> dic
             break
         runtime.chunk_rows = chunk
         measured[chunk] = round(seconds_per_row(runtime, feeds) * 1e6, 2)
-    runtime.chunk_rows = min(measured, key=measured.get)
+    runtime.chunk_rows = None
+    measured["whole"] = round(seconds_per_row(runtime, feeds) * 1e6, 2)
+    best = min(measured, key=measured.get)
+    runtime.chunk_rows = None if best == "whole" else best
     return measured
 
 
@@ -360,7 +377,8 @@ def prepare(
         runtime = TFLiteRuntime(model, inputs, outputs, threads)
         try:
             report["chunk_us_per_row"] = tune_chunk_rows(runtime, inputs)
-            report["max_deviation"] = verify(runtime, session_runner, inputs, output_names, 2 * runtime.threads * runtime.chunk_rows + 1)
+            covering = 2 * runtime.threads * (runtime.chunk_rows or 1) + 1  # Every worker, and a remainder.
+            report["max_deviation"] = verify(runtime, session_runner, inputs, output_names, covering)
         except BaseException:
             runtime.close()
             raise

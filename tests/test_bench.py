@@ -1,0 +1,68 @@
+"""make bench-tf1's machinery: a small real run, the FLOP count, and the summary's arithmetic."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+from conftest import ROOT, zoo_path
+
+from tf1infer.bench.limits import model_flops
+from tf1infer.bench.report import summary_lines
+
+
+def test_a_quick_run_writes_one_record_per_model_batch_and_runner(tmp_path):
+    out = tmp_path / "results" / "latest.json"
+    done = subprocess.run(
+        [sys.executable, "-m", "tf1infer.bench", "--quick", "--models", "mlp", "--peers", "tf1infer,tflite_interpreter",
+         "--batch-sizes", "1,4", "--no-streaming", "--json", str(out), "--benchmarks-md", str(tmp_path / "B.md")],
+        capture_output=True, text=True, cwd=ROOT, env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2"), timeout=600,
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    result = json.loads(out.read_text())
+    runners = {"tf1infer predict_on_batch", "tf1infer predict", "tf1infer predict_iter (single samples)", "TF Lite interpreter"}
+    assert {(r["runner"], r["batch_size"]) for r in result["records"]} == {(r, b) for r in runners for b in (1, 4)}
+    assert len(result["records"]) == 8
+    for record in result["records"]:
+        assert record["model"] == "mlp" and record["us_per_sample"] > 0 and record["timed_calls"] >= 3
+        assert record["load_seconds"] > 0
+    assert result["limits"]["peak_gflops"] > 0 and result["limits"]["flops"]["mlp"]["flops_per_sample"] > 0
+    table = (tmp_path / "results" / "latest.md").read_text()
+    assert "| runner | b1 us/sample | x fastest | % of limit |" in table
+    assert table.count("1.00x") >= 2  # The fastest runner of each batch size.
+    assert "tf1infer predict_iter (single samples)" in table
+    assert (tmp_path / "results" / "latest.png").is_file() or "no chart: matplotlib not installed" in done.stdout
+    assert not (tmp_path / "B.md").exists()  # Quick runs leave BENCHMARKS.md alone.
+    assert "mlp, best tf1infer vs best other: batch 1:" in done.stdout
+    (tmp_path / "results" / "latest.md").unlink()
+    again = subprocess.run([sys.executable, "-m", "tf1infer.bench", "--render", str(out)], capture_output=True, text=True,
+                           cwd=ROOT, timeout=300)
+    assert again.returncode == 0, again.stderr[-2000:]
+    assert (tmp_path / "results" / "latest.md").read_text() == table
+
+
+def test_flops_of_the_zoo_mlp_match_its_layers():
+    # Dense 10->32->16->3: 2*(10*32 + 32*16 + 16*3) = 1760 multiply-adds as FLOPs, 51 bias adds, then
+    # TensorFlow's own count of ReLU and softmax (a few per unit).
+    flops = model_flops(zoo_path("mlp"))["flops_per_sample"]
+    assert 1760 + 51 <= flops <= 1760 + 51 + 60
+    assert model_flops(zoo_path("lstm")) == {"flops_per_sample": None, "why": "the profiler does not count inside While loops"}
+
+
+def test_summary_compares_the_best_of_each_side():
+    records = [
+        {"model": "m", "batch_size": 1, "runner": "tf1infer predict", "us_per_sample": 100.0},
+        {"model": "m", "batch_size": 1, "runner": "tf1infer tflite predict_on_batch", "us_per_sample": 20.0},
+        {"model": "m", "batch_size": 1, "runner": "tf.function", "us_per_sample": 150.0},
+        {"model": "m", "batch_size": 1, "runner": "ONNX Runtime", "us_per_sample": 40.0},
+        {"model": "m", "batch_size": 32, "runner": "tf1infer predict", "us_per_sample": 10.0},
+        {"model": "m", "batch_size": 32, "runner": "hand-written sess.run", "us_per_sample": 8.0},
+    ]
+    assert summary_lines(records, [1, 32]) == [
+        "m, best tf1infer vs best other: batch 1: tf1infer tflite predict_on_batch 20.0 us, 2.00x faster than "
+        "ONNX Runtime 40.0 us; batch 32: tf1infer predict 10.0 us, 1.25x slower than hand-written sess.run 8.0 us",
+        "m, tf1infer session vs best TensorFlow runtime: batch 1: tf1infer predict 100 us, 1.50x faster than "
+        "tf.function 150 us; batch 32: tf1infer predict 10.0 us, 1.25x slower than hand-written sess.run 8.0 us",
+    ]

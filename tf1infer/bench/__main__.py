@@ -1,0 +1,5 @@
+import sys
+
+from tf1infer.bench import main
+
+sys.exit(main())

@@ -1,0 +1,268 @@
+"""The ways to run a legacy model that tf1infer is measured against, one function per peer.
+
+Each peer runs in a process of its own (``python -m tf1infer.bench --worker
+PEER``): eager, graph-mode and ``disable_eager_execution`` state cannot leak
+between them. A peer loads each model once, then times every batch size on the
+same random inputs as every other peer (the seed depends only on the model and
+the batch size). It prints one JSON record per model x batch size x label.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+import time
+from dataclasses import dataclass, field
+from typing import Callable, Iterator
+
+import numpy as np
+
+from tf1infer.bench.timing import Budget, measure
+
+# peer -> what it stands for; the order is the table's.
+PEERS = {
+    "keras_predict": "tf_keras model.predict in a per-batch loop (the old loop)",
+    "keras_eager": "tf_keras eager model(x, training=False)",
+    "tf_function": "tf.function around the eager call",
+    "session_feed_dict": "hand-written TF1 sess.run(feed_dict) on the graph Keras builds with eager execution disabled",
+    "onnxruntime": "ONNX Runtime (default CPU settings) on tf2onnx's conversion of the frozen inference graph",
+    "tflite_interpreter": "the TF Lite interpreter (all cores, XNNPACK) on the frozen inference graph, resized per batch",
+    "saved_model": "the TF2 SavedModel tf1infer.export_saved_model writes, called through its signature",
+    "tf1infer": "tf1infer on the persistent TF1 session: predict_on_batch, predict, predict_iter",
+    "tf1infer_tflite": "tf1infer backend='tflite' and backend='auto', predict_on_batch",
+}
+BENCH_EXTRA = "pip install -e '.[bench]' (make bench-tf1 does)"
+
+
+class MissingPeer(Exception):
+    """A peer whose package is not installed."""
+
+
+@dataclass
+class Prepared:
+    """A loaded peer: per label, a function of the input returning the call to time."""
+
+    functions: dict[str, Callable[[np.ndarray], Callable[[], object]]]
+    shape: tuple
+    finish: Callable[[], None] = lambda: None
+    load_seconds: float | None = None  # When loading is not all of the set-up (the SavedModel's export).
+    notes: dict[str, str] = field(default_factory=dict)
+
+
+def inputs_for(shape: tuple, rows: int, model: str) -> np.ndarray:
+    seed = sum(map(ord, model)) * 1000 + rows
+    return np.random.default_rng(seed).normal(size=(rows,) + tuple(shape)).astype("float32")
+
+
+def run_peer(peer: str, models: dict[str, str], batch_sizes: list[int], budget: Budget) -> Iterator[dict]:
+    """Records for every model and batch size (or one ``error`` record per model that cannot run)."""
+    setup = _SETUPS[peer]
+    for model, path in models.items():
+        start = time.perf_counter()
+        try:
+            prepared = setup(path)
+        except MissingPeer:
+            raise
+        except Exception as exc:  # Any peer may fail on some model (a converter, an op); the table says so.
+            yield {"model": model, "peer": peer, "error": _first_line(exc)}
+            continue
+        load_seconds = prepared.load_seconds if prepared.load_seconds is not None else time.perf_counter() - start
+        try:
+            for rows in batch_sizes:
+                x = inputs_for(prepared.shape, rows, model)
+                bound = {label: make(x) for label, make in prepared.functions.items()}
+                for label, result in measure(bound, rows, budget).items():
+                    yield {"model": model, "peer": peer, "runner": label, "batch_size": rows,
+                           "load_seconds": load_seconds, **result, **({"note": prepared.notes[label]} if label in prepared.notes else {})}
+        finally:
+            prepared.finish()
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return f"{type(exc).__name__}: {text.splitlines()[0] if text else ''}"[:300]
+
+
+def _keras(path: str):
+    import tf_keras
+
+    return tf_keras.models.load_model(path, compile=False)
+
+
+def _keras_predict(path):
+    model = _keras(path)
+    return Prepared({"keras model.predict": lambda x: lambda: model.predict(x, batch_size=len(x), verbose=0)}, model.input_shape[1:])
+
+
+def _keras_eager(path):
+    model = _keras(path)
+    return Prepared({"keras model(x)": lambda x: lambda: model(x, training=False).numpy()}, model.input_shape[1:])
+
+
+def _tf_function(path):
+    import tensorflow as tf
+
+    model = _keras(path)
+    signature = [tf.TensorSpec((None,) + tuple(model.input_shape[1:]), tf.float32)]
+    function = tf.function(lambda t: model(t, training=False), input_signature=signature)
+    return Prepared({"tf.function": lambda x: lambda: function(x).numpy()}, model.input_shape[1:])
+
+
+def _session_feed_dict(path):
+    import tensorflow as tf
+    import tf_keras
+
+    tf.compat.v1.disable_eager_execution()  # Process-wide, as old TF1 scripts did; this process is ours.
+    tf_keras.backend.clear_session()
+    model = _keras(path)
+    from tf_keras.src import backend  # get_session is no longer exported by tf_keras.backend.
+
+    session = backend.get_session()
+    return Prepared(
+        {"hand-written sess.run": lambda x: lambda: session.run(model.output, feed_dict={model.input: x})},
+        model.input_shape[1:],
+        tf_keras.backend.clear_session,
+    )
+
+
+def _frozen(path: str):
+    """tf1infer's frozen inference graph of ``path``: what the converting peers start from."""
+    import tf1infer
+    from tf1infer.precision import frozen_inference_graph
+
+    with tf1infer.load(path) as predictor:
+        graph = predictor.graph
+        inputs = [graph.get_tensor_by_name(spec.name) for spec in predictor.inputs]
+        outputs = [graph.get_tensor_by_name(spec.name) for spec in predictor.outputs]
+        graph_def, feeds = frozen_inference_graph(graph, predictor.session, inputs, outputs, path)
+        return graph_def, [feeds[t.name] for t in inputs], [t.name for t in outputs], predictor.inputs[0].shape[1:]
+
+
+def _onnxruntime(path):
+    try:
+        import onnxruntime
+        import tf2onnx
+    except ImportError as exc:
+        raise MissingPeer(f"onnxruntime/tf2onnx not installed: {BENCH_EXTRA}") from exc
+    graph_def, inputs, outputs, shape = _frozen(path)
+    onnx_model, _ = tf2onnx.convert.from_graph_def(graph_def, input_names=inputs, output_names=outputs)
+    session = onnxruntime.InferenceSession(onnx_model.SerializeToString(), providers=["CPUExecutionProvider"])
+    name = session.get_inputs()[0].name
+    return Prepared({"ONNX Runtime": lambda x: lambda: session.run(None, {name: x})}, shape)
+
+
+def _tflite_interpreter(path):
+    from tf1infer.backends import available_cores, convert_to_tflite, new_interpreter
+    from tf1infer.feeds import TensorSpec
+
+    graph_def, inputs, outputs, shape = _frozen(path)
+    specs_in = [TensorSpec(name, None, np.dtype("float32")) for name in inputs]
+    specs_out = [TensorSpec(name, None, np.dtype("float32")) for name in outputs]
+    model = convert_to_tflite(graph_def, {name: name for name in inputs}, specs_in, specs_out)
+    interpreter = new_interpreter(model, available_cores())
+    index = interpreter.get_input_details()[0]["index"]
+    output = interpreter.get_output_details()[0]["index"]
+
+    def make(x):
+        interpreter.resize_tensor_input(index, x.shape)
+        interpreter.allocate_tensors()
+
+        def call():
+            interpreter.set_tensor(index, x)
+            interpreter.invoke()
+            return interpreter.get_tensor(output)
+
+        return call
+
+    return Prepared({"TF Lite interpreter": make}, shape)
+
+
+def _saved_model(path):
+    import tensorflow as tf
+
+    import tf1infer
+
+    folder = tempfile.mkdtemp(prefix="tf1infer-bench-")
+    export_dir = os.path.join(folder, "saved_model")
+    tf1infer.export_saved_model(path, export_dir, verify=False)  # A one-off migration step: not load time.
+    start = time.perf_counter()
+    loaded = tf.saved_model.load(export_dir)
+    signature = loaded.signatures["serving_default"]
+    load_seconds = time.perf_counter() - start
+    (name,) = signature.structured_input_signature[1]
+    shape = tuple(signature.structured_input_signature[1][name].shape[1:])
+    return Prepared(
+        {"exported TF2 SavedModel": lambda x: lambda: [t.numpy() for t in signature(**{name: tf.constant(x)}).values()]},
+        shape,
+        lambda: shutil.rmtree(folder, ignore_errors=True),
+        load_seconds,
+    )
+
+
+def _tf1infer(path):
+    import tf1infer
+
+    predictor = tf1infer.load(path)
+    shape = predictor.inputs[0].shape[1:]
+
+    def stream(x):
+        # A stream of single samples (an iterator, as a data loader gives them), at least 256 long, read in
+        # batches of len(x): one call is one whole stream, so the read-ahead thread's start is in the time.
+        samples = list(x) * max(1, 256 // len(x))
+
+        def call():
+            return sum(len(y) for y in predictor.predict_iter(iter(samples), batch_size=len(x)))
+
+        call.rows = len(samples)
+        return call
+
+    return Prepared(
+        {
+            "tf1infer predict_on_batch": lambda x: lambda: predictor.predict_on_batch(x),
+            "tf1infer predict": lambda x: lambda: predictor.predict(x, batch_size=len(x)),
+            "tf1infer predict_iter (single samples)": stream,
+        },
+        shape,
+        predictor.close,
+    )
+
+
+def _tf1infer_tflite(path):
+    import tf1infer
+
+    tflite = tf1infer.load(path, backend="tflite")
+    auto = tf1infer.load(path, backend="auto")
+    shape = tflite.inputs[0].shape[1:]
+
+    def finish():
+        tflite.close()
+        auto.close()
+
+    functions = {"tf1infer auto predict_on_batch": lambda x: lambda: auto.predict_on_batch(x)}
+    notes = {"tf1infer auto predict_on_batch": _backend_note(auto)}
+    if tflite.backend == "tflite":  # Otherwise it fell back: the same session as the tf1infer peer.
+        functions = {"tf1infer tflite predict_on_batch": lambda x: lambda: tflite.predict_on_batch(x), **functions}
+    else:
+        notes["tf1infer auto predict_on_batch"] = f"TF Lite fell back: {tflite.backend_report['fallback_reason']}"
+    return Prepared(functions, shape, finish, notes=notes)
+
+
+def _backend_note(predictor) -> str:
+    report = predictor.backend_report
+    if "auto_choice" in report:
+        return "auto chose " + ", ".join(f"{size}: {runtime}" for size, runtime in report["auto_choice"].items())
+    return f"runs on the {report['backend']}"
+
+
+_SETUPS: dict[str, Callable] = {
+    "keras_predict": _keras_predict,
+    "keras_eager": _keras_eager,
+    "tf_function": _tf_function,
+    "session_feed_dict": _session_feed_dict,
+    "onnxruntime": _onnxruntime,
+    "tflite_interpreter": _tflite_interpreter,
+    "saved_model": _saved_model,
+    "tf1infer": _tf1infer,
+    "tf1infer_tflite": _tf1infer_tflite,
+}
