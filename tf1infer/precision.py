@@ -96,6 +96,18 @@ def frozen_inference_graph(
     return freeze_variables(graph_def, values, output_ops), feeds
 
 
+def frozen_graph_of(predictor, purpose: str = "reduced precision", instead: str = "precision='float32'"):
+    """:func:`frozen_inference_graph` of a Predictor's own inputs and outputs.
+
+    Returns the GraphDef and, per input spec name, the tensor to feed in it.
+    """
+    graph = predictor.graph
+    inputs = [graph.get_tensor_by_name(spec.name) for spec in predictor.inputs]
+    outputs = [graph.get_tensor_by_name(spec.name) for spec in predictor.outputs]
+    source = predictor.metadata.get("path", "model")
+    return frozen_inference_graph(graph, predictor.session, inputs, outputs, source, purpose, instead)
+
+
 # TensorFlow 2.21's auto_mixed_precision_cpu pass crashes the process (a segmentation fault, seen on
 # the zoo's GRU) on graphs whose loops are functional While ops, as recurrent layers build them.
 _FLOAT16_CRASHES_ON = {"While", "StatelessWhile"}
@@ -170,22 +182,20 @@ def precision_report(predictor, x: Any = None, precisions: Sequence[str] | None 
         run this graph has ``{"unavailable": reason}`` instead.
     """
     precisions = [check_precision(p) for p in (precisions or REDUCED_PRECISIONS)]
-    graph, source = predictor.graph, predictor.metadata.get("path", "model")
-    inputs = [graph.get_tensor_by_name(spec.name) for spec in predictor.inputs]
-    outputs = [graph.get_tensor_by_name(spec.name) for spec in predictor.outputs]
+    source = predictor.metadata.get("path", "model")
     if x is None:
         rng = np.random.default_rng(20261122)
         feeds = [random_array(spec, samples, rng) for spec in predictor.inputs]
     else:
         feeds = FeedConverter(tuple(predictor.inputs), tuple(predictor.input_names)).convert(x)
     base = getattr(predictor.session, "_config", None)
-    graph_def, feed_names = frozen_inference_graph(graph, predictor.session, inputs, outputs, source)
+    graph_def, feed_names = frozen_graph_of(predictor)
     frozen = tf.Graph()
     with frozen.as_default():
         tf.import_graph_def(graph_def, name="")
     frozen.finalize()
-    frozen_inputs = [frozen.get_tensor_by_name(feed_names[t.name]) for t in inputs]
-    frozen_outputs = [frozen.get_tensor_by_name(t.name) for t in outputs]
+    frozen_inputs = [frozen.get_tensor_by_name(feed_names[spec.name]) for spec in predictor.inputs]
+    frozen_outputs = [frozen.get_tensor_by_name(spec.name) for spec in predictor.outputs]
     results: dict[str, Any] = {}
     reference, reference_ms = _run(frozen, session_config(FLOAT32, base), frozen_inputs, frozen_outputs, feeds)
     results[FLOAT32] = {"max_abs": 0.0, "max_rel": 0.0, "ms_per_batch": reference_ms}

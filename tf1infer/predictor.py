@@ -21,7 +21,7 @@ from tf1infer.errors import InputError, PredictionError, PredictorClosedError, T
 from tf1infer.feeds import FeedConverter, TensorSpec
 from tf1infer.loaders.base import LoadedGraph, resolve_tensor, short_name
 from tf1infer.memory import DEFAULT_MAX_BATCH_SIZE, choose_batch_size
-from tf1infer.precision import frozen_inference_graph
+from tf1infer.precision import frozen_graph_of
 
 if TYPE_CHECKING:
     from tf1infer.memory import BatchSizeChoice
@@ -176,14 +176,9 @@ class Predictor:
     def _use_backend(self, backend: str, threads: int | None = None) -> None:
         """Switch to ``backend`` (load's ``backend=``): convert, verify and measure, or fall back with a reason."""
         backend = backends.check_backend(backend)
-        graph = self._graph
-        inputs = [graph.get_tensor_by_name(spec.name) for spec in self._inputs]
-        outputs = [graph.get_tensor_by_name(spec.name) for spec in self._outputs]
 
         def frozen():
-            return frozen_inference_graph(
-                graph, self._session, inputs, outputs, self._source, "backend='tflite'", "backend='session'"
-            )
+            return frozen_graph_of(self, "backend='tflite'", "backend='session'")
 
         runner, report, close = backends.prepare(
             backend, self._session_callable, frozen, self._inputs, self._outputs, self._output_names, threads, self._source

@@ -19,13 +19,10 @@ def model_flops(path: str) -> dict:
 
     import tf1infer
     from tf1infer.loaders.base import quiet_deprecation
-    from tf1infer.precision import frozen_inference_graph
+    from tf1infer.precision import frozen_graph_of
 
     with tf1infer.load(path) as predictor:
-        graph = predictor.graph
-        inputs = [graph.get_tensor_by_name(spec.name) for spec in predictor.inputs]
-        outputs = [graph.get_tensor_by_name(spec.name) for spec in predictor.outputs]
-        graph_def, feeds = frozen_inference_graph(graph, predictor.session, inputs, outputs, path)
+        graph_def, feeds = frozen_graph_of(predictor)
         specs = predictor.inputs
     loops = sorted({node.op for node in graph_def.node} & {"While", "StatelessWhile"})
     if loops:
@@ -33,8 +30,7 @@ def model_flops(path: str) -> dict:
     counted = tf.Graph()
     with counted.as_default():
         placeholders = {
-            feeds[tensor.name]: tf.compat.v1.placeholder(spec.dtype, (1,) + tuple(spec.shape[1:]))
-            for tensor, spec in zip(inputs, specs)
+            feeds[spec.name]: tf.compat.v1.placeholder(spec.dtype, (1,) + tuple(spec.shape[1:])) for spec in specs
         }
         tf.import_graph_def(graph_def, input_map=placeholders, name="")
         options = tf.compat.v1.profiler.ProfileOptionBuilder.float_operation()

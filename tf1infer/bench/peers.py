@@ -129,14 +129,12 @@ def _session_feed_dict(path):
 def _frozen(path: str):
     """tf1infer's frozen inference graph of ``path``: what the converting peers start from."""
     import tf1infer
-    from tf1infer.precision import frozen_inference_graph
+    from tf1infer.precision import frozen_graph_of
 
     with tf1infer.load(path) as predictor:
-        graph = predictor.graph
-        inputs = [graph.get_tensor_by_name(spec.name) for spec in predictor.inputs]
-        outputs = [graph.get_tensor_by_name(spec.name) for spec in predictor.outputs]
-        graph_def, feeds = frozen_inference_graph(graph, predictor.session, inputs, outputs, path)
-        return graph_def, [feeds[t.name] for t in inputs], [t.name for t in outputs], predictor.inputs[0].shape[1:]
+        graph_def, feeds = frozen_graph_of(predictor)
+        inputs = [feeds[spec.name] for spec in predictor.inputs]
+        return graph_def, inputs, [spec.name for spec in predictor.outputs], predictor.inputs[0].shape[1:]
 
 
 def _onnxruntime(path):
