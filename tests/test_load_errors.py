@@ -114,6 +114,28 @@ def test_session_config_and_thread_counts():
     assert config.inter_op_parallelism_threads == 0  # The caller's ConfigProto is not modified.
 
 
+def test_ops_run_in_the_calling_thread_unless_a_pool_is_asked_for(monkeypatch):
+    import tensorflow as tf
+
+    from tf1infer.loaders.base import RUN_IN_CALLER_THREAD
+
+    x = np.random.default_rng(3).normal(size=(5, 10)).astype("float32")
+    with tf1infer.load(zoo_path("mlp")) as caller_thread:
+        assert caller_thread.session._config.inter_op_parallelism_threads == RUN_IN_CALLER_THREAD
+        expected = caller_thread.predict(x)
+    with tf1infer.load(zoo_path("mlp"), inter_op_threads=0) as pooled:  # 0: TensorFlow's own choice of pool.
+        assert pooled.session._config.inter_op_parallelism_threads == 0
+        np.testing.assert_allclose(pooled.predict(x), expected, rtol=0, atol=1e-6)
+    config = tf.compat.v1.ConfigProto(inter_op_parallelism_threads=3)
+    with tf1infer.load(zoo_path("mlp"), session_config=config) as configured:
+        assert configured.session._config.inter_op_parallelism_threads == 3
+    monkeypatch.setenv("TF_NUM_INTEROP_THREADS", "2")  # TensorFlow reads it when the config says 0.
+    with tf1infer.load(zoo_path("mlp")) as from_environment:
+        assert from_environment.session._config.inter_op_parallelism_threads == 0
+    with tf1infer.load(zoo_path("mlp"), precision="bfloat16", inter_op_threads=2) as reduced:
+        assert reduced.session._config.inter_op_parallelism_threads == 2
+
+
 # -- Lambda layers -----------------------------------------------------------------------
 
 

@@ -57,7 +57,9 @@ def load(
             ``allow_stateful``. Frozen graph: ``inputs``, ``outputs``,
             ``allow_stateful``. Every format: ``session_config`` (a
             ``tf.compat.v1.ConfigProto``), ``intra_op_threads``,
-            ``inter_op_threads``.
+            ``inter_op_threads`` (default: ops run in the calling thread,
+            ``-1``, unless the ConfigProto or ``TF_NUM_INTEROP_THREADS``
+            sets a count; ``0`` is TensorFlow's own inter-op pool).
         precision: ``"float32"`` (default), ``"bfloat16"`` (native on CPUs
             with AVX512_BF16/AMX) or ``"float16"`` (rounds tensors to float16
             between float32 ops: a preview of float16 accuracy). The frozen

@@ -142,14 +142,9 @@ def reduce_precision(
     graph = tf.Graph()
     with graph.as_default():
         tf.import_graph_def(graph_def, name="")
-    config = session_config(precision, base_config)
-    if intra_op_threads is not None:
-        config.intra_op_parallelism_threads = int(intra_op_threads)
-    if inter_op_threads is not None:
-        config.inter_op_parallelism_threads = int(inter_op_threads)
     reduced = LoadedGraph(
         graph=graph,
-        session=new_session(graph, config),
+        session=new_session(graph, session_config(precision, base_config), intra_op_threads, inter_op_threads),
         inputs=[graph.get_tensor_by_name(feeds[tensor.name]) for tensor in loaded.inputs],
         outputs=[graph.get_tensor_by_name(tensor.name) for tensor in loaded.outputs],
         input_names=list(loaded.input_names),
