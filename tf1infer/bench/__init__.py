@@ -39,7 +39,7 @@ MODELS = {
 }
 STREAMING_MODELS = ("mlp", "mini_xception")
 BATCH_SIZES = (1, 32, 256)
-PASSES = 2  # Processes per peer in a full run (see _run_peers).
+PASSES = 3  # Processes per peer in a full run (see _run_peers); report.METHOD says three.
 RECORD = "BENCH-RECORD "  # Prefix of a worker's result lines: TensorFlow prints to stdout too.
 
 
@@ -151,8 +151,8 @@ def _run_peers(peers: list[str], models: dict, batch_sizes: list[int], quick: bo
     """Every peer in its own process; a full run makes PASSES of them, in alternating order.
 
     On a small shared machine a whole process can land in a slow spell (seen here:
-    the same TF Lite call at 250 or 440 us from one process to the next), so each
-    runner keeps the faster of its passes' medians; both are in the record.
+    the same TF Lite call at 208 or 351 us from one process to the next), so each
+    runner keeps the fastest of its passes' medians; all are in the record.
     """
     passes = 1 if quick else PASSES
     best: dict[tuple, dict] = {}

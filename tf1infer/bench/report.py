@@ -19,10 +19,11 @@ float32 inputs (seeded by model and batch size), at batch sizes 1, 32 and 256.
   and a tenth of the budget), then timed in rounds of back-to-back calls
   (5 rounds of about 0.2 s; `QUICK=1`: 3 rounds of 0.1 s); the median round is
   divided by the batch size. Runners that share a process alternate round by
-  round. A full run starts every peer's process twice, in alternating order, and
-  keeps each runner's faster pass: on this small shared machine a whole process
-  can land in a slow spell (the same TF Lite call took 250 us in one process and
-  440 us in the next). Both passes are in the JSON (`pass_us_per_sample`).
+  round. A full run starts every peer's process three times, in alternating
+  order, and keeps each runner's fastest pass: on this small shared machine a
+  whole process can land in a slow spell (the same TF Lite call took 208 us in
+  one process and 351 us in the next, and every runner in the slow process was
+  slow alike). Every pass is in the JSON (`pass_us_per_sample`).
 - **x fastest**: that time over the fastest runner's at the same model and
   batch size.
 - **% of limit**: the physical limit over that time. The limit is the model's
