@@ -138,6 +138,8 @@ def test_auto_runner_picks_the_nearest_measured_size_on_a_log_scale():
     ]
     runner(np.zeros((40, 2)))
     assert calls == [("session", 40)]
+    tie = backends.AutoRunner({"session": None, "tflite": None}, {1: "tflite", 4: "session"})
+    assert [tie.runtime_for(n) for n in (2, 3)] == ["tflite", "session"]  # 2 is as near 1 as 4: the smaller wins.
 
 
 def test_tflite_streams_and_serves_concurrent_callers(mlp):

@@ -30,6 +30,7 @@ to the session, and the reason is logged and kept in
 
 from __future__ import annotations
 
+import bisect
 import collections
 import contextlib
 import logging
@@ -357,16 +358,18 @@ class AutoRunner:
     """Calls whichever runtime measured faster at the measured batch size nearest the call's."""
 
     def __init__(self, runtimes: dict[str, Runner], choice: dict[int, str]):
-        self._runtimes = runtimes
-        self._sizes = sorted(choice)
-        self._choice = choice
+        sizes = sorted(choice)
+        # Nearest on a log scale = compared with the geometric means of neighbouring sizes (a tie goes to the
+        # smaller size); a bisection per call instead of logarithms.
+        self._bounds = [math.sqrt(small * large) for small, large in zip(sizes, sizes[1:])]
+        self._names = [choice[size] for size in sizes]
+        self._runners = [runtimes[name] for name in self._names]
 
     def runtime_for(self, rows: int) -> str:
-        nearest = min(self._sizes, key=lambda size: abs(math.log(max(rows, 1)) - math.log(size)))
-        return self._choice[nearest]
+        return self._names[bisect.bisect_left(self._bounds, rows)]
 
     def __call__(self, *feeds: np.ndarray) -> list[np.ndarray]:
-        return self._runtimes[self.runtime_for(feeds[0].shape[0])](*feeds)
+        return self._runners[bisect.bisect_left(self._bounds, feeds[0].shape[0])](*feeds)
 
 
 def prepare(
