@@ -10,14 +10,15 @@ import sys
 from conftest import ROOT, zoo_path
 
 from tf1infer.bench.limits import model_flops
-from tf1infer.bench.report import summary_lines
+from tf1infer.bench.report import check_rows, summary_lines
 
 
 def test_a_quick_run_writes_one_record_per_model_batch_and_runner(tmp_path):
     out = tmp_path / "results" / "latest.json"
     done = subprocess.run(
         [sys.executable, "-m", "tf1infer.bench", "--quick", "--models", "mlp", "--peers", "tf1infer,tflite_interpreter",
-         "--batch-sizes", "1,4", "--no-streaming", "--json", str(out), "--benchmarks-md", str(tmp_path / "B.md")],
+         "--batch-sizes", "1,4", "--checks", "tflite", "--no-streaming", "--json", str(out),
+         "--benchmarks-md", str(tmp_path / "B.md")],
         capture_output=True, text=True, cwd=ROOT, env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2"), timeout=600,
     )
     assert done.returncode == 0, done.stderr[-2000:]
@@ -33,6 +34,10 @@ def test_a_quick_run_writes_one_record_per_model_batch_and_runner(tmp_path):
     assert "| runner | b1 us/sample | x fastest | % of limit |" in table
     assert table.count("1.00x") >= 2  # The fastest runner of each batch size.
     assert "tf1infer predict_iter (single samples)" in table
+    checked = {"TF Lite interpreter", "tf1infer tflite predict_on_batch", "tf1infer auto predict_on_batch"}
+    assert {(r["runner"], r["batch_size"]) for r in result["checks"]} == {(r, b) for r in checked for b in (1, 4)}
+    assert all(r["peer"] == "tflite" and r["us_per_sample"] > 0 for r in result["checks"]) and not result["check_errors"]
+    assert "### Same-process checks" in table and "| mlp | tf1infer tflite predict_on_batch | TF Lite interpreter |" in table
     assert (tmp_path / "results" / "latest.png").is_file() or "no chart: matplotlib not installed" in done.stdout
     assert not (tmp_path / "B.md").exists()  # Quick runs leave BENCHMARKS.md alone.
     assert "mlp, best tf1infer vs best other: batch 1:" in done.stdout
@@ -65,4 +70,17 @@ def test_summary_compares_the_best_of_each_side():
         "ONNX Runtime 40.0 us; batch 32: tf1infer predict 10.0 us, 1.25x slower than hand-written sess.run 8.0 us",
         "m, tf1infer session vs best TensorFlow runtime: batch 1: tf1infer predict 100 us, 1.50x faster than "
         "tf.function 150 us; batch 32: tf1infer predict 10.0 us, 1.25x slower than hand-written sess.run 8.0 us",
+    ]
+
+
+def test_same_process_check_rows_put_tf1infer_against_its_peer():
+    checks = [
+        {"peer": "tflite", "model": "m", "batch_size": 1, "runner": "TF Lite interpreter", "us_per_sample": 40.0},
+        {"peer": "tflite", "model": "m", "batch_size": 1, "runner": "tf1infer tflite predict_on_batch", "us_per_sample": 20.0},
+        {"peer": "tflite", "model": "m", "batch_size": 32, "runner": "TF Lite interpreter", "us_per_sample": 3.0},
+        {"peer": "tflite", "model": "m", "batch_size": 32, "runner": "tf1infer tflite predict_on_batch", "us_per_sample": 4.0},
+    ]
+    assert check_rows(checks, [1, 32, 256]) == [
+        ["model", "tf1infer runner", "peer", "batch 1", "batch 32", "batch 256"],
+        ["m", "tf1infer tflite predict_on_batch", "TF Lite interpreter", "20.0 vs 40.0 us (2.00x)", "4.0 vs 3.0 us (0.75x)", "-"],
     ]

@@ -5,15 +5,18 @@ and batch size (1, 32, 256), every peer in :data:`tf1infer.bench.peers.PEERS`
 runs in its own process on the same inputs. Reported per runner: microseconds
 per sample, the ratio to the fastest, percent of the physical limit (FLOPs over
 a measured matmul peak), load time and RSS growth per 10,000 calls. Then the
-streaming measurements (:mod:`tf1infer.bench.streaming`).
+same-process checks (:data:`tf1infer.bench.peers.CHECKS`: tf1infer and one peer
+timed interleaved in one process, for the races too close for separate
+processes to call) and the streaming measurements
+(:mod:`tf1infer.bench.streaming`).
 
 Outputs: a table on stdout, ``bench-results/latest.json`` (one record per model
 x batch size x runner), ``bench-results/latest.md``, ``bench-results/latest.png``,
 and, after a full run, ``BENCHMARKS.md`` (method, machine, table).
 
 Usage: python -m tf1infer.bench [--quick] [--models mlp,cnn,lstm,mini_xception]
-       [--peers keras_predict,...] [--batch-sizes 1,32,256] [--no-streaming]
-       [--json PATH] [--benchmarks-md PATH]
+       [--peers keras_predict,...] [--batch-sizes 1,32,256] [--checks tflite,...]
+       [--no-streaming] [--json PATH] [--benchmarks-md PATH]
        python -m tf1infer.bench --render bench-results/latest.json   (the reports again, from saved results)
 """
 
@@ -27,7 +30,7 @@ import sys
 import time
 
 from tf1infer.bench import report
-from tf1infer.bench.peers import PEERS, MissingPeer, run_peer
+from tf1infer.bench.peers import CHECKS, PEERS, MissingPeer, run_check, run_peer
 from tf1infer.bench.timing import FULL, QUICK
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -39,7 +42,7 @@ MODELS = {
 }
 STREAMING_MODELS = ("mlp", "mini_xception")
 BATCH_SIZES = (1, 32, 256)
-PASSES = 3  # Processes per peer in a full run (see _run_peers); report.METHOD says three.
+PASSES = 2  # Processes per peer in a full run (see _run_peers); report.METHOD says twice.
 RECORD = "BENCH-RECORD "  # Prefix of a worker's result lines: TensorFlow prints to stdout too.
 
 
@@ -50,6 +53,8 @@ def main(argv=None) -> int:
     parser.add_argument("--peers", default=",".join(PEERS), help="comma-separated: " + ", ".join(PEERS))
     parser.add_argument("--batch-sizes", default=",".join(map(str, BATCH_SIZES)))
     parser.add_argument("--no-streaming", action="store_true", help="skip the streaming throughput and memory runs")
+    parser.add_argument("--checks", help="same-process checks, comma-separated: " + ", ".join(CHECKS)
+                        + " (default: all; none with --quick)")
     parser.add_argument("--json", default=os.path.join("bench-results", "latest.json"), help="where to write the records")
     parser.add_argument("--benchmarks-md", default="BENCHMARKS.md", help="rewritten after a full run (not with --quick)")
     parser.add_argument("--worker", help=argparse.SUPPRESS)
@@ -63,6 +68,8 @@ def main(argv=None) -> int:
         with open(args.render) as handle:
             result = json.load(handle)
         result.setdefault("models", {r["model"]: MODELS.get(r["model"], r["model"]) for r in result["records"]})
+        result.setdefault("checks", [])
+        result.setdefault("check_errors", [])
         _print_results(result)
         _write_reports(result, args.render, None if result["quick"] else args.benchmarks_md)
         return 0
@@ -80,6 +87,10 @@ def main(argv=None) -> int:
     for peer in peers:
         if peer not in PEERS:
             parser.error(f"unknown peer {peer!r}; choose from {', '.join(PEERS)}")
+    checks = _split(args.checks if args.checks is not None else "" if args.quick else ",".join(CHECKS))
+    for check in checks:
+        if check not in CHECKS:
+            parser.error(f"unknown check {check!r}; choose from {', '.join(CHECKS)}")
     batch_sizes = [int(size) for size in _split(args.batch_sizes)]
     info = report.machine()
     print(f"tf1infer bench{' (quick)' if args.quick else ''}: {report.machine_line(info)}")
@@ -92,8 +103,10 @@ def main(argv=None) -> int:
     for error in errors:
         if error.get("model") is None:
             print(f"  {error['peer']}: {error['error']}")
+    check_records, check_errors = _run_checks(checks, models, batch_sizes, args.quick)
     result = {"machine": info, "quick": args.quick, "batch_sizes": batch_sizes, "models": models, "limits": limits,
-              "records": records, "errors": errors, "missing_peers": missing, "streaming": []}
+              "records": records, "errors": errors, "missing_peers": missing, "checks": check_records,
+              "check_errors": check_errors, "streaming": []}
     _print_results(result)
     if not args.no_streaming:
         from tf1infer.bench.streaming import report_streaming
@@ -120,6 +133,8 @@ def _print_results(result: dict) -> None:
     print("\nsummary:")
     for line in report.summary_lines(records, batch_sizes):
         print(f"  {line}")
+    for line in report.checks_text(result["checks"], batch_sizes, result["check_errors"]):
+        print(line)
 
 
 def _notes(records: list[dict]) -> list[str]:
@@ -134,8 +149,10 @@ def _write_reports(result: dict, json_path: str, benchmarks_md: str | None) -> N
     table_md = report.markdown(model_tables, result["models"], limits, result["errors"], _notes(records))
     if result["missing_peers"]:
         table_md += "\nMissing peers: " + "; ".join(result["missing_peers"]) + "\n"
+    checks_md = report.checks_md(result["checks"], batch_sizes, result["check_errors"])
     with open(os.path.join(folder, "latest.md"), "w") as handle:
-        handle.write(f"Machine: {report.machine_line(result['machine'])}\n\n{table_md}")
+        handle.write(f"Machine: {report.machine_line(result['machine'])}\n\n{table_md}"
+                     + (f"\n### Same-process checks\n\n{checks_md}" if checks_md else ""))
     chart_path = os.path.join(folder, "latest.png")
     why_not = report.chart(records, batch_sizes, chart_path)
     print(f"\nwrote {json_path}, {os.path.join(folder, 'latest.md')}"
@@ -143,7 +160,7 @@ def _write_reports(result: dict, json_path: str, benchmarks_md: str | None) -> N
     if benchmarks_md:
         summary = report.summary_lines(records, batch_sizes)
         with open(benchmarks_md, "w") as handle:
-            handle.write(report.benchmarks_md(result["machine"], table_md, summary, result["streaming"]))
+            handle.write(report.benchmarks_md(result["machine"], table_md, summary, result["streaming"], checks_md))
         print(f"wrote {benchmarks_md}")
 
 
@@ -179,6 +196,22 @@ def _run_peers(peers: list[str], models: dict, batch_sizes: list[int], quick: bo
                     else:
                         seen["pass_us_per_sample"] = record["pass_us_per_sample"]
     return list(best.values()), errors, missing
+
+
+def _run_checks(checks: list[str], models: dict, batch_sizes: list[int], quick: bool):
+    """Each same-process check (:data:`~tf1infer.bench.peers.CHECKS`) in a process of its own, once."""
+    records, errors = [], []
+    for check in checks:
+        print(f"  check {check}: {' and '.join(CHECKS[check][0])} in one process, interleaved", flush=True)
+        worker = ["--worker", f"check:{check}", "--model-path", json.dumps(models), "--count", ",".join(map(str, batch_sizes))]
+        for record in _spawn(worker + (["--quick"] if quick else [])):
+            if "missing" in record:
+                print(f"    skipped, a peer is missing: {record['missing']}")
+            elif "error" in record:
+                errors.append({**record, "peer": check})
+            else:
+                records.append(record)
+    return records, errors
 
 
 def _split(text: str) -> list[str]:
@@ -219,8 +252,10 @@ def _worker(args) -> int:
         _emit(run_worker(args.worker, args.model_path, int(args.count)))
         return 0
     batch_sizes = [int(size) for size in args.count.split(",")]
+    check = args.worker[len("check:"):] if args.worker.startswith("check:") else None
     try:
-        for record in run_peer(args.worker, json.loads(args.model_path), batch_sizes, QUICK if args.quick else FULL):
+        run = (lambda *a: run_check(check, *a)) if check else (lambda *a: run_peer(args.worker, *a))
+        for record in run(json.loads(args.model_path), batch_sizes, QUICK if args.quick else FULL):
             _emit(record)
     except MissingPeer as exc:
         _emit({"missing": str(exc)})

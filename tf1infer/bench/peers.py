@@ -55,28 +55,61 @@ def inputs_for(shape: tuple, rows: int, model: str) -> np.ndarray:
     return np.random.default_rng(seed).normal(size=(rows,) + tuple(shape)).astype("float32")
 
 
+# Same-process checks: the races the per-process table cannot call, because whole processes on a small
+# shared machine differ by more than the margins. tf1infer and one peer load in the same process and their
+# timed rounds alternate, so that a slow spell falls on both. check -> (peer setups, in load order; the
+# tf1infer labels to time: fewer than its peer runs, to keep the run short).
+CHECKS = {
+    "tflite": (("tflite_interpreter", "tf1infer_tflite"), None),
+    "tf_function": (("tf_function", "tf1infer"), ("tf1infer predict_on_batch",)),
+    # session_feed_dict first: it disables eager execution for the process, as old TF1 scripts did.
+    "sess_run": (("session_feed_dict", "tf1infer"), ("tf1infer predict_on_batch",)),
+}
+
+
 def run_peer(peer: str, models: dict[str, str], batch_sizes: list[int], budget: Budget) -> Iterator[dict]:
     """Records for every model and batch size (or one ``error`` record per model that cannot run)."""
-    setup = _SETUPS[peer]
+    return run_together(peer, (peer,), models, batch_sizes, budget)
+
+
+def run_check(check: str, models: dict[str, str], batch_sizes: list[int], budget: Budget) -> Iterator[dict]:
+    """A same-process check's records: tf1infer's and its peer's runners, timed interleaved."""
+    peers, tf1infer_labels = CHECKS[check]
+    return run_together(check, peers, models, batch_sizes, budget, tf1infer_labels)
+
+
+def run_together(name: str, peers: tuple[str, ...], models: dict[str, str], batch_sizes: list[int], budget: Budget,
+                 tf1infer_labels: tuple[str, ...] | None = None) -> Iterator[dict]:
+    """Load ``peers`` into this process, then time all their runners, alternating round by round."""
     for model, path in models.items():
-        start = time.perf_counter()
+        loaded: list[tuple[Prepared, float]] = []
         try:
-            prepared = setup(path)
+            for peer in peers:
+                start = time.perf_counter()
+                prepared = _SETUPS[peer](path)
+                loaded.append((prepared, prepared.load_seconds if prepared.load_seconds is not None else time.perf_counter() - start))
         except MissingPeer:
             raise
         except Exception as exc:  # Any peer may fail on some model (a converter, an op); the table says so.
-            yield {"model": model, "peer": peer, "error": _first_line(exc)}
+            for prepared, _ in loaded:
+                prepared.finish()
+            yield {"model": model, "peer": name, "error": _first_line(exc)}
             continue
-        load_seconds = prepared.load_seconds if prepared.load_seconds is not None else time.perf_counter() - start
         try:
             for rows in batch_sizes:
-                x = inputs_for(prepared.shape, rows, model)
-                bound = {label: make(x) for label, make in prepared.functions.items()}
+                x = inputs_for(loaded[0][0].shape, rows, model)
+                bound, origin = {}, {}
+                for prepared, load_seconds in loaded:
+                    for label, make in prepared.functions.items():
+                        if tf1infer_labels is None or not label.startswith("tf1infer") or label in tf1infer_labels:
+                            bound[label], origin[label] = make(x), (prepared, load_seconds)
                 for label, result in measure(bound, rows, budget).items():
-                    yield {"model": model, "peer": peer, "runner": label, "batch_size": rows,
-                           "load_seconds": load_seconds, **result, **({"note": prepared.notes[label]} if label in prepared.notes else {})}
+                    prepared, load_seconds = origin[label]
+                    yield {"model": model, "peer": name, "runner": label, "batch_size": rows, "load_seconds": load_seconds,
+                           **result, **({"note": prepared.notes[label]} if label in prepared.notes else {})}
         finally:
-            prepared.finish()
+            for prepared, _ in loaded:
+                prepared.finish()
 
 
 def _first_line(exc: BaseException) -> str:

@@ -19,11 +19,16 @@ float32 inputs (seeded by model and batch size), at batch sizes 1, 32 and 256.
   and a tenth of the budget), then timed in rounds of back-to-back calls
   (5 rounds of about 0.2 s; `QUICK=1`: 3 rounds of 0.1 s); the median round is
   divided by the batch size. Runners that share a process alternate round by
-  round. A full run starts every peer's process three times, in alternating
-  order, and keeps each runner's fastest pass: on this small shared machine a
-  whole process can land in a slow spell (the same TF Lite call took 208 us in
-  one process and 351 us in the next, and every runner in the slow process was
-  slow alike). Every pass is in the JSON (`pass_us_per_sample`).
+  round. A full run starts every peer's process twice, in alternating order,
+  and keeps each runner's faster pass: on this small shared machine a whole
+  process can land in a slow spell (the same TF Lite call took 208 us in one
+  process and 351 us in the next, and every runner in the slow process was slow
+  alike). Both passes are in the JSON (`pass_us_per_sample`).
+- **Same-process checks**: where the margin between tf1infer and a peer is
+  smaller than that spread (tf1infer's TF Lite backend against the bare
+  interpreter; its session against `tf.function` and against the hand-written
+  `sess.run`), the two are also loaded into one process and timed with their
+  rounds alternating, once per full run (`--checks`; none with `QUICK=1`).
 - **x fastest**: that time over the fastest runner's at the same model and
   batch size.
 - **% of limit**: the physical limit over that time. The limit is the model's
@@ -220,12 +225,64 @@ def streaming_md(streaming: list[dict]) -> str:
     return "\n".join(lines)
 
 
-def benchmarks_md(info: dict, table_md: str, summary: list[str], streaming: list[dict] = ()) -> str:
+def check_rows(checks: list[dict], batch_sizes: list[int]) -> list[list[str]]:
+    """The same-process checks: per check, model and tf1infer runner, its time against the peer's per batch size.
+
+    Each cell reads ``ours vs theirs us (ratio)``, the ratio being the peer's
+    time over tf1infer's: above 1, tf1infer is faster.
+    """
+    groups: dict[tuple, dict[str, dict[int, float]]] = defaultdict(lambda: defaultdict(dict))
+    for record in checks:
+        if "runner" in record:
+            groups[(record["peer"], record["model"])][record["runner"]][record["batch_size"]] = record["us_per_sample"]
+    rows = [["model", "tf1infer runner", "peer"] + [f"batch {size}" for size in batch_sizes]]
+    for (_, model), runners in groups.items():
+        theirs = [runner for runner in runners if not runner.startswith("tf1infer")]
+        for peer in theirs:
+            for ours in (runner for runner in runners if runner.startswith("tf1infer")):
+                cells = []
+                for size in batch_sizes:
+                    a, b = runners[ours].get(size), runners[peer].get(size)
+                    cells.append(f"{_us(a)} vs {_us(b)} us ({b / a:.2f}x)" if a and b else "-")
+                rows.append([model, ours, peer] + cells)
+    return rows
+
+
+CHECKS_INTRO = """Same-process checks: tf1infer and one peer loaded in one process, their timed rounds
+alternating, so that a slow spell of the machine falls on both (the table above runs each peer in a
+process of its own, and whole processes here differ by more than some of its margins). Each cell:
+tf1infer's us/sample vs the peer's, and the peer's time over tf1infer's (above 1.00x tf1infer is faster)."""
+
+
+def checks_text(checks: list[dict], batch_sizes: list[int], errors: list[dict]) -> list[str]:
+    """The checks' table as plain text lines for stdout."""
+    rows = check_rows(checks, batch_sizes)
+    if len(rows) == 1 and not errors:
+        return []
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+    lines = ["", "same process, interleaved (ratio = peer's time / tf1infer's):"]
+    lines += ["  " + "  ".join(cell.ljust(w) if i < 3 else cell.rjust(w) for i, (cell, w) in enumerate(zip(row, widths)))
+              for row in rows]
+    lines += [f"  {e['peer']} check on {e['model']}: could not run: {e['error']}" for e in errors]
+    return lines
+
+
+def checks_md(checks: list[dict], batch_sizes: list[int], errors: list[dict]) -> str:
+    rows = check_rows(checks, batch_sizes)
+    if len(rows) == 1 and not errors:
+        return ""
+    lines = [CHECKS_INTRO, "", "| " + " | ".join(rows[0]) + " |", "|" + "|".join("---" if i < 3 else "---:" for i in range(len(rows[0]))) + "|"]
+    lines += ["| " + " | ".join(row) + " |" for row in rows[1:]]
+    lines += [f"- the {e['peer']} check could not run {e['model']}: {e['error']}" for e in errors]
+    return "\n".join(lines) + "\n"
+
+
+def benchmarks_md(info: dict, table_md: str, summary: list[str], streaming: list[dict] = (), checks: str = "") -> str:
     lines = [
         "# Benchmarks",
         "",
         "What tf1infer costs against every other way of running the same legacy model, side by side on one",
-        "machine. Regenerate with `make bench-tf1` (about 10 minutes; this file is rewritten by full runs only).",
+        "machine. Regenerate with `make bench-tf1` (about 11 minutes; this file is rewritten by full runs only).",
         "",
         METHOD,
         "## Latest full run",
@@ -236,6 +293,8 @@ def benchmarks_md(info: dict, table_md: str, summary: list[str], streaming: list
     if summary:
         lines += ["Summary:", ""] + [f"- {line}" for line in summary] + [""]
     lines.append(table_md)
+    if checks:
+        lines += ["### Same-process checks", "", checks]
     if streaming:
         lines += ["### Streaming", "", streaming_md(list(streaming))]
     return "\n".join(lines).rstrip() + "\n"
