@@ -248,8 +248,8 @@ def check_rows(checks: list[dict], batch_sizes: list[int]) -> list[list[str]]:
     return rows
 
 
-CHECKS_INTRO = """Same-process checks: tf1infer and one peer loaded in one process, their timed rounds
-alternating, so that a slow spell of the machine falls on both (the table above runs each peer in a
+CHECKS_INTRO = """tf1infer and one peer loaded in one process, their timed rounds alternating, so that a
+slow spell of the machine falls on both (the table above runs each peer in a
 process of its own, and whole processes here differ by more than some of its margins). Each cell:
 tf1infer's us/sample vs the peer's, and the peer's time over tf1infer's (above 1.00x tf1infer is faster)."""
 
