@@ -5,6 +5,8 @@ PEER``): eager, graph-mode and ``disable_eager_execution`` state cannot leak
 between them. A peer loads each model once, then times every batch size on the
 same random inputs as every other peer (the seed depends only on the model and
 the batch size). It prints one JSON record per model x batch size x label.
+A same-process check (:data:`CHECKS`) loads tf1infer and one peer into one
+process and alternates their timed rounds.
 """
 
 from __future__ import annotations
