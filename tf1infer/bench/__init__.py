@@ -252,10 +252,13 @@ def _worker(args) -> int:
         _emit(run_worker(args.worker, args.model_path, int(args.count)))
         return 0
     batch_sizes = [int(size) for size in args.count.split(",")]
-    check = args.worker[len("check:"):] if args.worker.startswith("check:") else None
-    try:
-        run = (lambda *a: run_check(check, *a)) if check else (lambda *a: run_peer(args.worker, *a))
-        for record in run(json.loads(args.model_path), batch_sizes, QUICK if args.quick else FULL):
+    models, budget = json.loads(args.model_path), QUICK if args.quick else FULL
+    if args.worker.startswith("check:"):
+        records = run_check(args.worker[len("check:"):], models, batch_sizes, budget)
+    else:
+        records = run_peer(args.worker, models, batch_sizes, budget)
+    try:  # The records are generated lazily: a missing package shows while they are read.
+        for record in records:
             _emit(record)
     except MissingPeer as exc:
         _emit({"missing": str(exc)})
