@@ -14,20 +14,8 @@ import tf1infer
 from tf1infer.errors import InputError, ModelLoadError, PredictionError, PredictorClosedError, Tf1InferError
 
 
-@pytest.fixture(scope="module")
-def mlp():
-    with tf1infer.load(zoo_path("mlp")) as predictor:
-        yield predictor
-
-
-@pytest.fixture(scope="module")
-def two():
-    with tf1infer.load_model(zoo_path("two_in_two_out")) as predictor:
-        yield predictor
-
-
-def test_metadata_matches_keras(mlp, two, eager_model):
-    for predictor, name in ((mlp, "mlp"), (two, "two_in_two_out")):
+def test_metadata_matches_keras(mlp, two_inputs, eager_model):
+    for predictor, name in ((mlp, "mlp"), (two_inputs, "two_in_two_out")):
         keras_model = eager_model(zoo_path(name))
         assert predictor.input_names == keras_model.input_names
         assert predictor.output_names == keras_model.output_names
@@ -35,18 +23,20 @@ def test_metadata_matches_keras(mlp, two, eager_model):
         assert predictor.output_shape == keras_model.output_shape
     assert mlp.inputs == [tf1infer.TensorSpec("input_1:0", (None, 10), np.dtype("float32"))]
     assert mlp.outputs[0].shape == (None, 3) and mlp.outputs[0].name.endswith(":0")
-    assert [spec.name for spec in two.inputs] == ["features:0", "extra:0"]
+    assert [spec.name for spec in two_inputs.inputs] == ["features:0", "extra:0"]
     with pytest.raises(dataclasses.FrozenInstanceError):
         mlp.inputs[0].name = "other"
     assert mlp.metadata["format"] == "keras-h5" and mlp.metadata["keras_version"]
     assert isinstance(mlp.session, tf.compat.v1.Session) and mlp.graph is mlp.session.graph
     assert "input_1:0 (None, 10) float32" in repr(mlp)
+    with tf1infer.load_model(zoo_path("two_in_two_out")) as drop_in:  # The Keras-named alias loads the same model.
+        assert drop_in.input_names == two_inputs.input_names and drop_in.output_shape == two_inputs.output_shape
 
 
-def test_one_output_gives_an_array_several_give_a_list_in_output_order(mlp, two):
+def test_one_output_gives_an_array_several_give_a_list_in_output_order(mlp, two_inputs):
     (x,) = random_inputs(mlp.inputs, 5)
     assert isinstance(mlp.predict(x), np.ndarray) and isinstance(mlp(x), np.ndarray)
-    out = two.predict(random_inputs(two.inputs, 5))
+    out = two_inputs.predict(random_inputs(two_inputs.inputs, 5))
     assert isinstance(out, list) and [o.shape[1] for o in out] == [1, 4]
 
 
@@ -104,7 +94,7 @@ def test_generators_sequences_and_datasets_yield_batches(mlp):
         mlp.predict(iter([]))
 
 
-def test_predict_classes_and_proba_follow_keras_2(mlp, two):
+def test_predict_classes_and_proba_follow_keras_2(mlp, two_inputs):
     (x,) = random_inputs(mlp.inputs, 20, seed=6)
     probabilities = mlp.predict(x)
     np.testing.assert_array_equal(mlp.predict_proba(x), probabilities)
@@ -118,7 +108,7 @@ def test_predict_classes_and_proba_follow_keras_2(mlp, two):
         with pytest.warns(UserWarning, match="invalid probability values"):
             linear.predict_proba(random_inputs(linear.inputs, 30, seed=8)[0])
     with pytest.raises(Tf1InferError, match="predict_classes needs a model with one output; this one has 2"):
-        two.predict_classes(random_inputs(two.inputs, 2))
+        two_inputs.predict_classes(random_inputs(two_inputs.inputs, 2))
 
 
 def test_close_and_context_manager():
@@ -193,9 +183,9 @@ def test_tensorflow_failures_become_prediction_errors():
     session.close()
 
 
-def test_list_and_tuple_feeds_give_identical_outputs(two):
-    features, extra = random_inputs(two.inputs, 3, seed=10)
-    a = as_list(two([features, extra]))
-    b = as_list(two((features, extra)))
+def test_list_and_tuple_feeds_give_identical_outputs(two_inputs):
+    features, extra = random_inputs(two_inputs.inputs, 3, seed=10)
+    a = as_list(two_inputs([features, extra]))
+    b = as_list(two_inputs((features, extra)))
     for left, right in zip(a, b):
         np.testing.assert_array_equal(left, right)
