@@ -9,7 +9,7 @@ STAMP := $(VENV)/.installed-stamp
 QUIET_TF := TF_CPP_MIN_LOG_LEVEL=2
 DEMO_MODEL ?= legacy_models/mlp.h5
 
-.PHONY: venv demo test bench-tf1 zoo clean
+.PHONY: venv demo test test-flipped test-both bench-tf1 zoo clean
 
 venv: $(STAMP)
 
@@ -25,6 +25,16 @@ demo: venv
 
 test: venv
 	$(QUIET_TF) $(BIN)/python -m pytest tests -p no:cacheprovider -ra $(PYTEST_ARGS)
+
+# The suite on TensorFlow's other CPU kernel family: TF_ENABLE_ONEDNN_OPTS=0 where oneDNN is on in this
+# environment (its default on AVX-512 VNNI/BF16 and AMX CPUs), =1 where it is off (AVX2-only x86 and others).
+test-flipped: venv
+	@flipped=$$($(QUIET_TF) $(BIN)/tf1infer kernels --other) && \
+	  echo "test-flipped: TF_ENABLE_ONEDNN_OPTS=$$flipped" && \
+	  $(QUIET_TF) TF_ENABLE_ONEDNN_OPTS=$$flipped $(BIN)/python -m pytest tests -p no:cacheprovider -ra $(PYTEST_ARGS)
+
+# Both kernel families, as CI runs them.
+test-both: test test-flipped
 
 # The benchmark's peers (ONNX Runtime via tf2onnx) and chart (matplotlib) come with the bench extra.
 BENCH_STAMP := $(VENV)/.bench-stamp

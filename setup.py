@@ -17,9 +17,11 @@ setup(
         "numpy>=1.26",
         "h5py>=3.10",
         "tqdm>=4.66",
+        # Resident and available memory for batch_size="auto" where Linux's /proc is missing or hidden.
+        "psutil>=5.9",
     ],
     extras_require={
-        "test": ["pytest>=8", "psutil>=5.9"],
+        "test": ["pytest>=8"],
         # make bench-tf1's converting peers and its chart.
         "bench": ["tf2onnx>=1.17", "onnx>=1.17", "onnxruntime>=1.20", "matplotlib>=3.8"],
     },

@@ -5,7 +5,7 @@ the format of Keras 2 / tf.keras 1.x-2.x loops) with random, non-trivial weights
 (biases, BatchNormalization statistics included) and a sample input file
 ``samples/<name>.npz`` keyed by input name. Run from anywhere:
 
-    python legacy_models/make_zoo.py
+    python legacy_models/make_zoo.py [NAME ...]    # every model, or only those named
 
 The written files are small and committed, so tests and the demo need no
 generation step; rerun this script only to change the zoo.
@@ -115,6 +115,31 @@ def lambda_model():
     )
 
 
+def channels_first(data_format: str = "channels_first"):
+    """A CNN on Theano-ordered images, as Keras 2 saved one with ``data_format="channels_first"``.
+
+    With ``data_format="channels_last"`` the same layers (same weights) run
+    between ``Permute`` layers and take the same (channels, rows, cols) input:
+    the tests' eager reference, which also runs on CPUs whose plain kernels
+    refuse channels-first convolutions and pooling.
+    """
+    channel_axis = 1 if data_format == "channels_first" else -1
+    image = layers.Input(shape=(3, 16, 16), name="image")
+    x = image if data_format == "channels_first" else layers.Permute((2, 3, 1))(image)
+    x = layers.Conv2D(8, 3, padding="same", data_format=data_format)(x)
+    x = layers.BatchNormalization(axis=channel_axis)(x)
+    x = layers.Activation("relu")(x)
+    x = layers.MaxPooling2D(data_format=data_format)(x)
+    x = layers.SeparableConv2D(8, 3, padding="same", data_format=data_format)(x)
+    x = layers.AveragePooling2D(data_format=data_format)(x)
+    x = layers.Conv2D(6, 3, data_format=data_format)(x)
+    if data_format == "channels_last":
+        x = layers.Permute((3, 1, 2))(x)  # Flatten (channels, rows, cols), as the channels-first model does.
+    x = layers.Flatten()(x)
+    probs = layers.Dense(4, activation="softmax", name="probs")(x)
+    return tf_keras.Model(image, probs, name="channels_first")
+
+
 ZOO = {
     "mlp": mlp,
     "cnn": cnn,
@@ -124,6 +149,7 @@ ZOO = {
     "two_in_two_out": two_in_two_out,
     "custom_layer": custom_layer,
     "lambda": lambda_model,
+    "channels_first": channels_first,
 }
 
 
@@ -156,10 +182,12 @@ def sample_inputs(model, rng: np.random.Generator) -> dict[str, np.ndarray]:
     return samples
 
 
-def main() -> None:
+def main(names: list[str]) -> None:
     os.makedirs(os.path.join(HERE, "samples"), exist_ok=True)
-    tf_keras.utils.set_random_seed(1234)
     for index, (name, build) in enumerate(ZOO.items()):
+        if names and name not in names:
+            continue
+        tf_keras.utils.set_random_seed(1234 + index)  # Each model the same whether written alone or with all.
         rng = np.random.default_rng(index)
         tf_keras.backend.clear_session()  # Layer names restart (input_1, dense, ...) as in a fresh script.
         model = build()
@@ -172,4 +200,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    main(sys.argv[1:])

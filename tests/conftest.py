@@ -13,10 +13,11 @@ ROOT = Path(__file__).resolve().parents[1]
 ZOO_DIR = ROOT / "legacy_models"
 CORPUS_DIR = ROOT.parent / "shared" / "corpus"
 # Every zoo model that loads without extra arguments beyond custom_objects.
-ZOO_MODELS = ["mlp", "cnn", "lstm", "gru", "embedding", "two_in_two_out", "custom_layer"]
+ZOO_MODELS = ["mlp", "cnn", "lstm", "gru", "embedding", "two_in_two_out", "custom_layer", "channels_first"]
 
 sys.path.insert(0, str(ZOO_DIR))
 from zoo_layers import Scale  # noqa: E402
+import make_zoo  # noqa: E402
 
 CUSTOM_OBJECTS = {"Scale": Scale}
 
@@ -50,6 +51,19 @@ def random_inputs(specs, rows: int, seed: int = 0, free_dim: int = 7) -> list[np
     return arrays
 
 
+# Rows run in batches of other sizes are summed in another order (Eigen's and oneDNN's kernels both block by
+# batch size): a few float32 ulps apart, measured up to 2.4e-7 on outputs of magnitude <= 1. TensorFlow does not
+# promise bit-identical rows across batchings and neither does tf1infer; the same rows in the same batches are
+# compared exactly.
+BATCHING_TOLERANCE = {"rtol": 1e-6, "atol": 1e-6}
+
+
+def assert_same_rows(have: np.ndarray, want: np.ndarray) -> None:
+    """``have`` holds ``want``'s rows, computed in other batches: same shape and dtype, within BATCHING_TOLERANCE."""
+    assert have.shape == want.shape and have.dtype == want.dtype, (have.shape, have.dtype, want.shape, want.dtype)
+    np.testing.assert_allclose(have, want, **BATCHING_TOLERANCE)
+
+
 def as_list(outputs) -> list[np.ndarray]:
     return outputs if isinstance(outputs, list) else [outputs]
 
@@ -72,16 +86,26 @@ def two_inputs():
         yield predictor
 
 
+# Zoo models whose own eager predict does not run on every CPU (plain CPU kernels refuse channels-first
+# pooling): their reference is make_zoo's channels-last twin, same weights, same input.
+EAGER_TWINS = {"channels_first": lambda: make_zoo.channels_first("channels_last")}
+
+
 @pytest.fixture(scope="session")
 def eager_model():
-    """tf_keras eager models loaded the ordinary way, cached: the independent reference."""
+    """tf_keras eager models loaded the ordinary way (or their EAGER_TWINS), cached: the independent reference."""
     import tf_keras
 
     cache = {}
 
     def get(path: str):
         if path not in cache:
-            cache[path] = tf_keras.models.load_model(path, custom_objects=CUSTOM_OBJECTS, compile=False)
+            twin = EAGER_TWINS.get(Path(path).stem) if Path(path).parent == ZOO_DIR else None
+            if twin is not None:
+                cache[path] = twin()
+                cache[path].load_weights(path)
+            else:
+                cache[path] = tf_keras.models.load_model(path, custom_objects=CUSTOM_OBJECTS, compile=False)
         return cache[path]
 
     return get

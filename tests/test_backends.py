@@ -14,7 +14,7 @@ from tf1infer import backends
 from tf1infer.errors import InvalidOptionError, PredictorClosedError
 
 ATOL = 1e-5  # The bound for float32 TF Lite against TensorFlow (outputs here are at most ~1 in size).
-CONVERTIBLE = ["mlp", "cnn", "embedding", "two_in_two_out"]
+CONVERTIBLE = ["mlp", "cnn", "embedding", "two_in_two_out", "channels_first"]
 
 
 def assert_close(got, expected, atol=ATOL):
@@ -177,8 +177,8 @@ def test_empty_batch_and_wrong_shape_get_the_usual_answers():
 def test_bad_backend_options():
     with pytest.raises(InvalidOptionError, match=r"backend must be one of 'session', 'tflite', 'auto'; got 'onnx'"):
         tf1infer.load(zoo_path("mlp"), backend="onnx")
-    with pytest.raises(InvalidOptionError, match=r"precision='bfloat16' needs backend='session'"):
-        tf1infer.load(zoo_path("mlp"), backend="tflite", precision="bfloat16")
+    with pytest.raises(InvalidOptionError, match=r"precision='float16' needs backend='session'"):
+        tf1infer.load(zoo_path("mlp"), backend="tflite", precision="float16")
 
 
 def test_threads_option_caps_the_interpreters():

@@ -30,7 +30,11 @@ def test_a_quick_run_writes_one_record_per_model_batch_and_runner(tmp_path):
         assert record["model"] == "mlp" and record["us_per_sample"] > 0 and record["timed_calls"] >= 3
         assert record["load_seconds"] > 0
     assert result["limits"]["peak_gflops"] > 0 and result["limits"]["flops"]["mlp"]["flops_per_sample"] > 0
+    from tf1infer.kernels import kernel_family
+
+    assert result["machine"]["kernels"] == kernel_family()  # The kernel family the workers ran (same environment).
     table = (tmp_path / "results" / "latest.md").read_text()
+    assert f"TensorFlow kernels: oneDNN {'on' if result['machine']['kernels']['onednn'] else 'off'} (" in table
     assert "| runner | b1 us/sample | x fastest | % of limit |" in table
     assert table.count("1.00x") >= 2  # The fastest runner of each batch size.
     assert "tf1infer predict_iter (single samples)" in table

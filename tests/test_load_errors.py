@@ -132,7 +132,7 @@ def test_ops_run_in_the_calling_thread_unless_a_pool_is_asked_for(monkeypatch):
     monkeypatch.setenv("TF_NUM_INTEROP_THREADS", "2")  # TensorFlow reads it when the config says 0.
     with tf1infer.load(zoo_path("mlp")) as from_environment:
         assert from_environment.session._config.inter_op_parallelism_threads == 0
-    with tf1infer.load(zoo_path("mlp"), precision="bfloat16", inter_op_threads=2) as reduced:
+    with tf1infer.load(zoo_path("mlp"), precision="float16", inter_op_threads=2) as reduced:
         assert reduced.session._config.inter_op_parallelism_threads == 2
 
 

@@ -8,7 +8,9 @@ the same kernels run on the same rows, at every batch split.
 
 from __future__ import annotations
 
+import mmap
 import threading
+import time
 
 import h5py
 import numpy as np
@@ -18,7 +20,7 @@ import tensorflow as tf
 import tf1infer
 from tf1infer.errors import InputError, InvalidOptionError, OutputFileError, PredictionError
 
-from conftest import as_list, random_inputs, zoo_path
+from conftest import as_list, assert_same_rows, random_inputs, zoo_path
 
 ROWS = 203  # Not a multiple of any batch size used: the last batch is short.
 
@@ -67,8 +69,12 @@ class RowSequence:
 def test_every_source_gives_every_row_in_order(mlp, x, make_source, batch_size):
     want = mlp.predict(x)
     have = _concat(mlp.predict_iter(make_source(x), batch_size=batch_size))
-    assert have.shape == want.shape
-    np.testing.assert_array_equal(have, want)
+    assert_same_rows(have, want)
+
+
+@pytest.mark.parametrize("make_source", [lambda x: x, _samples], ids=["array", "generator-of-samples"])
+def test_the_same_batches_give_identical_rows(mlp, x, make_source):
+    np.testing.assert_array_equal(_concat(mlp.predict_iter(make_source(x), batch_size=16)), mlp.predict(x, batch_size=16))
 
 
 def test_single_samples_are_gathered_into_batches(mlp, x):
@@ -107,14 +113,14 @@ def test_hdf5_dataset_is_read_in_slices(mlp, x, tmp_path):
 
     with h5py.File(path, "r") as file:
         have = _concat(mlp.predict_iter(CountingDataset(file["features"]), batch_size=64))
-        np.testing.assert_array_equal(have, mlp.predict(x))
-        np.testing.assert_array_equal(_concat(mlp.predict_iter(file["features"], batch_size=64)), mlp.predict(x))
+        np.testing.assert_array_equal(have, mlp.predict(x, batch_size=64))
+        np.testing.assert_array_equal(_concat(mlp.predict_iter(file["features"], batch_size=64)), mlp.predict(x, batch_size=64))
     assert [(s.start, s.stop) for s in reads] == [(0, 64), (64, 128), (128, 192), (192, 203)]
 
 
 def test_several_inputs_and_outputs(two_inputs):
     arrays = random_inputs(two_inputs.inputs, 77, seed=4)
-    want = two_inputs.predict(arrays)
+    want = two_inputs.predict(arrays, batch_size=16)
     names = two_inputs.input_names
     sources = [
         arrays,
@@ -208,7 +214,7 @@ def test_out_of_memory_batch_is_split_without_losing_or_repeating_rows(x):
 
         predictor._callable = limited
         have = _concat(predictor.predict_iter(x, batch_size=64))
-        np.testing.assert_array_equal(have, want)
+        assert_same_rows(have, want)  # Split batches: other sizes.
         assert sizes[:4] == [64, 32, 16, 16]  # Split in halves until a piece fits...
         assert max(sizes[4:]) <= 16  # ...and later batches start at the size that worked.
 
@@ -239,7 +245,7 @@ def test_auto_batch_size_stays_under_a_small_limit(tmp_path):
         summary = predictor.predict_to(tmp_path / "out.npy", x, batch_size="auto", memory_limit=limit)
         assert summary.batch_size_choice is not None and summary.batch_size == summary.batch_size_choice.batch_size
         assert "chosen for a memory limit of 32 MiB" in str(summary)
-        np.testing.assert_array_equal(np.load(tmp_path / "out.npy"), predictor.predict(x))
+        np.testing.assert_array_equal(np.load(tmp_path / "out.npy"), predictor.predict(x, batch_size=summary.batch_size))
         bigger = predictor.auto_batch_size(x, memory_limit=8 * limit)
         assert bigger.batch_size > choice.batch_size
 
@@ -258,14 +264,14 @@ def test_predict_to_writes_one_row_per_input_in_order(mlp, x, tmp_path, suffix, 
         with h5py.File(path, "r") as file:
             written = file["dense_2"][:]
             assert file.attrs["complete"] and file.attrs["rows"] == ROWS
-    np.testing.assert_array_equal(written, mlp.predict(x))
+    np.testing.assert_array_equal(written, mlp.predict(x, batch_size=16))
 
 
 def test_h5_output_per_output_name(two_inputs, tmp_path):
     arrays = random_inputs(two_inputs.inputs, 50, seed=8)
     two_inputs.predict_to(tmp_path / "two.h5", arrays, batch_size=7)
     with h5py.File(tmp_path / "two.h5", "r") as file:
-        for name, want in zip(two_inputs.output_names, two_inputs.predict(arrays)):
+        for name, want in zip(two_inputs.output_names, two_inputs.predict(arrays, batch_size=7)):
             np.testing.assert_array_equal(file[name][:], want)
 
 
@@ -373,4 +379,37 @@ def test_resume_of_an_array_source_reads_only_the_rest(mlp, x, tmp_path):
         predictor.predict_to(path, x, batch_size=50, resume=True)
         assert calls == [50, 3]  # Rows 150-202 only.
     with h5py.File(path, "r") as file:
-        np.testing.assert_array_equal(file["dense_2"][:], mlp.predict(x))
+        np.testing.assert_array_equal(file["dense_2"][:], mlp.predict(x, batch_size=50))
+
+
+@pytest.mark.parametrize("unavailable", ["no-proc-no-glibc", "read-only-clear-refs"])
+def test_auto_batch_size_without_linux_memory_files(tmp_path, monkeypatch, unavailable):
+    """macOS and Windows (no /proc, no glibc) and locked-down containers (clear_refs not writable) still choose."""
+    from tf1infer import memory
+
+    if unavailable == "no-proc-no-glibc":
+        for name in ("_PROC_MEMINFO", "_PROC_STATUS", "_PROC_CLEAR_REFS", "_GLIBC"):
+            monkeypatch.setattr(memory, name, str(tmp_path / "absent" / name))
+        monkeypatch.setattr(memory, "_malloc_trim", None)
+    else:
+        monkeypatch.setattr(memory, "_PROC_CLEAR_REFS", str(tmp_path))  # A directory: opening it to write fails.
+    assert memory.available_memory() > 0 and memory.current_rss() > 0
+
+    # The sampled peak sees memory that is given back before the action returns. Fresh pages from the system
+    # (an anonymous map, every page written), so that no memory the C heap kept from earlier tests is reused.
+    def hold_40_mib():
+        with mmap.mmap(-1, 40 * 2**20) as block:
+            block.write(b"\1" * len(block))
+            time.sleep(0.05)
+
+    peak, exact = memory.measure_peak(hold_40_mib)
+    assert not exact and peak >= 35 * 2**20
+
+    with tf1infer.load(zoo_path("cnn")) as predictor:
+        x = random_inputs(predictor.inputs, 5000, seed=2)[0]
+        limit = 32 * 2**20
+        choice = predictor.auto_batch_size(x, memory_limit=limit)
+        assert not choice.exact_peak
+        assert 1 < choice.batch_size < 4096
+        assert all(used <= limit for size, used in choice.probes if size <= choice.batch_size)
+        assert predictor.auto_batch_size(x, memory_limit=0.5).batch_size >= choice.batch_size  # A fraction of MemAvailable.

@@ -10,6 +10,10 @@
                                        stream INPUT (.npy, .npz, .h5 or an image folder) through the model
                                        into OUT (.npy or .h5), with a progress bar on a terminal
     tf1infer demo [MODEL]              load a legacy model, predict, compare with Keras, time both
+    tf1infer kernels [--json] [--other]
+                                       TensorFlow's CPU kernel family here (oneDNN on or off) and the
+                                       CPU's vector extensions; --other: the TF_ENABLE_ONEDNN_OPTS value
+                                       that selects the other family
 
 Errors print one line (``tf1infer: error: ...``) and exit with status 2.
 """
@@ -277,6 +281,20 @@ def _demo(args: argparse.Namespace) -> int:
     return 0
 
 
+def _kernels(args: argparse.Namespace) -> int:
+    from tf1infer import kernels
+
+    family = kernels.kernel_family()
+    if args.other:
+        print("0" if family["onednn"] else "1")
+    elif args.json:
+        json.dump(family, sys.stdout, indent=2)
+        print()
+    else:
+        print(kernels.describe(family))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="tf1infer", description="Run legacy TensorFlow 1.x / Keras models fast.")
     commands = parser.add_subparsers(dest="command", required=True)
@@ -322,6 +340,11 @@ def build_parser() -> argparse.ArgumentParser:
     demo = commands.add_parser("demo", help="predict with a legacy model through tf1infer and Keras, and time both")
     demo.add_argument("model", nargs="?", default="legacy_models/mlp.h5", help="a Keras .h5 model (default: %(default)s)")
     demo.set_defaults(run=_demo)
+
+    kernels = commands.add_parser("kernels", help="TensorFlow's CPU kernel family here and the CPU's vector extensions")
+    kernels.add_argument("--json", action="store_true", help="machine-readable output")
+    kernels.add_argument("--other", action="store_true", help="print the TF_ENABLE_ONEDNN_OPTS value of the other family")
+    kernels.set_defaults(run=_kernels)
     return parser
 
 

@@ -40,7 +40,14 @@ import tensorflow as tf
 from tf1infer.errors import ExportError, ExportVerificationError, InvalidOptionError
 from tf1infer.feeds import random_array
 from tf1infer.loaders.base import quiet_deprecation
-from tf1infer.loaders.graph_tools import STATEFUL_WRITE_OPS, TABLE_OPS, VARIABLE_OPS, cut_at_inputs, variable_values
+from tf1infer.loaders.graph_tools import (
+    STATEFUL_WRITE_OPS,
+    TABLE_OPS,
+    VARIABLE_OPS,
+    channels_last,
+    cut_at_inputs,
+    variable_values,
+)
 from tf1infer.predictor import Predictor
 
 REPORT_FILE = os.path.join("assets.extra", "tf1infer_export.json")
@@ -303,6 +310,8 @@ def _write_saved_model(predictor: Predictor, endpoints: list[Endpoint], staging:
         }
     kinds = {node.name: node.op for node in graph_def.node if node.op in VARIABLE_OPS}
     _variables_as_placeholders(graph_def)
+    # The TF2 runtime that serves the export has no session option to convert channels-first ops on a CPU.
+    graph_def = channels_last(graph_def, output_ops)
     _rename_library_functions(graph_def, f"_tf1infer{next(_EXPORT_COUNTER)}")
     signatures = {}
     for endpoint in endpoints:

@@ -11,14 +11,19 @@ fit of the last two measurements; the largest size whose measured peak stayed
 under the limit is chosen. Repeating a real sample, rather than drawing random
 values, keeps integer ids and strings valid for any model.
 
-Where the high-water mark cannot be reset (not Linux), the resident size after
-each run stands in for its peak, which undercounts memory freed within the run.
+Where the high-water mark cannot be reset (macOS, Windows, a container whose
+``/proc`` is read-only), the resident size is sampled every millisecond while
+the model runs and its largest value stands in for the peak: a spike shorter
+than that can be missed, so ``BatchSizeChoice.exact_peak`` is False. Resident
+and available memory come from ``/proc`` on Linux and from psutil elsewhere;
+``malloc_trim`` is skipped where the C library is not glibc.
 """
 
 from __future__ import annotations
 
+import ctypes
 import logging
-import os
+import threading
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
@@ -31,6 +36,13 @@ logger = logging.getLogger(__name__)
 DEFAULT_MEMORY_LIMIT = 0.25
 DEFAULT_MAX_BATCH_SIZE = 4096
 _MAX_PROBES = 20
+# Linux's files for memory figures; elsewhere (or where they are hidden or read-only) psutil and sampling stand in.
+_PROC_MEMINFO = "/proc/meminfo"
+_PROC_STATUS = "/proc/self/status"
+_PROC_CLEAR_REFS = "/proc/self/clear_refs"
+_GLIBC = "libc.so.6"
+# How often the resident size is read while a run goes on, where its peak cannot be reset and read.
+_SAMPLE_SECONDS = 0.001
 
 
 @dataclass
@@ -42,7 +54,7 @@ class BatchSizeChoice:
         memory_limit: the limit in bytes.
         probes: ``(batch size, measured bytes)`` of each run made to choose.
         exact_peak: whether peaks were measured with a resettable high-water
-            mark (Linux) rather than estimated from the resident size.
+            mark (Linux) rather than sampled from the resident size.
     """
 
     batch_size: int
@@ -74,18 +86,20 @@ def resolve_memory_limit(memory_limit: Any) -> int:
 def available_memory() -> int:
     """Memory available to start new work without swapping (``MemAvailable``), in bytes."""
     try:
-        with open("/proc/meminfo", encoding="ascii") as meminfo:
+        with open(_PROC_MEMINFO, encoding="ascii") as meminfo:
             for line in meminfo:
                 if line.startswith("MemAvailable:"):
                     return int(line.split()[1]) * 1024
     except OSError:
         pass
-    return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    import psutil  # Not Linux, or /proc hidden.
+
+    return int(psutil.virtual_memory().available)
 
 
 def _status_bytes(field_name: str) -> int | None:
     try:
-        with open("/proc/self/status", encoding="ascii") as status:
+        with open(_PROC_STATUS, encoding="ascii") as status:
             for line in status:
                 if line.startswith(field_name + ":"):
                     return int(line.split()[1]) * 1024
@@ -96,7 +110,7 @@ def _status_bytes(field_name: str) -> int | None:
 
 def _reset_peak() -> bool:
     try:
-        with open("/proc/self/clear_refs", "w", encoding="ascii") as clear_refs:
+        with open(_PROC_CLEAR_REFS, "w", encoding="ascii") as clear_refs:
             clear_refs.write("5")  # 5: reset the peak resident set size to the current one.
         return True
     except OSError:
@@ -104,12 +118,13 @@ def _reset_peak() -> bool:
 
 
 def current_rss() -> int:
+    """The process's resident memory now, in bytes."""
     rss = _status_bytes("VmRSS")
     if rss is not None:
         return rss
-    import resource  # Not Linux: the lifetime peak is the best available figure.
+    import psutil  # Not Linux, or /proc hidden.
 
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    return int(psutil.Process().memory_info().rss)
 
 
 def _release_free_memory() -> None:
@@ -121,10 +136,8 @@ def _release_free_memory() -> None:
     global _malloc_trim
     if _malloc_trim is None:
         try:
-            import ctypes
-
-            _malloc_trim = ctypes.CDLL("libc.so.6").malloc_trim
-        except (OSError, AttributeError):
+            _malloc_trim = ctypes.CDLL(_GLIBC).malloc_trim
+        except (OSError, AttributeError):  # musl, macOS, Windows: nothing to trim with.
             _malloc_trim = False
     if _malloc_trim:
         _malloc_trim(0)
@@ -134,13 +147,41 @@ _malloc_trim: Any = None
 
 
 def measure_peak(action: Callable[[], Any]) -> tuple[int, bool]:
-    """``(bytes the resident size rose by while action ran, whether the peak was measured exactly)``."""
+    """``(bytes the resident size rose by while action ran, whether the peak was measured exactly)``.
+
+    Exact where Linux's high-water mark can be reset and read; elsewhere the
+    largest resident size sampled while ``action`` ran.
+    """
     _release_free_memory()
     before = current_rss()
-    exact = _reset_peak()
-    action()
-    peak = _status_bytes("VmHWM") if exact else None
-    return max(0, (peak if peak is not None else current_rss()) - before), exact and peak is not None
+    if _status_bytes("VmHWM") is not None and _reset_peak():
+        action()
+        return max(0, (_status_bytes("VmHWM") or 0) - before), True
+    return max(0, _sampled_peak(action) - before), False
+
+
+def _sampled_peak(action: Callable[[], Any]) -> int:
+    """The largest resident size seen while ``action`` runs, read every :data:`_SAMPLE_SECONDS`.
+
+    TensorFlow releases the GIL while it runs, so the sampling thread keeps
+    reading during a ``sess.run``.
+    """
+    largest = current_rss()
+    done = threading.Event()
+
+    def sample() -> None:
+        nonlocal largest
+        while not done.wait(_SAMPLE_SECONDS):
+            largest = max(largest, current_rss())
+
+    sampler = threading.Thread(target=sample, name="tf1infer-memory-sampler", daemon=True)
+    sampler.start()
+    try:
+        action()
+    finally:
+        done.set()
+        sampler.join()
+    return max(largest, current_rss())
 
 
 def choose_batch_size(

@@ -9,8 +9,9 @@ enabled in the session's ``RewriterConfig``:
 - ``bfloat16``: ``auto_mixed_precision_onednn_bfloat16``. The ops oneDNN runs
   in bfloat16 (convolutions, matrix multiplies, their element-wise neighbours)
   are converted, with casts at the edges. On CPUs with AVX512_BF16 or AMX the
-  arithmetic runs in native bfloat16. This needs a TensorFlow built with oneDNN
-  (the x86-64 Linux and Windows wheels are).
+  arithmetic runs in native bfloat16. This needs oneDNN's kernels on in this
+  process (:func:`tf1infer.kernels.onednn_enabled`): elsewhere it is refused
+  with the reason and the way to turn them on.
 - ``float16``: ``auto_mixed_precision_cpu``. Tensors between ops are rounded to
   float16 while each op computes in float32. It previews the accuracy of a
   float16 deployment (a GPU, TF Lite) and is not faster on a CPU.
@@ -31,8 +32,16 @@ from tensorflow.core.protobuf import rewriter_config_pb2
 
 from tf1infer.errors import InvalidOptionError, ModelLoadError
 from tf1infer.feeds import FeedConverter, TensorSpec, random_array
+from tf1infer.kernels import onednn_enabled
 from tf1infer.loaders.base import LoadedGraph, new_session, quiet_deprecation
-from tf1infer.loaders.graph_tools import STATEFUL_WRITE_OPS, TABLE_OPS, cut_at_inputs, freeze_variables, variable_values
+from tf1infer.loaders.graph_tools import (
+    STATEFUL_WRITE_OPS,
+    TABLE_OPS,
+    channels_last,
+    cut_at_inputs,
+    freeze_variables,
+    variable_values,
+)
 
 FLOAT32 = "float32"
 REDUCED_PRECISIONS = ("bfloat16", "float16")
@@ -40,16 +49,36 @@ PRECISIONS = (FLOAT32,) + REDUCED_PRECISIONS
 
 
 def check_precision(precision: Any) -> str:
+    """``precision`` checked: a known name that this process's kernels can run (else InvalidOptionError)."""
+    precision = _known_precision(precision)
+    reason = unavailable_reason(precision)
+    if reason:
+        raise InvalidOptionError(f"precision={precision!r} {reason}")
+    return precision
+
+
+def unavailable_reason(precision: str) -> str | None:
+    """Why this process cannot run ``precision``, in words; None where it can.
+
+    bfloat16 needs oneDNN's kernels, which TensorFlow turns on by default only
+    on CPUs with AVX-512 VNNI / BF16 or AMX; the plain kernels have no bfloat16
+    rewrite to run.
+    """
+    if precision == "bfloat16" and not onednn_enabled():
+        return (
+            "needs TensorFlow's oneDNN kernels, which are off in this process (TensorFlow turns them on by default "
+            "only on CPUs with AVX-512 VNNI/BF16 or AMX; TF_ENABLE_ONEDNN_OPTS=1 set before TensorFlow is imported "
+            "turns them on elsewhere, for x86-64 builds of TensorFlow); use 'float16' to preview reduced precision, "
+            "or float32"
+        )
+    return None
+
+
+def _known_precision(precision: Any) -> str:
     if precision is None:
         return FLOAT32
     if precision not in PRECISIONS:
         raise InvalidOptionError(f"precision must be one of {', '.join(PRECISIONS)}; got {precision!r}")
-    if precision == "bfloat16" and not _onednn_enabled():
-        raise InvalidOptionError(
-            "precision='bfloat16' needs TensorFlow's oneDNN optimizations, which this TensorFlow build or "
-            "environment disables (TF_ENABLE_ONEDNN_OPTS=0, or a build without oneDNN); use 'float16' to preview "
-            "reduced precision, or float32"
-        )
     return precision
 
 
@@ -75,7 +104,7 @@ def frozen_inference_graph(
     purpose: str = "reduced precision",
     instead: str = "precision='float32'",
 ):
-    """The GraphDef computing ``outputs`` from ``inputs`` with every variable a constant.
+    """The GraphDef computing ``outputs`` from ``inputs`` with every variable a constant, channels last.
 
     Returns the GraphDef and, per input tensor name, the tensor to feed in it.
     ``purpose`` and ``instead`` word the error for graphs that cannot be frozen.
@@ -93,7 +122,7 @@ def frozen_inference_graph(
             f"copy cannot keep ({', '.join(refused)}); load it with {instead}"
         )
     values = variable_values(graph, session, graph_def, source, ModelLoadError)
-    return freeze_variables(graph_def, values, output_ops), feeds
+    return channels_last(freeze_variables(graph_def, values, output_ops), output_ops), feeds
 
 
 def frozen_graph_of(predictor, purpose: str = "reduced precision", instead: str = "precision='float32'"):
@@ -176,7 +205,7 @@ def precision_report(predictor, x: Any = None, precisions: Sequence[str] | None 
         precision (float32 included for comparison). A precision that cannot
         run this graph has ``{"unavailable": reason}`` instead.
     """
-    precisions = [check_precision(p) for p in (precisions or REDUCED_PRECISIONS)]
+    precisions = [_known_precision(p) for p in (precisions or REDUCED_PRECISIONS)]
     source = predictor.metadata.get("path", "model")
     if x is None:
         rng = np.random.default_rng(20261122)
@@ -195,6 +224,10 @@ def precision_report(predictor, x: Any = None, precisions: Sequence[str] | None 
     reference, reference_ms = _run(frozen, session_config(FLOAT32, base), frozen_inputs, frozen_outputs, feeds)
     results[FLOAT32] = {"max_abs": 0.0, "max_rel": 0.0, "ms_per_batch": reference_ms}
     for precision in precisions:
+        reason = unavailable_reason(precision)
+        if reason:
+            results[precision] = {"unavailable": f"precision={precision!r} {reason}"}
+            continue
         try:
             check_rewritable(graph_def, precision, source)
         except ModelLoadError as exc:
@@ -232,11 +265,3 @@ def _deviation(value: np.ndarray, want: np.ndarray) -> dict[str, float]:
     difference = float(np.max(np.abs(value.astype(np.float64) - want)))
     scale = float(np.max(np.abs(want)))
     return {"max_abs": difference, "max_rel": difference / scale if scale else difference}
-
-
-def _onednn_enabled() -> bool:
-    try:
-        from tensorflow.python.util import _pywrap_util_port
-    except ImportError:  # pragma: no cover - layout of TensorFlow's internals changed
-        return True
-    return bool(_pywrap_util_port.IsMklEnabled())

@@ -53,18 +53,18 @@ Each record is in `bench-results/latest.json`; `bench-results/latest.md` and
 
 
 def machine() -> dict:
+    from tf1infer import kernels
+
+    family = kernels.kernel_family()  # The workers inherit this process's environment, so its kernels.
     info = {
         "platform": platform.platform(),
         "python": platform.python_version(),
         "cores": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count(),
         "date": datetime.datetime.now().strftime("%Y-%m-%d %H:%M"),
+        "cpu": family["cpu"],
+        "kernels": family,
     }
     try:
-        with open("/proc/cpuinfo") as handle:
-            for line in handle:
-                if line.startswith("model name"):
-                    info["cpu"] = line.split(":", 1)[1].strip()
-                    break
         with open("/proc/meminfo") as handle:
             info["memory_gib"] = round(int(handle.readline().split()[1]) / 2**20, 1)
     except OSError:
@@ -81,8 +81,13 @@ def machine() -> dict:
 
 def machine_line(info: dict) -> str:
     versions = ", ".join(f"{name} {info[name]}" for name in ("tensorflow", "onnxruntime", "numpy") if info.get(name))
+    kernels = info.get("kernels")
+    family = ""
+    if kernels:  # Results saved before the kernel family was recorded have none.
+        family = f"; TensorFlow kernels: oneDNN {'on' if kernels['onednn'] else 'off'} ({kernels['onednn_setting']}), " \
+                 f"CPU extensions: {' '.join(kernels['vector_extensions']) or 'unknown'}"
     return (f"{info.get('cpu', platform.machine())}, {info['cores']} cores, {info.get('memory_gib', '?')} GiB; "
-            f"{info['platform']}; Python {info['python']}; {versions}; {info['date']}")
+            f"{info['platform']}; Python {info['python']}; {versions}; {info['date']}{family}")
 
 
 def tables(records: list[dict], batch_sizes: list[int], limits: dict) -> dict[str, list[list[str]]]:

@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from typing import Any, Iterator, Sequence
 
 import tensorflow as tf
+from tensorflow.core.protobuf import rewriter_config_pb2
 
 from tf1infer.errors import ModelLoadError, ModelNotFoundError
 
@@ -54,6 +55,12 @@ class LoadedGraph:
 # convolutions. Each op still spreads over the intra-op pool; concurrent callers each run in their own thread.
 RUN_IN_CALLER_THREAD = -1
 
+# TensorFlow's plain CPU kernels (the default wherever oneDNN is off: AVX2-only x86, arm64) refuse channels-first
+# convolutions and pooling ("Default MaxPoolingOp only supports NHWC on device type CPU"), which Keras 1 Theano-ordered
+# models and Keras 2 channels_first models are made of. Grappler's layout optimizer turns them into channels-last ops
+# between transposes when the session first runs the graph; graphs without such ops are left as they are.
+CHANNELS_LAST_ON_CPU = rewriter_config_pb2.RewriterConfig.NCHW_TO_NHWC
+
 
 def new_session(
     graph: tf.Graph,
@@ -67,7 +74,9 @@ def new_session(
     the caller's ``ConfigProto`` is copied, never modified. Unless a count of
     inter-op threads is given (here, in ``session_config`` or in
     ``TF_NUM_INTEROP_THREADS``), the session runs its ops in the calling
-    thread (:data:`RUN_IN_CALLER_THREAD`).
+    thread (:data:`RUN_IN_CALLER_THREAD`). Unless ``session_config`` asks
+    for another CPU layout conversion, channels-first ops run as channels-last
+    ones (:data:`CHANNELS_LAST_ON_CPU`), so that they run on every CPU.
     """
     config = tf.compat.v1.ConfigProto()
     if session_config is not None:
@@ -78,6 +87,9 @@ def new_session(
         config.inter_op_parallelism_threads = int(inter_op_threads)
     elif config.inter_op_parallelism_threads == 0 and not os.environ.get("TF_NUM_INTEROP_THREADS"):
         config.inter_op_parallelism_threads = RUN_IN_CALLER_THREAD
+    rewrites = config.graph_options.rewrite_options
+    if rewrites.cpu_layout_conversion == rewriter_config_pb2.RewriterConfig.NO_CONVERSION_ON_CPU:
+        rewrites.cpu_layout_conversion = CHANNELS_LAST_ON_CPU
     return tf.compat.v1.Session(graph=graph, config=config)
 
 

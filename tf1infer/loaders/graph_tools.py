@@ -209,3 +209,45 @@ def freeze_variables(graph_def, values: dict[str, Any], output_ops: list[str]):
                 node.op = "VariableV2"
     with quiet_deprecation():
         return convert_to_constants.convert_variables_to_constants_from_session_graph(_KnownValues(), graph_def, output_ops)
+
+
+def has_channels_first_ops(graph_def) -> bool:
+    """True if any op of ``graph_def`` computes in a channels-first layout (``NCHW``, ``NCDHW``...)."""
+    return any(node.attr["data_format"].s.startswith(b"NC") for node in graph_def.node if "data_format" in node.attr)
+
+
+def channels_last(graph_def, output_ops: list[str]):
+    """``graph_def`` with its channels-first ops rewritten as channels-last ones between transposes.
+
+    TensorFlow's plain CPU kernels, and with them the TF2 runtime that runs an
+    exported SavedModel and the TF Lite converter, refuse channels-first
+    convolutions and pooling. The rewrite is grappler's own layout optimizer,
+    the pass a session runs with :data:`~tf1infer.loaders.base.CHANNELS_LAST_ON_CPU`,
+    run once here on the GraphDef. It only converts ops placed on a CPU, so
+    every node is placed there for the pass and given its own device back
+    afterwards. A graph without channels-first ops is returned as it is.
+    """
+    if not has_channels_first_ops(graph_def):
+        return graph_def
+    from tensorflow.core.protobuf import config_pb2, meta_graph_pb2, rewriter_config_pb2
+    from tensorflow.python.grappler import tf_optimizer
+
+    meta_graph = meta_graph_pb2.MetaGraphDef()
+    meta_graph.graph_def.CopyFrom(graph_def)
+    devices = {node.name: node.device for node in graph_def.node}
+    for node in meta_graph.graph_def.node:
+        node.device = "/device:CPU:0"
+        if node.op == "Placeholder" and "shape" not in node.attr:
+            node.attr["shape"].shape.unknown_rank = True  # Grappler refuses placeholders without a shape.
+    # Grappler keeps the nodes named in the "train_op" collection (its fetches) and what they need.
+    meta_graph.collection_def["train_op"].node_list.value.extend(output_ops)
+    config = config_pb2.ConfigProto()
+    rewrites = config.graph_options.rewrite_options
+    rewrites.optimizers.append("layout")
+    rewrites.cpu_layout_conversion = rewriter_config_pb2.RewriterConfig.NCHW_TO_NHWC
+    rewrites.meta_optimizer_iterations = rewriter_config_pb2.RewriterConfig.ONE
+    rewrites.min_graph_nodes = -1  # Small graphs too.
+    rewritten = tf_optimizer.OptimizeGraph(config, meta_graph)
+    for node in rewritten.node:
+        node.device = devices.get(node.name, "")
+    return rewritten

@@ -1,0 +1,90 @@
+"""Kernel families: channels-first models on every CPU, and what tf1infer reports of the kernels it runs.
+
+TensorFlow's plain CPU kernels (the default where oneDNN is off) refuse
+channels-first convolutions and pooling; the suite runs with oneDNN off and on
+(``make test-both``), and these tests hold on both.
+"""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import tensorflow as tf
+from conftest import ZOO_DIR, random_inputs, zoo_path
+from tensorflow.core.protobuf import rewriter_config_pb2
+
+import tf1infer
+from tf1infer import kernels
+from tf1infer.loaders.graph_tools import channels_last, has_channels_first_ops
+from tf1infer.precision import frozen_graph_of
+
+ATOL = 1e-5
+Rewriter = rewriter_config_pb2.RewriterConfig
+
+
+def test_sessions_run_channels_first_ops_as_channels_last_unless_told_otherwise():
+    with tf1infer.load(zoo_path("channels_first")) as predictor:
+        assert has_channels_first_ops(predictor.graph.as_graph_def())
+        assert predictor.session._config.graph_options.rewrite_options.cpu_layout_conversion == Rewriter.NCHW_TO_NHWC
+    config = tf.compat.v1.ConfigProto()
+    config.graph_options.rewrite_options.cpu_layout_conversion = Rewriter.NHWC_TO_NCHW
+    with tf1infer.load(zoo_path("mlp"), session_config=config) as predictor:
+        assert predictor.session._config.graph_options.rewrite_options.cpu_layout_conversion == Rewriter.NHWC_TO_NCHW
+    assert config.graph_options.rewrite_options.cpu_layout_conversion == Rewriter.NHWC_TO_NCHW  # Not modified.
+
+
+@pytest.mark.parametrize("path", [zoo_path("channels_first"), str(ZOO_DIR / "keras1" / "conv_theano.h5")])
+def test_frozen_graph_is_channels_last_and_computes_the_same(path):
+    """The graph that TF Lite, precision and export receive has no channels-first op left, and the same outputs."""
+    with tf1infer.load(path) as predictor:
+        graph_def, feeds = frozen_graph_of(predictor)
+        assert not has_channels_first_ops(graph_def)
+        x = random_inputs(predictor.inputs, 9, seed=4)
+        want = predictor.predict(x if len(x) > 1 else x[0])
+        want = want if isinstance(want, list) else [want]
+    graph = tf.Graph()
+    with graph.as_default():
+        tf.import_graph_def(graph_def, name="")
+    with tf.compat.v1.Session(graph=graph) as session:
+        have = session.run([spec.name for spec in predictor.outputs],
+                           {feeds[spec.name]: array for spec, array in zip(predictor.inputs, x)})
+    for h, w in zip(have, want):
+        np.testing.assert_allclose(h, w, rtol=0, atol=ATOL)
+
+
+def test_channels_last_leaves_other_graphs_alone():
+    with tf1infer.load(zoo_path("cnn")) as predictor:
+        graph_def = predictor.graph.as_graph_def()
+    assert channels_last(graph_def, ["dense/Softmax"]) is graph_def
+
+
+def test_kernel_family_names_onednn_and_the_cpu(tmp_path, monkeypatch):
+    family = kernels.kernel_family()
+    assert family["onednn"] == kernels.onednn_enabled()
+    assert set(family) == {"onednn", "onednn_setting", "cpu", "machine", "vector_extensions"}
+    assert kernels.describe(family).startswith(f"oneDNN {'on' if family['onednn'] else 'off'} (")
+    x86 = tmp_path / "x86"
+    x86.write_text("processor\t: 0\nmodel name\t: AMD EPYC 7B13\nflags\t\t: fpu sse4_2 avx avx2 fma avx512f avx512_vnni\n")
+    assert kernels.cpu_vector_extensions(str(x86)) == ["sse4_2", "avx", "avx2", "fma", "avx512f", "avx512_vnni"]
+    assert kernels.cpu_model(str(x86)) == "AMD EPYC 7B13"
+    arm = tmp_path / "arm"
+    arm.write_text("processor\t: 0\nFeatures\t: fp asimd evtstrm aes sve bf16 i8mm\n")
+    assert kernels.cpu_vector_extensions(str(arm)) == ["asimd", "sve", "bf16", "i8mm"]
+    # Where the system does not say (macOS, Windows, a hidden /proc): no extensions, the machine type as the CPU.
+    assert kernels.cpu_vector_extensions(str(tmp_path / "missing")) == []
+    assert kernels.cpu_model(str(tmp_path / "missing"))
+    monkeypatch.setenv("TF_ENABLE_ONEDNN_OPTS", "0")
+    assert kernels.kernel_family()["onednn_setting"] == "TF_ENABLE_ONEDNN_OPTS=0"
+
+
+def test_kernels_command(capsys):
+    from tf1infer.cli import main
+
+    assert main(["kernels", "--other"]) == 0
+    assert capsys.readouterr().out == ("0\n" if kernels.onednn_enabled() else "1\n")
+    assert main(["kernels", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out) == kernels.kernel_family()
+    assert main(["kernels"]) == 0
+    assert capsys.readouterr().out == kernels.describe() + "\n"
