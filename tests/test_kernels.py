@@ -8,6 +8,7 @@ channels-first convolutions and pooling; the suite runs with oneDNN off and on
 from __future__ import annotations
 
 import json
+import time
 
 import numpy as np
 import pytest
@@ -88,3 +89,55 @@ def test_kernels_command(capsys):
     assert json.loads(capsys.readouterr().out) == kernels.kernel_family()
     assert main(["kernels"]) == 0
     assert capsys.readouterr().out == kernels.describe() + "\n"
+
+
+def _runner(single_row_seconds: float):
+    """A stand-in session runner: doubles its input, one-row calls taking ``single_row_seconds``."""
+    calls = []
+
+    def run(x):
+        calls.append(len(x))
+        if len(x) == 1 and single_row_seconds:
+            time.sleep(single_row_seconds)
+        return [x * 2.0]
+
+    return run, calls
+
+
+@pytest.mark.parametrize("onednn", [True, False])
+def test_single_rows_run_as_two_where_that_is_measured_faster(monkeypatch, onednn):
+    """oneDNN's batch-1 trap (AVX2 CPUs): one-row calls are padded to two rows only where load measures a gain."""
+    from tf1infer import backends
+    from tf1infer.feeds import TensorSpec
+
+    monkeypatch.setattr(kernels, "onednn_enabled", lambda: onednn)
+    specs_in = (TensorSpec("x:0", (None, 3), np.dtype("float32")),)
+    specs_out = (TensorSpec("y:0", (None, 3), np.dtype("float32")),)
+    slow, calls = _runner(0.01)
+    run, report = backends.pad_single_rows(slow, specs_in, specs_out)
+    if not onednn:  # Plain kernels have no such trap: nothing measured, the runner unchanged.
+        assert run is slow and report is None and not calls
+        return
+    assert report["padded"] and report["one_row_ms"] > report["two_rows_ms"] * backends.SINGLE_ROW_PADDING_GAIN
+    calls.clear()
+    x = np.arange(3, dtype=np.float32).reshape(1, 3)
+    (y,) = run(x)
+    assert calls == [2] and y.shape == (1, 3)
+    np.testing.assert_array_equal(y, x * 2.0)
+    (y,) = run(np.ones((5, 3), np.float32))
+    assert calls == [2, 5] and y.shape == (5, 3)
+    fast, _ = _runner(0.0)
+    run, report = backends.pad_single_rows(fast, specs_in, specs_out)
+    assert run is fast and report["padded"] is False
+    fixed = (TensorSpec("x:0", (1, 3), np.dtype("float32")),)  # A fixed batch of one cannot be padded.
+    assert backends.pad_single_rows(slow, fixed, specs_out) == (slow, None)
+
+
+def test_single_row_outputs_match_the_reference_on_this_kernel_family(eager_model):
+    """Whatever load decided here (padding under oneDNN, none elsewhere), one-row outputs are the model's."""
+    path = zoo_path("channels_first")
+    with tf1infer.load(path) as predictor:
+        report = predictor.backend_report.get("single_row_padding")
+        assert (report is not None) == kernels.onednn_enabled()
+        x = random_inputs(predictor.inputs, 1, seed=8)[0]
+        np.testing.assert_allclose(predictor.predict_on_batch(x), eager_model(path).predict(x, verbose=0), rtol=0, atol=ATOL)

@@ -62,8 +62,11 @@ class Predictor:
             self._callable = self._session.make_callable(list(loaded.outputs), feed_list=list(loaded.inputs))
         except (tf.errors.OpError, ValueError, TypeError) as exc:
             raise Tf1InferError(f"{self._source}: cannot prepare the session to run the model: {exc}") from exc
+        self._callable, self._single_row_padding = backends.pad_single_rows(self._callable, self._inputs, self._outputs)
         self._session_callable = self._callable
         self._backend_report: dict[str, Any] = {"requested": backends.SESSION, "backend": backends.SESSION}
+        if self._single_row_padding:
+            self._backend_report["single_row_padding"] = self._single_row_padding
         self._close_backend: Any = lambda: None
 
     @classmethod
@@ -169,7 +172,10 @@ class Predictor:
         ``chunk_us_per_row`` (the parallel path's chunk size and its probe),
         ``threads``, ``tflite_bytes``, ``convert_seconds``; with ``"auto"``:
         ``auto_choice`` ({batch size: runtime}) and ``auto_us_per_row``;
-        after a fallback: ``fallback_reason``.
+        after a fallback: ``fallback_reason``. Where oneDNN's kernels are
+        on: ``single_row_padding`` (``one_row_ms``, ``two_rows_ms`` and
+        ``padded``: whether one-row calls to the session run as two rows,
+        because that measured faster at load).
         """
         return dict(self._backend_report)
 
@@ -184,6 +190,8 @@ class Predictor:
             backend, self._session_callable, frozen, self._inputs, self._outputs, self._output_names, threads, self._source
         )
         self._close_backend()
+        if self._single_row_padding:
+            report["single_row_padding"] = self._single_row_padding
         self._callable, self._backend_report, self._close_backend = runner, report, close
 
     # -- prediction ---------------------------------------------------------
