@@ -311,7 +311,7 @@ def _write_saved_model(predictor: Predictor, endpoints: list[Endpoint], staging:
     kinds = {node.name: node.op for node in graph_def.node if node.op in VARIABLE_OPS}
     _variables_as_placeholders(graph_def)
     # The TF2 runtime that serves the export has no session option to convert channels-first ops on a CPU.
-    graph_def = channels_last(graph_def, output_ops)
+    graph_def = channels_last(graph_def, output_ops, source)
     _rename_library_functions(graph_def, f"_tf1infer{next(_EXPORT_COUNTER)}")
     signatures = {}
     for endpoint in endpoints:

@@ -122,7 +122,7 @@ def frozen_inference_graph(
             f"copy cannot keep ({', '.join(refused)}); load it with {instead}"
         )
     values = variable_values(graph, session, graph_def, source, ModelLoadError)
-    return channels_last(freeze_variables(graph_def, values, output_ops), output_ops), feeds
+    return channels_last(freeze_variables(graph_def, values, output_ops), output_ops, source), feeds
 
 
 def frozen_graph_of(predictor, purpose: str = "reduced precision", instead: str = "precision='float32'"):

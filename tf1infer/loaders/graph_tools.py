@@ -14,7 +14,7 @@ from typing import Any, Iterable
 import tensorflow as tf
 
 from tf1infer.errors import ModelLoadError
-from tf1infer.loaders.base import quiet_deprecation
+from tf1infer.loaders.base import CHANNELS_LAST_ON_CPU, quiet_deprecation
 
 # Ops that write state: running one from a predict call would change the model.
 STATEFUL_WRITE_OPS = {
@@ -216,7 +216,7 @@ def has_channels_first_ops(graph_def) -> bool:
     return any(node.attr["data_format"].s.startswith(b"NC") for node in graph_def.node if "data_format" in node.attr)
 
 
-def channels_last(graph_def, output_ops: list[str]):
+def channels_last(graph_def, output_ops: list[str], source: str = "model"):
     """``graph_def`` with its channels-first ops rewritten as channels-last ones between transposes.
 
     TensorFlow's plain CPU kernels, and with them the TF2 runtime that runs an
@@ -226,6 +226,9 @@ def channels_last(graph_def, output_ops: list[str]):
     run once here on the GraphDef. It only converts ops placed on a CPU, so
     every node is placed there for the pass and given its own device back
     afterwards. A graph without channels-first ops is returned as it is.
+
+    Raises:
+        ModelLoadError: grappler cannot take the graph; its reason is in the message.
     """
     if not has_channels_first_ops(graph_def):
         return graph_def
@@ -244,10 +247,13 @@ def channels_last(graph_def, output_ops: list[str]):
     config = config_pb2.ConfigProto()
     rewrites = config.graph_options.rewrite_options
     rewrites.optimizers.append("layout")
-    rewrites.cpu_layout_conversion = rewriter_config_pb2.RewriterConfig.NCHW_TO_NHWC
+    rewrites.cpu_layout_conversion = CHANNELS_LAST_ON_CPU
     rewrites.meta_optimizer_iterations = rewriter_config_pb2.RewriterConfig.ONE
     rewrites.min_graph_nodes = -1  # Small graphs too.
-    rewritten = tf_optimizer.OptimizeGraph(config, meta_graph)
+    try:
+        rewritten = tf_optimizer.OptimizeGraph(config, meta_graph)
+    except (ValueError, tf.errors.OpError) as exc:
+        raise ModelLoadError(f"{source}: cannot rewrite the channels-first ops as channels-last ones: {exc}") from exc
     for node in rewritten.node:
         node.device = devices.get(node.name, "")
     return rewritten
