@@ -33,29 +33,27 @@ def onednn_enabled() -> bool:
 
 def cpu_vector_extensions(cpuinfo_path: str = "/proc/cpuinfo") -> list[str]:
     """The CPU's vector extensions of :data:`VECTOR_EXTENSIONS`, as Linux names them; empty where unknown."""
-    try:
-        with open(cpuinfo_path, encoding="utf-8", errors="replace") as handle:
-            for line in handle:
-                key, _, value = line.partition(":")
-                if key.strip() in ("flags", "Features"):  # x86, arm64
-                    present = set(value.split())
-                    return [name for name in VECTOR_EXTENSIONS if name in present]
-    except OSError:  # Not Linux, or /proc hidden: the report says "unknown" instead.
-        pass
-    return []
+    fields = _cpuinfo(cpuinfo_path)
+    present = set((fields.get("flags") or fields.get("Features") or "").split())  # x86, arm64
+    return [name for name in VECTOR_EXTENSIONS if name in present]
 
 
 def cpu_model(cpuinfo_path: str = "/proc/cpuinfo") -> str:
     """The CPU's model name where the system tells it, else the machine type (``x86_64``, ``arm64``)."""
+    return _cpuinfo(cpuinfo_path).get("model name") or platform.processor() or platform.machine()
+
+
+def _cpuinfo(path: str) -> dict[str, str]:
+    """The first processor's fields in Linux's ``/proc/cpuinfo``; empty where there is none (macOS, Windows)."""
+    fields: dict[str, str] = {}
     try:
-        with open(cpuinfo_path, encoding="utf-8", errors="replace") as handle:
+        with open(path, encoding="utf-8", errors="replace") as handle:
             for line in handle:
                 key, _, value = line.partition(":")
-                if key.strip() == "model name" and value.strip():
-                    return value.strip()
+                fields.setdefault(key.strip(), value.strip())
     except OSError:
         pass
-    return platform.processor() or platform.machine()
+    return fields
 
 
 def kernel_family() -> dict[str, Any]:
