@@ -141,3 +141,24 @@ def test_single_row_outputs_match_the_reference_on_this_kernel_family(eager_mode
         assert (report is not None) == kernels.onednn_enabled()
         x = random_inputs(predictor.inputs, 1, seed=8)[0]
         np.testing.assert_allclose(predictor.predict_on_batch(x), eager_model(path).predict(x, verbose=0), rtol=0, atol=ATOL)
+
+
+def test_padding_probe_never_runs_a_callers_session(monkeypatch):
+    """Load's timing probe runs the model: not on a session the caller built, whose graph may keep state."""
+    monkeypatch.setattr(kernels, "onednn_enabled", lambda: True)
+    graph = tf.Graph()
+    with graph.as_default():
+        x = tf.compat.v1.placeholder(tf.float32, (None, 3), name="x")
+        counter = tf.compat.v1.Variable(0.0, name="counter", use_resource=False)
+        with tf.control_dependencies([tf.compat.v1.assign_add(counter, 1.0)]):
+            y = tf.identity(x * 2.0, name="y")
+    session = tf.compat.v1.Session(graph=graph)
+    session.run(counter.initializer)
+    predictor = tf1infer.Predictor.from_session(session, [x], [y])
+    assert "single_row_padding" not in predictor.backend_report
+    assert session.run(counter) == 0.0
+    np.testing.assert_array_equal(predictor.predict_on_batch(np.ones((1, 3), np.float32)), [[2.0, 2.0, 2.0]])
+    assert session.run(counter) == 1.0
+    session.close()
+    with tf1infer.load(zoo_path("mlp")) as loaded:  # A model tf1infer loaded is probed.
+        assert set(loaded.backend_report["single_row_padding"]) == {"one_row_ms", "two_rows_ms", "padded"}

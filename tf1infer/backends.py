@@ -349,7 +349,7 @@ def pad_single_rows(
     try:
         one_row = seconds_per_row(session_runner, one)
         two_rows = seconds_per_row(session_runner, two) * 2
-    except (tf.errors.OpError, ValueError):  # Random inputs this graph rejects: leave it as it is.
+    except (tf.errors.OpError, ValueError, TypeError):  # Random inputs this graph rejects: leave it as it is.
         return session_runner, None
     report = {"one_row_ms": round(one_row * 1e3, 3), "two_rows_ms": round(two_rows * 1e3, 3),
               "padded": two_rows * SINGLE_ROW_PADDING_GAIN < one_row}

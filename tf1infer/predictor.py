@@ -20,6 +20,7 @@ from tf1infer import backends, batching, streaming
 from tf1infer.errors import InputError, PredictionError, PredictorClosedError, Tf1InferError
 from tf1infer.feeds import FeedConverter, TensorSpec
 from tf1infer.loaders.base import LoadedGraph, resolve_tensor, short_name
+from tf1infer.loaders.graph_tools import state_writers
 from tf1infer.memory import DEFAULT_MAX_BATCH_SIZE, choose_batch_size
 from tf1infer.precision import frozen_graph_of
 
@@ -62,7 +63,10 @@ class Predictor:
             self._callable = self._session.make_callable(list(loaded.outputs), feed_list=list(loaded.inputs))
         except (tf.errors.OpError, ValueError, TypeError) as exc:
             raise Tf1InferError(f"{self._source}: cannot prepare the session to run the model: {exc}") from exc
-        self._callable, self._single_row_padding = backends.pad_single_rows(self._callable, self._inputs, self._outputs)
+        self._single_row_padding = None
+        # The probe runs the model: never on a caller's own session, nor on outputs that write state (allow_stateful).
+        if loaded.owns_session and not state_writers(tensor.op for tensor in loaded.outputs):
+            self._callable, self._single_row_padding = backends.pad_single_rows(self._callable, self._inputs, self._outputs)
         self._session_callable = self._callable
         self._backend_report: dict[str, Any] = {"requested": backends.SESSION, "backend": backends.SESSION}
         if self._single_row_padding:
