@@ -58,7 +58,9 @@ def test_frozen_graph_is_channels_last_and_computes_the_same(path):
 def test_channels_last_leaves_other_graphs_alone():
     with tf1infer.load(zoo_path("cnn")) as predictor:
         graph_def = predictor.graph.as_graph_def()
-    assert channels_last(graph_def, ["dense/Softmax"]) is graph_def
+        outputs = [spec.name.split(":")[0] for spec in predictor.outputs]
+    assert not has_channels_first_ops(graph_def)
+    assert channels_last(graph_def, outputs) is graph_def
 
 
 def test_kernel_family_names_onednn_and_the_cpu(tmp_path, monkeypatch):

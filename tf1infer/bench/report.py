@@ -81,11 +81,10 @@ def machine() -> dict:
 
 def machine_line(info: dict) -> str:
     versions = ", ".join(f"{name} {info[name]}" for name in ("tensorflow", "onnxruntime", "numpy") if info.get(name))
-    kernels = info.get("kernels")
-    family = ""
-    if kernels:  # Results saved before the kernel family was recorded have none.
-        family = f"; TensorFlow kernels: oneDNN {'on' if kernels['onednn'] else 'off'} ({kernels['onednn_setting']}), " \
-                 f"CPU extensions: {' '.join(kernels['vector_extensions']) or 'unknown'}"
+    from tf1infer.kernels import describe
+
+    # Results saved before the kernel family was recorded have none.
+    family = f"; TensorFlow kernels: {describe(info['kernels'])}" if info.get("kernels") else ""
     return (f"{info.get('cpu', platform.machine())}, {info['cores']} cores, {info.get('memory_gib', '?')} GiB; "
             f"{info['platform']}; Python {info['python']}; {versions}; {info['date']}{family}")
 
