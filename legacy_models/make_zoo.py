@@ -140,6 +140,23 @@ def channels_first(data_format: str = "channels_first"):
     return tf_keras.Model(image, probs, name="channels_first")
 
 
+def seq2seq():
+    """A Keras 2 text model as Keras 2.2 wrote them: token ids in float32 Inputs (Keras 2's default dtype) feeding
+    Embedding layers, an LSTM encoder whose states start an LSTM decoder, two inputs and variable lengths."""
+    encoder_tokens = layers.Input(shape=(None,), name="encoder_tokens")
+    decoder_tokens = layers.Input(shape=(None,), name="decoder_tokens")
+    encoded = layers.Embedding(SEQ2SEQ_VOCABULARY["encoder_tokens"], 16, mask_zero=True)(encoder_tokens)
+    _, state_h, state_c = layers.LSTM(24, return_state=True)(encoded)
+    decoded = layers.Embedding(SEQ2SEQ_VOCABULARY["decoder_tokens"], 16, mask_zero=True)(decoder_tokens)
+    sequence = layers.LSTM(24, return_sequences=True)(decoded, initial_state=[state_h, state_c])
+    next_token = layers.Dense(SEQ2SEQ_VOCABULARY["decoder_tokens"], activation="softmax", name="next_token")(sequence)
+    return tf_keras.Model([encoder_tokens, decoder_tokens], next_token, name="seq2seq")
+
+
+# Vocabulary sizes of inputs that hold token ids, whatever their dtype: samples are drawn from [1, size).
+SEQ2SEQ_VOCABULARY = {"encoder_tokens": 40, "decoder_tokens": 30}
+TOKEN_INPUTS = dict(SEQ2SEQ_VOCABULARY)
+
 ZOO = {
     "mlp": mlp,
     "cnn": cnn,
@@ -150,6 +167,7 @@ ZOO = {
     "custom_layer": custom_layer,
     "lambda": lambda_model,
     "channels_first": channels_first,
+    "seq2seq": seq2seq,
 }
 
 
@@ -175,10 +193,13 @@ def sample_inputs(model, rng: np.random.Generator) -> dict[str, np.ndarray]:
     samples = {}
     for tensor in model.inputs:
         shape = [SAMPLE_ROWS] + [dim if dim is not None else 7 for dim in tensor.shape[1:]]
-        if tensor.dtype.is_integer:
-            samples[tensor.name.split(":")[0]] = rng.integers(0, 100, shape).astype(tensor.dtype.as_numpy_dtype)
+        name = tensor.name.split(":")[0]
+        if name in TOKEN_INPUTS:
+            samples[name] = rng.integers(1, TOKEN_INPUTS[name], shape).astype(tensor.dtype.as_numpy_dtype)
+        elif tensor.dtype.is_integer:
+            samples[name] = rng.integers(0, 100, shape).astype(tensor.dtype.as_numpy_dtype)
         else:
-            samples[tensor.name.split(":")[0]] = rng.normal(0.0, 1.0, shape).astype("float32")
+            samples[name] = rng.normal(0.0, 1.0, shape).astype("float32")
     return samples
 
 

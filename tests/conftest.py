@@ -13,7 +13,7 @@ ROOT = Path(__file__).resolve().parents[1]
 ZOO_DIR = ROOT / "legacy_models"
 CORPUS_DIR = ROOT.parent / "shared" / "corpus"
 # Every zoo model that loads without extra arguments beyond custom_objects.
-ZOO_MODELS = ["mlp", "cnn", "lstm", "gru", "embedding", "two_in_two_out", "custom_layer", "channels_first"]
+ZOO_MODELS = ["mlp", "cnn", "lstm", "gru", "embedding", "two_in_two_out", "custom_layer", "channels_first", "seq2seq"]
 
 sys.path.insert(0, str(ZOO_DIR))
 from zoo_layers import Scale  # noqa: E402
@@ -44,7 +44,9 @@ def random_inputs(specs, rows: int, seed: int = 0, free_dim: int = 7) -> list[np
     arrays = []
     for spec in specs:
         shape = [rows] + [free_dim if dim is None else dim for dim in spec.shape[1:]]
-        if spec.dtype.kind in "iu":
+        if spec.index_limit:  # Token ids, even in a float input (the zoo's seq2seq): valid rows of the embedding.
+            arrays.append(rng.integers(1, spec.index_limit, shape).astype(spec.dtype))
+        elif spec.dtype.kind in "iu":
             arrays.append(rng.integers(1, 100, shape).astype(spec.dtype))
         else:
             arrays.append(rng.normal(0.0, 1.0, shape).astype(spec.dtype))

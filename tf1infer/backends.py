@@ -47,7 +47,8 @@ import numpy as np
 import tensorflow as tf
 
 from tf1infer.errors import InvalidOptionError, ModelLoadError
-from tf1infer.feeds import TensorSpec, random_array
+from tf1infer.feeds import TensorSpec
+from tf1infer.synthetic import random_array
 
 logger = logging.getLogger(__name__)
 

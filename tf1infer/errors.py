@@ -60,3 +60,39 @@ class ExportVerificationError(ExportError):
 
 class PredictorClosedError(Tf1InferError, RuntimeError):
     """The Predictor was used after ``close()``."""
+
+
+class QueueFullError(Tf1InferError, RuntimeError):
+    """Micro-batching's request queue is full and the caller asked not to wait (``block=False``)."""
+
+
+# Lines of a TensorFlow error message that repeat the op's name or show where Python built it: the op's name is
+# given once, in front of the reason, instead.
+_TENSORFLOW_BOILERPLATE = ("Graph execution error", "Detected at node", "Node:", "[[", "File ", "Traceback", "Stack trace")
+
+
+def tensorflow_reason(exc: BaseException) -> str:
+    """TensorFlow's own reason for ``exc``, with the failing op's name, for a tf1infer error message.
+
+    ``tf.errors.OpError`` messages start with "Graph execution error:" and a
+    traceback of where Python built the op; the reason ("indices[0,1] = 12 is
+    not in [0, 10)") comes after. This keeps every line of the reason, drops
+    the rest, and names the op and the error class:
+    ``"InvalidArgumentError at op 'embedding/embedding_lookup': indices[0,1] = 12 is not in [0, 10)"``.
+    Other exceptions give ``"TypeName: message"`` with the whole message.
+    """
+    message = str(getattr(exc, "message", None) or exc).strip()
+    reason_lines = [
+        line.strip()
+        for line in message.splitlines()
+        if line.strip() and not line.strip().startswith(_TENSORFLOW_BOILERPLATE) and not line.startswith((" ", "\t"))
+    ]
+    reason = "; ".join(reason_lines) or message or "(no message)"
+    op = getattr(exc, "op", None)
+    node_def = getattr(exc, "node_def", None)
+    op_name = getattr(op, "name", None) or getattr(node_def, "name", None)
+    if not op_name:
+        quoted = [line.split("'")[1] for line in message.splitlines() if line.startswith(("Node: '", "Detected at node '"))]
+        op_name = quoted[0] if quoted else None
+    where = f" at op '{op_name}'" if op_name and op_name not in reason else ""
+    return f"{type(exc).__name__}{where}: {reason}"

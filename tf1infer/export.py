@@ -37,8 +37,8 @@ from typing import Any, Mapping
 import numpy as np
 import tensorflow as tf
 
-from tf1infer.errors import ExportError, ExportVerificationError, InvalidOptionError
-from tf1infer.feeds import random_array
+from tf1infer.errors import ExportError, ExportVerificationError, InvalidOptionError, tensorflow_reason
+from tf1infer.synthetic import random_array
 from tf1infer.loaders.base import quiet_deprecation
 from tf1infer.loaders.graph_tools import (
     STATEFUL_WRITE_OPS,
@@ -481,7 +481,7 @@ def _verify(predictor, endpoints, staging, atol, rtol, sample_inputs, random_sam
         except tf.errors.OpError as exc:
             raise ExportVerificationError(
                 f"{source}: the original model fails on the verification inputs of signature {endpoint.name!r} "
-                f"({exc.message.splitlines()[0]}); pass real inputs with sample_inputs="
+                f"({tensorflow_reason(exc)}); pass real inputs with sample_inputs="
             ) from exc
         expected.update({f"{endpoint.name}/{name}": value for name, value in zip(endpoint.output_names, values)})
     got = _run_in_fresh_process(staging, endpoints, feeds, source)

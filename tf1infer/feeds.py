@@ -12,16 +12,13 @@ takes a short path with a handful of attribute checks.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Mapping, Sequence
 
 import numpy as np
 import tensorflow as tf
 
 from tf1infer.errors import InputError
-
-# Integer inputs (ids) are drawn from [1, MAX_RANDOM_ID): valid for any vocabulary of 8 or more.
-MAX_RANDOM_ID = 8
 
 _KIND_NAMES = {
     "f": "floats",
@@ -48,17 +45,31 @@ class TensorSpec:
             batch axis always); ``None`` for the whole shape when even the
             rank is unknown.
         dtype: the numpy dtype (``object`` for TensorFlow strings).
+        index_limit: for an input that indexes a table (an ``Embedding``, an
+            ``embedding_lookup``, ``one_hot``), directly or through a cast: the
+            table's size. Valid values are whole numbers in ``[0, index_limit)``.
+            ``None`` where the graph shows no such use.
+        example_features: for serialized ``tf.Example`` inputs: ``(key, dtype,
+            shape)`` of each dense feature the model's parser reads.
+
+    ``index_limit`` and ``example_features`` are read from the graph
+    (:mod:`tf1infer.synthetic`) and do not take part in comparisons.
     """
 
     name: str
     shape: tuple[int | None, ...] | None
     dtype: np.dtype
+    index_limit: int | None = field(default=None, compare=False)
+    example_features: tuple | None = field(default=None, compare=False, repr=False)
 
     @classmethod
     def from_tensor(cls, tensor: tf.Tensor) -> "TensorSpec":
+        from tf1infer.synthetic import input_constraints
+
         shape = tensor.shape
         dims = None if shape.rank is None else tuple(shape.as_list())
-        return cls(tensor.name, dims, np.dtype(tensor.dtype.as_numpy_dtype))
+        index_limit, example_features = input_constraints(tensor)
+        return cls(tensor.name, dims, np.dtype(tensor.dtype.as_numpy_dtype), index_limit, example_features)
 
     def __str__(self) -> str:
         shape = "unknown shape" if self.shape is None else str(self.shape)
@@ -289,17 +300,3 @@ def _cast_kinds_allowed(source: np.dtype, target: np.dtype) -> bool:
 
 def _is_array_like(value: Any) -> bool:
     return isinstance(value, (np.ndarray, tf.Tensor)) or hasattr(value, "__array__")
-
-
-def random_array(spec, rows: int, rng: np.random.Generator) -> np.ndarray:
-    """Random rows for ``spec`` (never zeros): normal floats, ids in [1, MAX_RANDOM_ID), empty tf.Example protos for strings."""
-    # Unknown rank: a vector is the most neutral guess; callers that can should pass real data instead.
-    shape = [rows] if spec.shape is None else [rows] + [dim if dim is not None else 5 for dim in spec.shape[1:]]
-    if spec.dtype == object:
-        # Serialized, empty tf.Example protos: valid input for parsing signatures that have defaults.
-        return np.full(shape, tf.train.Example().SerializeToString(), dtype=object)
-    if spec.dtype == bool:
-        return rng.integers(0, 2, shape).astype(bool)
-    if spec.dtype.kind in "iu":
-        return rng.integers(1, MAX_RANDOM_ID, shape).astype(spec.dtype)
-    return rng.normal(0.0, 1.0, shape).astype(spec.dtype)

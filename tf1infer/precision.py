@@ -31,7 +31,8 @@ import tensorflow as tf
 from tensorflow.core.protobuf import rewriter_config_pb2
 
 from tf1infer.errors import InvalidOptionError, ModelLoadError
-from tf1infer.feeds import FeedConverter, TensorSpec, random_array
+from tf1infer.feeds import FeedConverter, TensorSpec
+from tf1infer.synthetic import random_array
 from tf1infer.kernels import onednn_enabled
 from tf1infer.loaders.base import LoadedGraph, new_session, quiet_deprecation
 from tf1infer.loaders.graph_tools import (

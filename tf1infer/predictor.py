@@ -17,7 +17,7 @@ import numpy as np
 import tensorflow as tf
 
 from tf1infer import backends, batching, streaming
-from tf1infer.errors import InputError, PredictionError, PredictorClosedError, Tf1InferError
+from tf1infer.errors import InputError, PredictionError, PredictorClosedError, Tf1InferError, tensorflow_reason
 from tf1infer.feeds import FeedConverter, TensorSpec
 from tf1infer.loaders.base import LoadedGraph, resolve_tensor, short_name
 from tf1infer.loaders.graph_tools import state_writers
@@ -517,8 +517,7 @@ class Predictor:
         except tf.errors.OpError as exc:
             shapes = ", ".join(f"'{name}': {feed.shape}" for name, feed in zip(self._input_names, feeds))
             raise PredictionError(
-                f"{self._source}: TensorFlow failed running the model on inputs {shapes}: "
-                f"{type(exc).__name__}: {exc.message.splitlines()[0] if exc.message else exc}"
+                f"{self._source}: TensorFlow failed running the model on inputs {shapes}: {tensorflow_reason(exc)}"
             ) from exc
         except Tf1InferError:
             raise  # PredictorClosedError is a RuntimeError too; it needs no rewording.
@@ -526,7 +525,7 @@ class Predictor:
             shapes = ", ".join(f"'{name}': {feed.shape}" for name, feed in zip(self._input_names, feeds))
             raise PredictionError(
                 f"{self._source}: the TF Lite interpreter failed running the model on inputs {shapes}: "
-                f"{str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__}"
+                f"{tensorflow_reason(exc)}"
             ) from exc
 
     def _empty_outputs(self, feeds: list[np.ndarray]) -> list[np.ndarray]:
@@ -538,7 +537,7 @@ class Predictor:
         except tf.errors.OpError as exc:
             raise PredictionError(
                 f"{self._source}: the model cannot run on an empty batch and its output shapes are not "
-                f"fully known: {exc.message.splitlines()[0]}"
+                f"fully known: {tensorflow_reason(exc)}"
             ) from exc
 
     def _pack(self, outputs: list[np.ndarray]) -> np.ndarray | list[np.ndarray]:

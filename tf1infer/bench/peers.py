@@ -11,6 +11,7 @@ process and alternates their timed rounds.
 
 from __future__ import annotations
 
+import functools
 import os
 import shutil
 import tempfile
@@ -46,15 +47,26 @@ class Prepared:
     """A loaded peer: per label, a function of the input returning the call to time."""
 
     functions: dict[str, Callable[[np.ndarray], Callable[[], object]]]
-    shape: tuple
     finish: Callable[[], None] = lambda: None
     load_seconds: float | None = None  # When loading is not all of the set-up (the SavedModel's export).
     notes: dict[str, str] = field(default_factory=dict)
 
 
-def inputs_for(shape: tuple, rows: int, model: str) -> np.ndarray:
+def inputs_for(path: str, rows: int, model: str) -> np.ndarray:
+    """``rows`` valid synthetic rows for the model's (single) input, the same for every peer of one run."""
+    from tf1infer.synthetic import random_array
+
     seed = sum(map(ord, model)) * 1000 + rows
-    return np.random.default_rng(seed).normal(size=(rows,) + tuple(shape)).astype("float32")
+    return random_array(_input_spec(path), rows, np.random.default_rng(seed))
+
+
+@functools.lru_cache(maxsize=None)
+def _input_spec(path: str):
+    """The model's input as tf1infer reads it from the graph (shape, dtype, index limit)."""
+    import tf1infer
+
+    with tf1infer.load(path) as predictor:
+        return predictor.inputs[0]
 
 
 # Same-process checks: the races the per-process table cannot call, because whole processes on a small
@@ -99,7 +111,7 @@ def run_together(name: str, peers: tuple[str, ...], models: dict[str, str], batc
             continue
         try:
             for rows in batch_sizes:
-                x = inputs_for(loaded[0][0].shape, rows, model)
+                x = inputs_for(path, rows, model)
                 bound, origin = {}, {}
                 for prepared, load_seconds in loaded:
                     for label, make in prepared.functions.items():
@@ -127,12 +139,12 @@ def _keras(path: str):
 
 def _keras_predict(path):
     model = _keras(path)
-    return Prepared({"keras model.predict": lambda x: lambda: model.predict(x, batch_size=len(x), verbose=0)}, model.input_shape[1:])
+    return Prepared({"keras model.predict": lambda x: lambda: model.predict(x, batch_size=len(x), verbose=0)})
 
 
 def _keras_eager(path):
     model = _keras(path)
-    return Prepared({"keras model(x)": lambda x: lambda: model(x, training=False).numpy()}, model.input_shape[1:])
+    return Prepared({"keras model(x)": lambda x: lambda: model(x, training=False).numpy()})
 
 
 def _tf_function(path):
@@ -141,7 +153,7 @@ def _tf_function(path):
     model = _keras(path)
     signature = [tf.TensorSpec((None,) + tuple(model.input_shape[1:]), tf.float32)]
     function = tf.function(lambda t: model(t, training=False), input_signature=signature)
-    return Prepared({"tf.function": lambda x: lambda: function(x).numpy()}, model.input_shape[1:])
+    return Prepared({"tf.function": lambda x: lambda: function(x).numpy()})
 
 
 def _session_feed_dict(path):
@@ -156,7 +168,6 @@ def _session_feed_dict(path):
     session = backend.get_session()
     return Prepared(
         {"hand-written sess.run": lambda x: lambda: session.run(model.output, feed_dict={model.input: x})},
-        model.input_shape[1:],
         tf_keras.backend.clear_session,
     )
 
@@ -169,7 +180,7 @@ def _frozen(path: str):
     with tf1infer.load(path) as predictor:
         graph_def, feeds = frozen_graph_of(predictor)
         inputs = [feeds[spec.name] for spec in predictor.inputs]
-        return graph_def, inputs, [spec.name for spec in predictor.outputs], predictor.inputs[0].shape[1:]
+        return graph_def, inputs, [spec.name for spec in predictor.outputs]
 
 
 def _onnxruntime(path):
@@ -178,18 +189,18 @@ def _onnxruntime(path):
         import tf2onnx
     except ImportError as exc:
         raise MissingPeer(f"onnxruntime/tf2onnx not installed: {BENCH_EXTRA}") from exc
-    graph_def, inputs, outputs, shape = _frozen(path)
+    graph_def, inputs, outputs = _frozen(path)
     onnx_model, _ = tf2onnx.convert.from_graph_def(graph_def, input_names=inputs, output_names=outputs)
     session = onnxruntime.InferenceSession(onnx_model.SerializeToString(), providers=["CPUExecutionProvider"])
     name = session.get_inputs()[0].name
-    return Prepared({"ONNX Runtime": lambda x: lambda: session.run(None, {name: x})}, shape)
+    return Prepared({"ONNX Runtime": lambda x: lambda: session.run(None, {name: x})})
 
 
 def _tflite_interpreter(path):
     from tf1infer.backends import available_cores, convert_to_tflite, new_interpreter
     from tf1infer.feeds import TensorSpec
 
-    graph_def, inputs, outputs, shape = _frozen(path)
+    graph_def, inputs, outputs = _frozen(path)
     specs_in = [TensorSpec(name, None, np.dtype("float32")) for name in inputs]
     specs_out = [TensorSpec(name, None, np.dtype("float32")) for name in outputs]
     model = convert_to_tflite(graph_def, {name: name for name in inputs}, specs_in, specs_out)
@@ -208,7 +219,7 @@ def _tflite_interpreter(path):
 
         return call
 
-    return Prepared({"TF Lite interpreter": make}, shape)
+    return Prepared({"TF Lite interpreter": make})
 
 
 def _saved_model(path):
@@ -224,10 +235,8 @@ def _saved_model(path):
     signature = loaded.signatures["serving_default"]
     load_seconds = time.perf_counter() - start
     (name,) = signature.structured_input_signature[1]
-    shape = tuple(signature.structured_input_signature[1][name].shape[1:])
     return Prepared(
         {"exported TF2 SavedModel": lambda x: lambda: [t.numpy() for t in signature(**{name: tf.constant(x)}).values()]},
-        shape,
         lambda: shutil.rmtree(folder, ignore_errors=True),
         load_seconds,
     )
@@ -237,7 +246,6 @@ def _tf1infer(path):
     import tf1infer
 
     predictor = tf1infer.load(path)
-    shape = predictor.inputs[0].shape[1:]
 
     def stream(x):
         # A stream of single samples (an iterator, as a data loader gives them), at least 256 long, read in
@@ -256,7 +264,6 @@ def _tf1infer(path):
             "tf1infer predict": lambda x: lambda: predictor.predict(x, batch_size=len(x)),
             "tf1infer predict_iter (single samples)": stream,
         },
-        shape,
         predictor.close,
     )
 
@@ -266,7 +273,6 @@ def _tf1infer_tflite(path):
 
     tflite = tf1infer.load(path, backend="tflite")
     auto = tf1infer.load(path, backend="auto")
-    shape = tflite.inputs[0].shape[1:]
 
     def finish():
         tflite.close()
@@ -278,7 +284,7 @@ def _tf1infer_tflite(path):
         functions = {"tf1infer tflite predict_on_batch": lambda x: lambda: tflite.predict_on_batch(x), **functions}
     else:
         notes["tf1infer auto predict_on_batch"] = f"TF Lite fell back: {tflite.backend_report['fallback_reason']}"
-    return Prepared(functions, shape, finish, notes=notes)
+    return Prepared(functions, finish, notes=notes)
 
 
 def _backend_note(predictor) -> str:

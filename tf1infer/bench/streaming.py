@@ -16,11 +16,13 @@ import time
 import numpy as np
 
 
-def _one_at_a_time(shape, count: int, seed: int):
-    """Single samples made as they are asked for: no array of all of them ever exists."""
+def _one_at_a_time(spec, count: int, seed: int):
+    """Single valid samples (:mod:`tf1infer.synthetic`) made as they are asked for: no array of all of them ever exists."""
+    from tf1infer.synthetic import random_array
+
     rng = np.random.default_rng(seed)
     for _ in range(count):
-        yield rng.standard_normal(tuple(shape[1:]), dtype=np.float32)
+        yield random_array(spec, 1, rng)[0]
 
 
 def run_worker(mode: str, model_path: str, count: int) -> dict[str, float]:
@@ -33,11 +35,11 @@ def run_worker(mode: str, model_path: str, count: int) -> dict[str, float]:
     from tf1infer.memory import current_rss, measure_peak
 
     predictor = tf1infer.load(model_path)
-    shape = predictor.inputs[0].shape
+    spec = predictor.inputs[0]
     if mode == "throughput":
-        x = np.stack(list(_one_at_a_time(shape, count, 0)))
+        x = np.stack(list(_one_at_a_time(spec, count, 0)))
         predictor.predict(x[:256], batch_size=32)  # Warm-up.
-        sum(len(batch) for batch in predictor.predict_iter(_one_at_a_time(shape, 256, 0), batch_size=32))
+        sum(len(batch) for batch in predictor.predict_iter(_one_at_a_time(spec, 256, 0), batch_size=32))
         rounds = {"predict": [], "predict_iter": []}
         for _ in range(3):
             start = time.perf_counter()
@@ -46,20 +48,20 @@ def run_worker(mode: str, model_path: str, count: int) -> dict[str, float]:
             # The generator's own cost (making each sample) is timed apart and left out: it is the
             # caller's work, which predict's array also needed once.
             start = time.perf_counter()
-            for _ in _one_at_a_time(shape, count, 1):
+            for _ in _one_at_a_time(spec, count, 1):
                 pass
             making = time.perf_counter() - start
             start = time.perf_counter()
-            rows = sum(len(batch) for batch in predictor.predict_iter(_one_at_a_time(shape, count, 1), batch_size=32))
+            rows = sum(len(batch) for batch in predictor.predict_iter(_one_at_a_time(spec, count, 1), batch_size=32))
             rounds["predict_iter"].append((time.perf_counter() - start - making) / rows * 1e6)
         return {name: float(np.median(values)) for name, values in rounds.items()}
     if mode == "memory":
         with tempfile.TemporaryDirectory() as folder:
             out = os.path.join(folder, "out.h5")
-            predictor.predict_to(out, _one_at_a_time(shape, 1000, 0), batch_size=256)  # Warm-up.
+            predictor.predict_to(out, _one_at_a_time(spec, 1000, 0), batch_size=256)  # Warm-up.
             before = current_rss()
             start = time.perf_counter()
-            rise, _ = measure_peak(lambda: predictor.predict_to(out, _one_at_a_time(shape, count, 1), batch_size=256))
+            rise, _ = measure_peak(lambda: predictor.predict_to(out, _one_at_a_time(spec, count, 1), batch_size=256))
             seconds = time.perf_counter() - start
             with h5py.File(out, "r") as file:
                 rows = file.attrs["rows"]
