@@ -9,7 +9,7 @@ STAMP := $(VENV)/.installed-stamp
 QUIET_TF := TF_CPP_MIN_LOG_LEVEL=2
 DEMO_MODEL ?= legacy_models/mlp.h5
 
-.PHONY: venv demo test test-flipped test-both bench-tf1 zoo clean
+.PHONY: venv demo test test-flipped test-both fuzz bench-tf1 zoo clean
 
 venv: $(STAMP)
 
@@ -35,6 +35,12 @@ test-flipped: venv
 
 # Both kernel families, as CI runs them.
 test-both: test test-flipped
+
+# The long fuzz campaign: FUZZ variants (default 2000) of damaged model files, each loaded in a child with a time
+# limit (make test runs 600); FUZZ_SEED picks another campaign.
+FUZZ ?= 2000
+fuzz: venv
+	$(QUIET_TF) TF1INFER_FUZZ=$(FUZZ) $(if $(FUZZ_SEED),TF1INFER_FUZZ_SEED=$(FUZZ_SEED)) $(BIN)/python -m pytest tests/test_fuzz.py -p no:cacheprovider -ra -s -k every $(PYTEST_ARGS)
 
 # The benchmark's peers (ONNX Runtime via tf2onnx) and chart (matplotlib) come with the bench extra.
 BENCH_STAMP := $(VENV)/.bench-stamp

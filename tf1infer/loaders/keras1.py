@@ -25,6 +25,7 @@ import h5py
 import numpy as np
 
 from tf1infer.errors import ModelLoadError
+from tf1infer.loaders.hdf5_safety import H5PY_ERRORS
 
 _DIM_ORDERING = {"tf": "channels_last", "th": "channels_first", "default": None}
 
@@ -270,33 +271,60 @@ def load_weights(path: str, model, backend: str | None = None) -> None:
     import tf_keras
     from tf_keras.src.saving.legacy.hdf5_format import preprocess_weights_for_loading
 
-    with h5py.File(path, "r") as handle:
-        group = handle["model_weights"] if "model_weights" in handle else handle
-        backend = _text(group.attrs.get("backend", backend or "")) or None
-        stored = [_text(name) for name in group.attrs.get("layer_names", [])]
-        stored = [name for name in stored if len(group[name].attrs.get("weight_names", []))]
-        layers = [layer for layer in model.layers if layer.weights]
-        if len(stored) != len(layers):
-            raise ModelLoadError(
-                f"{path}: the file stores weights for {len(stored)} layer(s) "
-                f"({', '.join(stored) or 'none'}), the converted architecture has {len(layers)} "
-                f"layer(s) with weights ({', '.join(layer.name for layer in layers) or 'none'})"
-            )
-        assignments = []
-        for name, layer in zip(stored, layers):
-            arrays = [np.asarray(group[name][_text(w)]) for w in group[name].attrs["weight_names"]]
+    stored, backend = _read_weights(path, backend)
+    layers = [layer for layer in model.layers if layer.weights]
+    if len(stored) != len(layers):
+        raise ModelLoadError(
+            f"{path}: the file stores weights for {len(stored)} layer(s) "
+            f"({', '.join(stored) or 'none'}), the converted architecture has {len(layers)} "
+            f"layer(s) with weights ({', '.join(layer.name for layer in layers) or 'none'})"
+        )
+    assignments = []
+    for (name, arrays), layer in zip(stored.items(), layers):
+        try:
             arrays = preprocess_weights_for_loading(layer, arrays, "1", backend)
-            if backend == "theano" and type(layer).__name__ in _CONV_KERNELS:
-                arrays[0] = _flip_spatial(arrays[0])
-            expected = [tuple(weight.shape) for weight in layer.weights]
-            found = [tuple(array.shape) for array in arrays]
-            if expected != found:
-                raise ModelLoadError(
-                    f"{path}: weights stored for layer '{name}' have shapes {found}, "
-                    f"layer '{layer.name}' ({type(layer).__name__}) expects {expected}"
-                )
-            assignments.extend(zip(layer.weights, arrays))
+        except (ValueError, IndexError) as exc:  # tf_keras's converter on arrays of the wrong number or shape.
+            raise ModelLoadError(
+                f"{path}: weights stored for layer '{name}' cannot be converted for layer '{layer.name}' "
+                f"({type(layer).__name__}): {type(exc).__name__}: {exc}"
+            ) from exc
+        if backend == "theano" and type(layer).__name__ in _CONV_KERNELS:
+            arrays[0] = _flip_spatial(arrays[0])
+        expected = [tuple(weight.shape) for weight in layer.weights]
+        found = [tuple(array.shape) for array in arrays]
+        if expected != found:
+            raise ModelLoadError(
+                f"{path}: weights stored for layer '{name}' have shapes {found}, "
+                f"layer '{layer.name}' ({type(layer).__name__}) expects {expected}"
+            )
+        assignments.extend(zip(layer.weights, arrays))
     tf_keras.backend.batch_set_value(assignments)
+
+
+def _read_weights(path: str, backend: str | None) -> tuple[dict[str, list[np.ndarray]], str | None]:
+    """The stored arrays of every layer that has weights, in file order, and the recorded backend.
+
+    Only numeric arrays are accepted; h5py's errors on a damaged file become a
+    ModelLoadError naming the file.
+    """
+    try:
+        with h5py.File(path, "r") as handle:
+            group = handle["model_weights"] if "model_weights" in handle else handle
+            backend = _text(group.attrs.get("backend", backend or "")) or None
+            stored: dict[str, list[np.ndarray]] = {}
+            for name in (_text(name) for name in group.attrs.get("layer_names", [])):
+                weight_names = [_text(w) for w in group[name].attrs.get("weight_names", [])]
+                if weight_names:
+                    stored[name] = [np.asarray(group[name][w]) for w in weight_names]
+    except (*H5PY_ERRORS, UnicodeDecodeError) as exc:
+        raise ModelLoadError(
+            f"{path}: cannot read the weights (the file is truncated or corrupt): {type(exc).__name__}: {exc}"
+        ) from exc
+    for name, arrays in stored.items():
+        for array in arrays:
+            if array.dtype.kind not in "fiub":
+                raise ModelLoadError(f"{path}: a weight of layer '{name}' holds {array.dtype} values, not numbers")
+    return stored, backend
 
 
 def _flip_spatial(kernel: np.ndarray) -> np.ndarray:

@@ -22,17 +22,19 @@ import json
 import logging
 import os
 import warnings
-from contextlib import contextmanager, nullcontext
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any, Callable, Iterator, Mapping
 
 import h5py
+import numpy as np
 import tensorflow as tf
 import tf_keras
 
-from tf1infer.errors import ModelLoadError, UnsafeModelError
+from tf1infer.errors import ModelLoadError, UnsafeModelError, tensorflow_reason
 from tf1infer.loaders import keras1
 from tf1infer.loaders.base import LoadedGraph, graph_and_session, require_path
+from tf1infer.loaders.hdf5_safety import H5PY_ERRORS, check_global_heaps, check_structure
 
 logger = logging.getLogger(__name__)
 
@@ -42,6 +44,8 @@ _HDF5_SIGNATURE = b"\x89HDF\r\n\x1a\n"
 _MODEL_CLASSES = {"Functional", "Model", "Sequential"}
 # Lambda replacements are registered under this prefix in custom_objects.
 _LAMBDA_PREFIX = "tf1infer_lambda:"
+# Root attributes Keras writes as text; anything else there is damage.
+_TEXT_ATTRIBUTES = ("model_config", "keras_version", "backend", "training_config")
 
 
 @dataclass(frozen=True)
@@ -223,16 +227,41 @@ def load_keras_json(
 
 
 def _read_root_attributes(path: str) -> dict[str, Any]:
-    """The root attributes of the file (model_config, keras_version, ...) as text."""
+    """The root attributes of the file (model_config, keras_version, ...), the text ones checked to be text.
+
+    The file's structure is checked first (:mod:`hdf5_safety`): a damaged global
+    heap would make libhdf5 loop forever, a damaged attribute type crash h5py,
+    and an absurd declared dataset size be allocated before any read fails.
+    """
+    check_global_heaps(path)
     try:
         with h5py.File(path, "r") as handle:
-            attrs = {key: _text(value) for key, value in handle.attrs.items()}
+            check_structure(handle, path)
+            attrs = {key: handle.attrs[key] for key in handle.attrs.keys()}
             attrs["_has_model_weights"] = "model_weights" in handle
-    except OSError as exc:
+    except H5PY_ERRORS as exc:
         raise ModelLoadError(
-            f"{path}: cannot be read as HDF5 (the file is truncated or corrupt): {exc}"
+            f"{path}: cannot be read as HDF5 (the file is truncated or corrupt): {type(exc).__name__}: {exc}"
         ) from exc
+    for key in _TEXT_ATTRIBUTES:
+        if key in attrs:
+            attrs[key] = _attribute_text(path, key, attrs[key])
     return attrs
+
+
+def _attribute_text(path: str, key: str, value: Any) -> str:
+    if isinstance(value, np.ndarray) and value.shape == (1,):  # Some writers store text as a 1-element array.
+        value = value[0]
+    if isinstance(value, (bytes, np.bytes_)):
+        try:
+            return bytes(value).decode("utf-8")
+        except UnicodeDecodeError as exc:
+            raise ModelLoadError(f"{path}: root attribute {key!r} is not UTF-8 text: {exc}") from exc
+    if isinstance(value, str):
+        return value
+    raise ModelLoadError(
+        f"{path}: root attribute {key!r} should be text, found {type(value).__name__} {_short(value)}"
+    )
 
 
 def _model_config(path: str, attrs: Mapping[str, Any], architecture: Any) -> Any:
@@ -253,27 +282,98 @@ def _model_config(path: str, attrs: Mapping[str, Any], architecture: Any) -> Any
             f"no weights; root attributes found: {sorted(k for k in attrs if not k.startswith('_')) or 'none'}"
         )
     try:
-        return json.loads(stored)
+        config = json.loads(stored)
     except json.JSONDecodeError as exc:
         raise ModelLoadError(f"{path}: its 'model_config' attribute is not valid JSON: {exc}") from exc
+    except RecursionError as exc:
+        raise ModelLoadError(f"{path}: its 'model_config' attribute nests too deeply to be a model") from exc
+    check_config_shape(path, config, "model_config")
+    return config
+
+
+def check_config_shape(path: str, config: Any, what: str) -> None:
+    """Refuse a model config whose parts have the wrong JSON types, naming the part.
+
+    A Keras model config is an object with a text ``class_name`` and a
+    ``config`` that is an object (or, for old Sequential models, a list of
+    layers); each layer is such an object too, its ``inbound_nodes`` a list and
+    its ``name`` text. Checked before tf_keras or the Keras 1 converter reads it,
+    so that damage is reported as what it is instead of as an AttributeError.
+    """
+    problem = _config_problem(config, what, depth=0)
+    if problem:
+        raise ModelLoadError(f"{path}: {problem}; the file is damaged or not written by Keras")
+
+
+def _config_problem(config: Any, where: str, depth: int) -> str | None:
+    if depth > 64:
+        return f"{where} nests models more than 64 deep"
+    if not isinstance(config, dict):
+        return f"{where} should be a JSON object, found {_json_type(config)}"
+    if not isinstance(config.get("class_name"), str):
+        return f"{where}.class_name should be text, found {_json_type(config.get('class_name'))}"
+    inner = config.get("config")
+    if isinstance(inner, list) and config["class_name"] == "Sequential":  # Keras 1 and 2.0-2.1 Sequential.
+        layers, layers_where = inner, f"{where}.config"
+    elif isinstance(inner, dict):
+        if "name" in inner and inner["name"] is not None and not isinstance(inner["name"], str):
+            return f"{where}.config.name should be text, found {_json_type(inner['name'])}"
+        layers, layers_where = inner.get("layers", []), f"{where}.config.layers"
+        if not isinstance(layers, list):
+            return f"{layers_where} should be a list, found {_json_type(layers)}"
+        for key in ("layer", "backward_layer"):  # TimeDistributed, Bidirectional.
+            if key in inner and inner[key] is not None:
+                problem = _config_problem(inner[key], f"{where}.config.{key}", depth + 1)
+                if problem:
+                    return problem
+    else:
+        return f"{where}.config should be a JSON object, found {_json_type(inner)}"
+    if "name" in config and config["name"] is not None and not isinstance(config["name"], str):
+        return f"{where}.name should be text, found {_json_type(config['name'])}"
+    if "inbound_nodes" in config and not isinstance(config["inbound_nodes"], list):
+        return f"{where}.inbound_nodes should be a list, found {_json_type(config['inbound_nodes'])}"
+    for index, layer in enumerate(layers):
+        problem = _config_problem(layer, f"{layers_where}[{index}]", depth + 1)
+        if problem:
+            return problem
+    return None
+
+
+def _json_type(value: Any) -> str:
+    names = {dict: "an object", list: "a list", str: "text", bool: "a boolean", int: "a number", float: "a number"}
+    return "null" if value is None else f"{names.get(type(value), type(value).__name__)} {_short(value)}"
+
+
+def _short(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."
 
 
 def _architecture_config(path: str, architecture: Any) -> Any:
-    if callable(architecture) or isinstance(architecture, dict):
+    if callable(architecture):
+        return architecture
+    if isinstance(architecture, dict):
+        check_config_shape(path, architecture, "architecture")
         return architecture
     if isinstance(architecture, (str, os.PathLike)):
-        text = os.fspath(architecture)
+        text, source = os.fspath(architecture), f"{path}: architecture"
         if not text.lstrip().startswith("{"):
             if not os.path.isfile(text):
                 raise ModelLoadError(
                     f"{path}: architecture={text!r} is neither JSON text nor an existing JSON file"
                 )
-            with open(text, encoding="utf-8") as handle:
-                text = handle.read()
+            source = f"{text}"
+            try:
+                with open(text, encoding="utf-8") as handle:
+                    text = handle.read()
+            except UnicodeDecodeError as exc:
+                raise ModelLoadError(f"{source}: not a JSON architecture: the file is not UTF-8 text ({exc})") from exc
         try:
-            return json.loads(text)
-        except json.JSONDecodeError as exc:
-            raise ModelLoadError(f"{path}: architecture is not valid JSON: {exc}") from exc
+            config = json.loads(text)
+        except (json.JSONDecodeError, RecursionError) as exc:
+            raise ModelLoadError(f"{source} is not valid JSON: {type(exc).__name__}: {exc}") from exc
+        check_config_shape(source.split(": ")[0], config, "architecture")
+        return config
     raise ModelLoadError(
         f"{path}: architecture must be JSON text, a JSON file path, a config dict or a function "
         f"returning a model; got {type(architecture).__name__}"
@@ -291,9 +391,12 @@ def _build_model(
                 f"{path}: architecture function returned {type(model).__name__}, expected a tf_keras Model"
             )
         return model
+    problem = _connection_problem(config)
+    if problem:
+        raise ModelLoadError(f"{path}: the architecture's layer connections cannot be built: {problem}")
     try:
         with _lambda_bytecode_scope(allowed=bool(bytecode_lambdas)):
-            return tf_keras.models.model_from_json(json.dumps(config), custom_objects=custom_objects)
+            model = tf_keras.models.model_from_json(json.dumps(config), custom_objects=custom_objects)
     except (EOFError, SystemError) as exc:
         # marshal's errors for bytecode of another Python version.
         raise _foreign_bytecode_error(path, bytecode_lambdas, exc) from exc
@@ -301,6 +404,92 @@ def _build_model(
         if bytecode_lambdas and ("marshal" in str(exc) or "code" in str(exc)):
             raise _foreign_bytecode_error(path, bytecode_lambdas, exc) from exc
         raise ModelLoadError(_build_failure_message(path, config, custom_objects, attrs, exc)) from exc
+    if not isinstance(model, tf_keras.Model):  # tf_keras hands back what it cannot resolve (a class name) as is.
+        raise ModelLoadError(_build_failure_message(path, config, custom_objects, attrs, None))
+    return model
+
+
+def _connection_problem(config: Any) -> str | None:
+    """Why tf_keras could never connect a functional config's layers, or None.
+
+    tf_keras rebuilds a functional model by calling each layer on its inbound
+    nodes, retrying those whose inputs do not exist yet "until all nodes are
+    processed": a node that waits on one that never comes (a layer whose
+    inbound nodes were emptied, a cycle, a node index past the end) makes that
+    loop spin forever. This repeats the same rounds on the config alone. It
+    counts a node as available at least whenever tf_keras would, so a config
+    it finds stuck, tf_keras would spin on.
+    """
+    for model_config in _functional_configs(config):
+        layers = [layer for layer in model_config["config"].get("layers", []) if isinstance(layer, dict)]
+        by_name = {layer.get("name"): layer for layer in layers}
+        processed = {name: 0 for name in by_name}
+        pending = {name: list(layer.get("inbound_nodes") or []) for name, layer in by_name.items()}
+
+        def available(reference: list) -> bool:
+            name, node_index = reference[0], reference[1]
+            layer = by_name.get(name)
+            if layer is None or not isinstance(node_index, int):
+                return False
+            if layer.get("class_name") == "InputLayer":
+                return True
+            first = 1 if _skips_first_node(layer) else 0
+            return node_index < first + processed[name]
+
+        while any(pending.values()):
+            progress = False
+            for name in by_name:
+                while pending[name] and all(available(ref) for ref in _node_references(pending[name][0])):
+                    pending[name].pop(0)
+                    processed[name] += 1
+                    progress = True
+            if not progress:
+                name = next(name for name, nodes in pending.items() if nodes)
+                waits_on = [ref[:2] for ref in _node_references(pending[name][0]) if not available(ref)]
+                return f"layer {name!r} waits on node(s) {waits_on}, which no layer produces (a damaged or forged config)"
+        for key in ("input_layers", "output_layers"):
+            for reference in _node_references(model_config["config"].get(key, [])):
+                if reference[0] not in by_name:
+                    return f"{key} names layer {reference[0]!r}, which the model does not have"
+    return None
+
+
+def _functional_configs(config: Any) -> Iterator[dict]:
+    """Every functional model config (a top-level one, nested ones) in ``config``."""
+    for layer in iter_layer_configs(config):
+        inner = layer.get("config")
+        if isinstance(inner, dict) and isinstance(inner.get("layers"), list) and "input_layers" in inner:
+            yield layer
+
+
+def _skips_first_node(layer: dict) -> bool:
+    """Whether tf_keras numbers this layer's config nodes from 1: a nested model built on its own InputLayer."""
+    if layer.get("class_name") in ("Functional", "Model"):
+        return True
+    if layer.get("class_name") == "Sequential":
+        inner = layer.get("config")
+        first = (inner if isinstance(inner, list) else (inner or {}).get("layers") or [None])[0]
+        # Unsure cases count as skipping: that only makes more nodes available, never fewer.
+        return not isinstance(first, dict) or first.get("class_name") == "InputLayer" or "batch_input_shape" in (first.get("config") or {})
+    return False
+
+
+def _node_references(node: Any) -> list[list]:
+    """The ``[layer name, node index, tensor index, ...]`` entries a node (or a kwargs value) refers to."""
+    found: list[list] = []
+    if isinstance(node, list):
+        if len(node) >= 3 and isinstance(node[0], str) and isinstance(node[1], int) and isinstance(node[2], int):
+            if node[0] != "_CONSTANT_VALUE":
+                found.append(node)
+            if len(node) >= 4:
+                found.extend(_node_references(node[3]))
+        else:
+            for item in node:
+                found.extend(_node_references(item))
+    elif isinstance(node, dict):
+        for value in node.values():
+            found.extend(_node_references(value))
+    return found
 
 
 def _foreign_bytecode_error(path: str, names: list[str], exc: BaseException) -> UnsafeModelError:
@@ -333,14 +522,19 @@ def _build_failure_message(path, config, custom_objects, attrs, exc) -> str:
             "; the Keras 1 config was converted to Keras 2 (output_dim, nb_filter, border_mode, Merge, ...), "
             "but this argument or layer has no Keras 2 conversion"
         )
+    if exc is None:
+        return f"{path}: the architecture's top level, {config.get('class_name')!r}, is not a model{written_by}"
     return f"{path}: cannot build the architecture{written_by}: {type(exc).__name__}: {exc}{hint}"
 
 
 def _load_weights(path: str, model) -> None:
+    """tf_keras's ``load_weights`` on the file, its failures on a damaged file typed."""
     try:
         model.load_weights(path)
-    except ValueError as exc:
-        raise ModelLoadError(f"{path}: the stored weights do not fit the architecture: {exc}") from exc
+    except (ValueError, TypeError, IndexError) as exc:  # Arrays of the wrong count, shape or type.
+        raise ModelLoadError(f"{path}: the stored weights do not fit the architecture: {type(exc).__name__}: {exc}") from exc
+    except tf.errors.OpError as exc:  # A stored array the variable's assignment rejects.
+        raise ModelLoadError(f"{path}: the stored weights do not fit the architecture: {tensorflow_reason(exc)}") from exc
     except (OSError, KeyError, RuntimeError) as exc:
         raise ModelLoadError(
             f"{path}: cannot read the weights (the file is truncated or corrupt): {type(exc).__name__}: {exc}"
@@ -348,16 +542,17 @@ def _load_weights(path: str, model) -> None:
 
 
 def _lambda_bytecode_scope(allowed: bool):
-    """tf_keras's own Lambda-bytecode guard, lifted for this thread only when the caller chose safe_mode=False.
+    """tf_keras's own Lambda-bytecode guard, on for this thread unless the caller chose safe_mode=False.
 
-    tf_keras has no public, thread-scoped switch for it (only the process-wide
+    A second line of defence behind :func:`_apply_lambda_policy`: outside such a
+    scope tf_keras's guard is unset (``in_safe_mode()`` is None), and its legacy
+    loader would deserialize any Lambda bytecode the policy missed. tf_keras has
+    no public, thread-scoped switch for it (only the process-wide
     ``enable_unsafe_deserialization``), hence its internal scope.
     """
-    if not allowed:
-        return nullcontext()
     from tf_keras.src.saving.serialization_lib import SafeModeScope
 
-    return SafeModeScope(False)
+    return SafeModeScope(not allowed)
 
 
 @contextmanager
@@ -424,10 +619,11 @@ def _lambda_layers(config: dict, custom_objects: dict[str, Any]) -> list[LambdaL
     def visit(model_config: dict) -> None:
         layers = _layer_list(model_config)
         for position, layer in enumerate(layers, start=1):
-            if layer.get("class_name") == "Lambda":
-                found.append((layer, position, len(layers)))
-            elif _layer_list(layer):
-                visit(layer)
+            # A Lambda may sit in a nested model or inside a wrapper (TimeDistributed, Bidirectional):
+            # it counts as the position of the top-level layer that holds it.
+            for inner in iter_layer_configs(layer):
+                if inner.get("class_name") == "Lambda":
+                    found.append((inner, position, len(layers)))
 
     visit(config)
     if not found:
@@ -481,7 +677,8 @@ def _stand_in_input_shapes(config: dict, custom_objects: dict, lambda_layers: li
             _replace_lambda_function(layer_config, objects, lambda x: x)
     shapes: dict[str, Any] = {}
     try:
-        with tf.Graph().as_default(), warnings.catch_warnings():
+        # Safe mode: a mask function stored as bytecode stays in the stand-in, and must not run.
+        with tf.Graph().as_default(), warnings.catch_warnings(), _lambda_bytecode_scope(allowed=False):
             warnings.simplefilter("ignore")
             model = tf_keras.models.model_from_json(json.dumps(stand_in), custom_objects=objects)
             for layer in _all_layers(model):

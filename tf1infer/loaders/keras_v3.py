@@ -25,22 +25,36 @@ import tensorflow as tf
 
 from tf1infer.errors import ModelLoadError, UnsafeModelError
 from tf1infer.loaders.base import LoadedGraph, require_path
+from tf1infer.loaders.hdf5_safety import H5PY_ERRORS, check_global_heaps
+from tf1infer.loaders.keras_h5 import check_config_shape
 from tf1infer.loaders.saved_model import load_saved_model
 
 FORMAT = "keras-v3"
 _ENDPOINT = "serving_default"
+_WEIGHTS = "model.weights.h5"
+# deflate's best case is about 1032:1; members declaring more than this are not a real model.
+_MAX_EXPANSION = 1100
 
 
 def looks_like_keras_v3(path: str) -> bool:
     """True for a zip archive holding a Keras 3 ``config.json``."""
     if not os.path.isfile(path) or not zipfile.is_zipfile(path):
         return False
-    with zipfile.ZipFile(path) as archive:
-        return "config.json" in archive.namelist()
+    try:
+        with zipfile.ZipFile(path) as archive:
+            return "config.json" in archive.namelist()
+    except (zipfile.BadZipFile, OSError, EOFError, NotImplementedError):
+        return False  # A damaged archive: a .keras name still routes it to the loader, which says what is wrong.
 
 
 def read_archive_config(path: str) -> tuple[dict, dict]:
-    """(config, metadata) of a ``.keras`` archive, without importing Keras."""
+    """(config, metadata) of a ``.keras`` archive, without importing Keras.
+
+    The archive is checked first: member sizes that could not be real, a
+    member whose bytes do not match its CRC, a weights file libhdf5 would loop
+    on, and config and metadata of the wrong JSON types are refused here,
+    before Keras reads any of it.
+    """
     try:
         with zipfile.ZipFile(path) as archive:
             names = archive.namelist()
@@ -48,13 +62,37 @@ def read_archive_config(path: str) -> tuple[dict, dict]:
                 raise ModelLoadError(
                     f"{path}: a zip archive without config.json, so not a Keras 3 .keras file (it holds {names[:10]})"
                 )
-            config = json.loads(archive.read("config.json"))
-            metadata = json.loads(archive.read("metadata.json")) if "metadata.json" in names else {}
-    except (zipfile.BadZipFile, OSError) as exc:
-        raise ModelLoadError(f"{path}: not a readable .keras archive (a zip file): {exc}") from exc
-    except json.JSONDecodeError as exc:
-        raise ModelLoadError(f"{path}: the archive's config.json is not valid JSON: {exc}") from exc
+            _check_members(path, archive)
+            config = _json_member(path, archive, "config.json")
+            metadata = _json_member(path, archive, "metadata.json") if "metadata.json" in names else {}
+            if _WEIGHTS in names:
+                check_global_heaps(f"{path}: {_WEIGHTS}", archive.read(_WEIGHTS))
+    except (zipfile.BadZipFile, zipfile.LargeZipFile, OSError, EOFError, NotImplementedError) as exc:  # NotImplementedError: an unknown compression method.
+        raise ModelLoadError(f"{path}: not a readable .keras archive (a zip file): {type(exc).__name__}: {exc}") from exc
+    check_config_shape(path, config, "config.json")
+    if not isinstance(metadata, dict):
+        raise ModelLoadError(f"{path}: the archive's metadata.json should be a JSON object, found {type(metadata).__name__}")
     return config, metadata
+
+
+def _check_members(path: str, archive: zipfile.ZipFile) -> None:
+    archive_size = os.path.getsize(path)
+    declared = sum(info.file_size for info in archive.infolist())
+    if declared > archive_size * _MAX_EXPANSION + (1 << 20):
+        raise ModelLoadError(
+            f"{path}: the archive's members declare {declared:,} bytes in a {archive_size:,}-byte file; "
+            "refusing to expand it (damaged, or a zip bomb)"
+        )
+    damaged = archive.testzip()  # Reads every member once and checks its CRC.
+    if damaged is not None:
+        raise ModelLoadError(f"{path}: archive member {damaged!r} is corrupt (its CRC does not match its bytes)")
+
+
+def _json_member(path: str, archive: zipfile.ZipFile, name: str) -> Any:
+    try:
+        return json.loads(archive.read(name))
+    except (json.JSONDecodeError, UnicodeDecodeError, RecursionError) as exc:
+        raise ModelLoadError(f"{path}: the archive's {name} is not valid JSON text: {type(exc).__name__}: {exc}") from exc
 
 
 def lambda_layer_names(config: Any) -> list[str]:
@@ -154,7 +192,9 @@ def _load_with_keras(path: str, custom_objects, safe_mode: bool):
         raise ModelLoadError(f"{path}: Keras 3 models load only with eager execution on (it was disabled in this process)")
     try:
         return keras.saving.load_model(path, custom_objects=custom_objects, compile=False, safe_mode=safe_mode)
-    except (ValueError, TypeError, KeyError, OSError) as exc:
+    except (*H5PY_ERRORS, zipfile.BadZipFile, NotImplementedError, AttributeError, IndexError) as exc:
+        # Keras's own reading of a damaged archive; the archive was checked, so this is damage Keras finds deeper
+        # (a weights file of the wrong layout, a config its classes reject).
         raise ModelLoadError(f"{path}: Keras 3 cannot load this .keras file: {type(exc).__name__}: {exc}") from exc
 
 

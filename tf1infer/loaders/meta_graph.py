@@ -24,7 +24,7 @@ from google.protobuf import message, text_format
 from packaging.version import InvalidVersion, Version
 from tensorflow.core.protobuf import meta_graph_pb2
 
-from tf1infer.errors import ModelLoadError
+from tf1infer.errors import ModelLoadError, tensorflow_reason
 from tf1infer.loaders.base import LoadedGraph, graph_and_session, require_path, resolve_tensor, short_name
 from tf1infer.loaders.graph_tools import (
     check_no_state_changes,
@@ -45,8 +45,8 @@ def find_meta_file(path: str) -> str:
     candidates = sorted(glob.glob(os.path.join(path, "*.meta")), key=os.path.getmtime)
     if not candidates:
         raise ModelLoadError(f"{path}: no .meta file in this directory")
-    state = tf.train.get_checkpoint_state(path)
-    if state is not None and len(candidates) > 1:
+    state = _checkpoint_state(path) if len(candidates) > 1 else None
+    if state is not None:
         wanted = os.path.join(path, os.path.basename(state.model_checkpoint_path)) + ".meta"
         if wanted in candidates:
             return wanted
@@ -109,8 +109,9 @@ def load_meta_graph(
         with graph.as_default():
             try:
                 saver = tf.compat.v1.train.import_meta_graph(proto, clear_devices=True)
-            except (ValueError, TypeError, KeyError, tf.errors.OpError) as exc:
-                raise ModelLoadError(f"{meta_path}: cannot import the meta graph: {type(exc).__name__}: {exc}") from exc
+            except (ValueError, TypeError, KeyError, tf.errors.OpError, message.DecodeError) as exc:
+                # DecodeError: a collection (variables, saver) holds protos that are parsed only now.
+                raise ModelLoadError(f"{meta_path}: cannot import the meta graph: {tensorflow_reason(exc)}") from exc
             if saver is not None:
                 _restore(session, saver, prefix, meta_path)
             elif tf.compat.v1.global_variables():
@@ -145,7 +146,7 @@ def _checkpoint_prefix(meta_path: str, checkpoint: Any) -> str | None:
         if not _checkpoint_exists(prefix):
             raise ModelLoadError(f"{meta_path}: checkpoint {prefix!r} not found (expected {prefix}.index or a V1 file {prefix})")
         return prefix
-    state = tf.train.get_checkpoint_state(folder)
+    state = _checkpoint_state(folder)
     if state is not None and state.model_checkpoint_path:
         recorded = state.model_checkpoint_path
         for prefix in (recorded, os.path.join(folder, recorded), os.path.join(folder, os.path.basename(recorded))):
@@ -153,6 +154,18 @@ def _checkpoint_prefix(meta_path: str, checkpoint: Any) -> str | None:
                 return prefix
     own = meta_path[: -len(".meta")] if meta_path.endswith(".meta") else meta_path
     return own if _checkpoint_exists(own) else None
+
+
+def _checkpoint_state(folder: str):
+    """The folder's ``checkpoint`` state file, parsed (None where there is none)."""
+    try:
+        return tf.train.get_checkpoint_state(folder)
+    except (ValueError, text_format.ParseError, OSError, tf.errors.OpError) as exc:  # UnicodeDecodeError is a ValueError.
+        state_file = os.path.join(folder, "checkpoint")
+        raise ModelLoadError(
+            f"{state_file}: the checkpoint state file is unreadable ({type(exc).__name__}: {exc}); "
+            "repair or delete it, or name the checkpoint with checkpoint='path/prefix'"
+        ) from exc
 
 
 def _checkpoint_exists(prefix: str) -> bool:
@@ -167,10 +180,14 @@ def _restore(session, saver, prefix: str | None, meta_path: str) -> None:
         )
     try:
         saver.restore(session, prefix)
-    except (tf.errors.NotFoundError, tf.errors.InvalidArgumentError, tf.errors.DataLossError, ValueError) as exc:
+    except (tf.errors.NotFoundError, tf.errors.InvalidArgumentError, ValueError, TypeError, KeyError) as exc:
+        # TypeError/KeyError: the saver of a damaged graph names a tensor the graph lacks.
         raise ModelLoadError(
-            f"{meta_path}: checkpoint {prefix} does not match the graph: {type(exc).__name__}: "
-            f"{(getattr(exc, 'message', None) or str(exc)).strip().splitlines()[0]}"
+            f"{meta_path}: checkpoint {prefix} does not match the graph or is damaged: {tensorflow_reason(exc)}"
+        ) from exc
+    except tf.errors.OpError as exc:  # DataLoss, OutOfRange...: a truncated or corrupt data or index file.
+        raise ModelLoadError(
+            f"{meta_path}: checkpoint {prefix} cannot be read (a truncated or corrupt file): {tensorflow_reason(exc)}"
         ) from exc
 
 

@@ -20,7 +20,7 @@ import tensorflow as tf
 from google.protobuf import message, text_format
 from tensorflow.core.protobuf import saved_model_pb2
 
-from tf1infer.errors import ModelLoadError
+from tf1infer.errors import ModelLoadError, tensorflow_reason
 from tf1infer.loaders.base import LoadedGraph, graph_and_session, quiet_deprecation, require_path
 from tf1infer.loaders.graph_tools import VARIABLE_OPS, check_no_state_changes, count_parameters, signature_endpoints
 
@@ -105,8 +105,10 @@ def load_saved_model(
             try:
                 with quiet_deprecation():
                     tf.compat.v1.saved_model.loader.load(session, tags, path)
-            except (tf.errors.OpError, ValueError, RuntimeError, OSError) as exc:
-                raise ModelLoadError(f"{path}: cannot load the SavedModel: {type(exc).__name__}: {_first_line(exc)}") from exc
+            except (tf.errors.OpError, ValueError, TypeError, KeyError, RuntimeError, OSError, message.DecodeError) as exc:
+                # TensorFlow's loader reading the (possibly damaged) proto: DecodeError for collections parsed only
+                # now, TypeError/KeyError for a saver or asset naming a tensor the graph lacks.
+                raise ModelLoadError(f"{path}: cannot load the SavedModel: {tensorflow_reason(exc)}") from exc
         chosen = signatures[signature_name]
         input_names, inputs, output_names, outputs = signature_endpoints(graph, chosen)
         check_no_state_changes(outputs, allow_stateful, f"{path}: signature {signature_name!r}")
@@ -151,8 +153,3 @@ def _dtype_name(enum: int) -> str:
         return tf.dtypes.as_dtype(enum).name
     except TypeError:
         return str(enum)
-
-
-def _first_line(exc: BaseException) -> str:
-    text = getattr(exc, "message", None) or str(exc)
-    return text.strip().splitlines()[0] if text.strip() else type(exc).__name__
