@@ -88,3 +88,26 @@ def test_same_process_check_rows_put_tf1infer_against_its_peer():
         ["model", "tf1infer runner", "peer", "batch 1", "batch 32", "batch 256"],
         ["m", "tf1infer tflite predict_on_batch", "TF Lite interpreter", "20.0 vs 40.0 us (2.00x)", "4.0 vs 3.0 us (0.75x)", "-"],
     ]
+
+
+def test_concurrency_worker_measures_callers_with_and_without_micro_batching():
+    records = []
+    for mode in ("unbatched", "micro-batched"):
+        done = subprocess.run(
+            [sys.executable, "-m", "tf1infer.bench", "--worker", f"concurrency:{mode}:0.5", "--model-path",
+             str(ROOT / "legacy_models" / "cnn.h5"), "--count", "4"],
+            capture_output=True, text=True, cwd=ROOT, env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2"), timeout=300,
+        )
+        assert done.returncode == 0, done.stderr[-2000:]
+        (line,) = [line for line in done.stdout.splitlines() if line.startswith("BENCH-RECORD ")]
+        records.append({"model": "cnn", **json.loads(line[len("BENCH-RECORD "):])})
+    plain, batched = records
+    for record in records:
+        assert record["callers"] == 4 and record["requests"] > 20 and record["samples_per_second"] > 0
+        assert 0 < record["p50_ms"] <= record["p99_ms"]
+    assert 1 <= batched["mean_batch_rows"] <= 4 and batched["p99_bound_ms"] > batched["max_wait_ms"] == 2.0
+    from tf1infer.bench.concurrency import concurrency_md
+
+    table = concurrency_md(records)
+    assert "| model | callers | unbatched samples/s | micro-batched samples/s | gain |" in table
+    assert f"| cnn | 4 | {plain['samples_per_second']:,.0f} | {batched['samples_per_second']:,.0f} |" in table

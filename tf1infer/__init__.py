@@ -26,6 +26,7 @@ from tf1infer.export import ExportReport, export_saved_model
 from tf1infer.feeds import TensorSpec
 from tf1infer.images import ImageFolder, images
 from tf1infer.loaders import detect_format, load_graph
+from tf1infer.microbatch import MicroBatchingSettings
 from tf1infer.precision import FLOAT32, check_precision, reduce_precision
 from tf1infer.predictor import Predictor
 from tf1infer.writers import PredictionSummary
@@ -39,6 +40,10 @@ def load(
     *,
     precision: str = "float32",
     backend: str = "session",
+    micro_batching: bool = False,
+    max_batch_size: int | None = None,
+    max_wait_ms: float | None = None,
+    max_queue_size: int | None = None,
     **options: Any,
 ) -> Predictor:
     """Load a legacy model into its own graph and persistent session.
@@ -75,6 +80,11 @@ def load(
             A model TF Lite cannot run exactly falls back to the session with
             a logged reason; :attr:`Predictor.backend_report` says what
             happened. TF Lite runs float32 only.
+        micro_batching: gather concurrent calls from many threads (or
+            ``predict_async`` coroutines) into shared batches, as TF Serving
+            does: see :meth:`Predictor.enable_micro_batching`, whose settings
+            ``max_batch_size`` (default 32 rows), ``max_wait_ms`` (default 2)
+            and ``max_queue_size`` (default 1024 requests) are taken here too.
 
     Returns:
         A :class:`Predictor` whose graph is finalized.
@@ -94,6 +104,15 @@ def load(
     """
     precision = check_precision(precision)
     backend = check_backend(backend)
+    batching_settings = {
+        name: value
+        for name, value in (("max_batch_size", max_batch_size), ("max_wait_ms", max_wait_ms), ("max_queue_size", max_queue_size))
+        if value is not None
+    }
+    if batching_settings and not micro_batching:
+        raise InvalidOptionError(f"{', '.join(batching_settings)} apply only with micro_batching=True")
+    if micro_batching:
+        MicroBatchingSettings(**batching_settings)  # Bad settings fail before the model is loaded.
     if backend != SESSION and precision != FLOAT32:
         raise InvalidOptionError(
             f"backend={backend!r} runs float32 TF Lite kernels; precision={precision!r} needs backend='session'"
@@ -115,12 +134,14 @@ def load(
     else:
         loaded.metadata.setdefault("precision", FLOAT32)
     predictor = Predictor(loaded)
-    if backend != SESSION:
-        try:
+    try:
+        if backend != SESSION:
             predictor._use_backend(backend, options.get("intra_op_threads"))
-        except BaseException:
-            predictor.close()
-            raise
+        if micro_batching:
+            predictor.enable_micro_batching(**batching_settings)
+    except BaseException:
+        predictor.close()
+        raise
     return predictor
 
 

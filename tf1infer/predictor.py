@@ -8,6 +8,7 @@ the feed (:mod:`tf1infer.feeds`), run the callable, return numpy arrays.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import os
 import warnings
@@ -17,11 +18,19 @@ import numpy as np
 import tensorflow as tf
 
 from tf1infer import backends, batching, streaming
-from tf1infer.errors import InputError, PredictionError, PredictorClosedError, Tf1InferError, tensorflow_reason
+from tf1infer.errors import InputError, InvalidOptionError, PredictionError, PredictorClosedError, Tf1InferError, tensorflow_reason
 from tf1infer.feeds import FeedConverter, TensorSpec
 from tf1infer.loaders.base import LoadedGraph, resolve_tensor, short_name
 from tf1infer.loaders.graph_tools import state_writers
 from tf1infer.memory import DEFAULT_MAX_BATCH_SIZE, choose_batch_size
+from tf1infer.microbatch import (
+    DEFAULT_MAX_QUEUE_SIZE,
+    DEFAULT_MAX_WAIT_MS,
+    MicroBatcher,
+    MicroBatchingSettings,
+    check_batchable,
+)
+from tf1infer.microbatch import DEFAULT_MAX_BATCH_SIZE as DEFAULT_MICRO_BATCH_SIZE
 from tf1infer.precision import frozen_graph_of
 
 if TYPE_CHECKING:
@@ -72,6 +81,8 @@ class Predictor:
         if self._single_row_padding:
             self._backend_report["single_row_padding"] = self._single_row_padding
         self._close_backend: Any = lambda: None
+        self._batcher: MicroBatcher | None = None
+        self._writes_state = bool(state_writers(tensor.op for tensor in loaded.outputs))
 
     @classmethod
     def from_session(
@@ -214,9 +225,28 @@ class Predictor:
             InputError: ``x`` does not fit the model's inputs.
             PredictionError: TensorFlow failed while running the model.
         """
-        return self._pack(self._run(self._feeds.fast_convert(x)))
+        return self._pack(self._dispatch(self._feeds.fast_convert(x)))
 
     __call__ = predict_on_batch
+
+    async def predict_async(self, x: Any) -> np.ndarray | list[np.ndarray]:
+        """``predict_on_batch`` for coroutines: ``y = await predictor.predict_async(x)``.
+
+        With micro-batching on, the request joins the same queue as threaded
+        callers'; without it, the run happens in the event loop's default
+        executor. Either way the event loop is never blocked, not even while
+        a full queue makes the request wait for room. ``x`` is validated
+        first, so a bad input raises :class:`InputError` here at once.
+
+        Example:
+            >>> async def handle(request):
+            ...     return await predictor.predict_async(request.sample[None])
+        """
+        feeds = self._feeds.fast_convert(x)
+        batcher = self._batcher
+        if batcher is not None and self._fits_batcher(batcher, feeds):
+            return self._pack(await batcher.run_async(feeds))
+        return self._pack(await asyncio.get_running_loop().run_in_executor(None, self._run, feeds))
 
     def predict(
         self,
@@ -269,13 +299,13 @@ class Predictor:
             count = min(count, steps * batch_size)
         if count <= batch_size:
             with batching.progress(1, verbose) as bar:
-                result = self._run([self._feeds.finish(i, a[:count]) for i, a in enumerate(arrays)])
+                result = self._dispatch([self._feeds.finish(i, a[:count]) for i, a in enumerate(arrays)])
                 bar.update(1)
             return self._pack(result)
         results: list[np.ndarray] | None = None
         with batching.progress(-(-count // batch_size), verbose) as bar:
             for start, stop in batching.batch_bounds(count, batch_size):
-                batch = self._run([self._feeds.finish(i, a[start:stop]) for i, a in enumerate(arrays)])
+                batch = self._dispatch([self._feeds.finish(i, a[start:stop]) for i, a in enumerate(arrays)])
                 if results is None:
                     # Preallocate once: no list of batches, no concatenate copy.
                     results = [np.empty((count,) + out.shape[1:], dtype=out.dtype) for out in batch]
@@ -395,7 +425,7 @@ class Predictor:
             reader.close()  # Nothing was started: release the source (a generator's finally runs).
             raise
         summary = PredictionSummary(path=os.fspath(path), rows=0, batch_size=size, batch_size_choice=choice, resumed_at=start and writer.rows)
-        runner = streaming.BatchRunner(self._run, self._source)
+        runner = streaming.BatchRunner(self._dispatch, self._source)
         total = reader.length if reader.length is not None else getattr(reader, "size_hint", None)
         return run_to_file(writer, streaming.stream(reader, runner, size or 1, prefetch, start), total, verbose, summary)
 
@@ -482,10 +512,88 @@ class Predictor:
 
     # -- lifecycle ----------------------------------------------------------
 
+    # -- micro-batching -------------------------------------------------------
+
+    def enable_micro_batching(
+        self,
+        max_batch_size: int = DEFAULT_MICRO_BATCH_SIZE,
+        max_wait_ms: float = DEFAULT_MAX_WAIT_MS,
+        max_queue_size: int = DEFAULT_MAX_QUEUE_SIZE,
+    ) -> "Predictor":
+        """Gather concurrent calls into shared batches, as TF Serving's batching does (see :mod:`tf1infer.microbatch`).
+
+        From then on, every call of up to ``max_batch_size`` rows (``predict``,
+        ``predict_on_batch``, ``predictor(x)``, ``predict_async``, and the
+        batches of ``predict_iter``) is validated in its caller's thread,
+        queued, run in one batch with other callers' requests of the same
+        trailing shape, and answered with exactly its own rows. Larger calls
+        run on their own as before. A lone caller waits up to ``max_wait_ms``
+        for company: turn this on for concurrent traffic.
+
+        Args:
+            max_batch_size: rows per gathered batch.
+            max_wait_ms: how long the oldest queued request waits for the
+                batch to fill before it runs anyway.
+            max_queue_size: requests that may wait; beyond that, callers block
+                until there is room (back-pressure).
+
+        Returns:
+            This Predictor.
+
+        Raises:
+            InvalidOptionError: a setting out of range, micro-batching already
+                on, or a model whose inputs and outputs have no free batch axis
+                or whose outputs write state.
+
+        Example:
+            >>> predictor = tf1infer.load("legacy_models/cnn.h5").enable_micro_batching(max_wait_ms=2)
+            >>> # in each of many threads: predictor.predict_on_batch(one_image[None])
+        """
+        if self.closed:
+            _closed()
+        settings = MicroBatchingSettings(max_batch_size, max_wait_ms, max_queue_size)
+        if self._batcher is not None:
+            raise InvalidOptionError(f"{self._source}: micro-batching is already on ({self._batcher.settings})")
+        check_batchable(self._inputs, self._outputs, self._writes_state, self._source)
+        self._batcher = MicroBatcher(self._run, settings, self._source)
+        return self
+
+    @property
+    def micro_batching(self) -> MicroBatchingSettings | None:
+        """The micro-batching settings, or None where it is off."""
+        return None if self._batcher is None else self._batcher.settings
+
+    @property
+    def micro_batching_stats(self) -> dict[str, int]:
+        """``{"batches", "rows", "queued"}``: gathered batches run, their rows, and requests waiting now."""
+        batcher = self._batcher
+        if batcher is None:
+            return {"batches": 0, "rows": 0, "queued": 0}
+        return {"batches": batcher.batches_run, "rows": batcher.rows_run, "queued": batcher.queued}
+
+    def _dispatch(self, feeds: list[np.ndarray]) -> list[np.ndarray]:
+        """Run validated feeds: through the micro-batching queue where it is on and they fit, else directly."""
+        batcher = self._batcher
+        if batcher is not None and self._fits_batcher(batcher, feeds):
+            return batcher.run(feeds)
+        return self._run(feeds)
+
+    @staticmethod
+    def _fits_batcher(batcher: MicroBatcher, feeds: list[np.ndarray]) -> bool:
+        return feeds[0].ndim > 0 and 0 < feeds[0].shape[0] <= batcher.settings.max_batch_size
+
+    # -- lifecycle ----------------------------------------------------------
+
     def close(self) -> None:
-        """Release the callable and close the session (if the Predictor created it)."""
+        """Release the callable and close the session (if the Predictor created it).
+
+        With micro-batching on, new calls are refused first, every queued
+        request is run and answered, and the batching thread ends.
+        """
         if self._callable is _closed:
             return
+        if self._batcher is not None:
+            self._batcher.close()
         self._callable = _closed
         self._close_backend()
         if self._owns_session:
@@ -547,7 +655,7 @@ class Predictor:
         collected: list[list[np.ndarray]] = []
         with batching.progress(batching.source_length(source, steps), verbose) as bar:
             for x in batching.iterate_source(source, steps):
-                collected.append(self._run(self._feeds.convert(x)))
+                collected.append(self._dispatch(self._feeds.convert(x)))
                 bar.update(1)
         if not collected:
             raise InputError("the batch source yielded no batches; nothing to predict")
@@ -588,7 +696,7 @@ class Predictor:
         return choose_batch_size(self._run, sample, memory_limit, max_batch_size, queued_batches=prefetch + 1)
 
     def _iterate(self, reader, batch_size: int | None, prefetch: int, with_keys: bool) -> Iterator[Any]:
-        runner = streaming.BatchRunner(self._run, self._source)
+        runner = streaming.BatchRunner(self._dispatch, self._source)
         for chunk, outputs in streaming.stream(reader, runner, batch_size or 1, prefetch):
             for key, reason in chunk.skipped:
                 logger.warning("skipped %s: %s", key, reason)

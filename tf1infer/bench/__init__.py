@@ -7,8 +7,9 @@ per sample, the ratio to the fastest, percent of the physical limit (FLOPs over
 a measured matmul peak), load time and RSS growth per 10,000 calls. Then the
 same-process checks (:data:`tf1infer.bench.peers.CHECKS`: tf1infer and one peer
 timed interleaved in one process, for the races too close for separate
-processes to call) and the streaming measurements
-(:mod:`tf1infer.bench.streaming`).
+processes to call), the streaming measurements (:mod:`tf1infer.bench.streaming`)
+and concurrent single-sample callers with and without micro-batching
+(:mod:`tf1infer.bench.concurrency`).
 
 Outputs: a table on stdout, ``bench-results/latest.json`` (one record per model
 x batch size x runner), ``bench-results/latest.md``, ``bench-results/latest.png``,
@@ -16,7 +17,7 @@ and, after a full run, ``BENCHMARKS.md`` (method, machine, table).
 
 Usage: python -m tf1infer.bench [--quick] [--models mlp,cnn,lstm,mini_xception]
        [--peers keras_predict,...] [--batch-sizes 1,32,256] [--checks tflite,...]
-       [--no-streaming] [--json PATH] [--benchmarks-md PATH]
+       [--no-streaming] [--no-concurrency] [--json PATH] [--benchmarks-md PATH]
        python -m tf1infer.bench --render bench-results/latest.json   (the reports again, from saved results)
 """
 
@@ -41,6 +42,7 @@ MODELS = {
     "mini_xception": os.path.join(ROOT, "..", "shared", "corpus", "keras205_gender_mini_xception.hdf5"),
 }
 STREAMING_MODELS = ("mlp", "mini_xception")
+CONCURRENCY_MODELS = ("cnn", "mini_xception")
 BATCH_SIZES = (1, 32, 256)
 PASSES = 2  # Processes per peer in a full run (see _run_peers); report.METHOD says twice.
 RECORD = "BENCH-RECORD "  # Prefix of a worker's result lines: TensorFlow prints to stdout too.
@@ -53,6 +55,7 @@ def main(argv=None) -> int:
     parser.add_argument("--peers", default=",".join(PEERS), help="comma-separated: " + ", ".join(PEERS))
     parser.add_argument("--batch-sizes", default=",".join(map(str, BATCH_SIZES)))
     parser.add_argument("--no-streaming", action="store_true", help="skip the streaming throughput and memory runs")
+    parser.add_argument("--no-concurrency", action="store_true", help="skip the concurrent callers (micro-batching) runs")
     parser.add_argument("--checks", help="same-process checks, comma-separated: " + ", ".join(CHECKS)
                         + " (default: all; none with --quick)")
     parser.add_argument("--json", default=os.path.join("bench-results", "latest.json"), help="where to write the records")
@@ -70,6 +73,7 @@ def main(argv=None) -> int:
         result.setdefault("models", {r["model"]: MODELS.get(r["model"], r["model"]) for r in result["records"]})
         result.setdefault("checks", [])
         result.setdefault("check_errors", [])
+        result.setdefault("concurrency", [])
         _print_results(result)
         _write_reports(result, args.render, None if result["quick"] else args.benchmarks_md)
         return 0
@@ -106,7 +110,7 @@ def main(argv=None) -> int:
     check_records, check_errors = _run_checks(checks, models, batch_sizes, args.quick)
     result = {"machine": info, "quick": args.quick, "batch_sizes": batch_sizes, "models": models, "limits": limits,
               "records": records, "errors": errors, "missing_peers": missing, "checks": check_records,
-              "check_errors": check_errors, "streaming": []}
+              "check_errors": check_errors, "streaming": [], "concurrency": []}
     _print_results(result)
     if not args.no_streaming:
         from tf1infer.bench.streaming import report_streaming
@@ -117,6 +121,15 @@ def main(argv=None) -> int:
 
         result["streaming"] = report_streaming({m: p for m, p in models.items() if m in STREAMING_MODELS},
                                                MODELS["mlp"], args.quick, spawn)
+    if not args.no_concurrency:
+        from tf1infer.bench.concurrency import report_concurrency
+
+        def spawn_concurrency(path, callers, mode, seconds):
+            out = _spawn(["--worker", f"concurrency:{mode}:{seconds}", "--model-path", path, "--count", str(callers)])
+            return out[0] if out and "error" not in out[0] else (out[0]["error"] if out else "failed: no output")
+
+        result["concurrency"] = report_concurrency({m: p for m, p in models.items() if m in CONCURRENCY_MODELS},
+                                                   args.quick, spawn_concurrency)
     os.makedirs(os.path.dirname(args.json) or ".", exist_ok=True)
     with open(args.json, "w") as handle:
         json.dump(result, handle, indent=1)
@@ -150,9 +163,13 @@ def _write_reports(result: dict, json_path: str, benchmarks_md: str | None) -> N
     if result["missing_peers"]:
         table_md += "\nMissing peers: " + "; ".join(result["missing_peers"]) + "\n"
     checks_md = report.checks_md(result["checks"], batch_sizes, result["check_errors"])
+    from tf1infer.bench.concurrency import concurrency_md
+
+    callers_md = concurrency_md(result.get("concurrency", []))
     with open(os.path.join(folder, "latest.md"), "w") as handle:
         handle.write(f"Machine: {report.machine_line(result['machine'])}\n\n{table_md}"
-                     + (f"\n### Same-process checks\n\n{checks_md}" if checks_md else ""))
+                     + (f"\n### Same-process checks\n\n{checks_md}" if checks_md else "")
+                     + (f"\n### Concurrent callers\n\n{callers_md}" if callers_md else ""))
     chart_path = os.path.join(folder, "latest.png")
     why_not = report.chart(records, batch_sizes, chart_path)
     print(f"\nwrote {json_path}, {os.path.join(folder, 'latest.md')}"
@@ -160,7 +177,7 @@ def _write_reports(result: dict, json_path: str, benchmarks_md: str | None) -> N
     if benchmarks_md:
         summary = report.summary_lines(records, batch_sizes)
         with open(benchmarks_md, "w") as handle:
-            handle.write(report.benchmarks_md(result["machine"], table_md, summary, result["streaming"], checks_md))
+            handle.write(report.benchmarks_md(result["machine"], table_md, summary, result["streaming"], checks_md, callers_md))
         print(f"wrote {benchmarks_md}")
 
 
@@ -245,6 +262,12 @@ def _worker(args) -> int:
             except Exception as exc:  # A count that fails leaves that model without a limit, not the run.
                 flops[model] = {"flops_per_sample": None, "error": f"{type(exc).__name__}: {exc}"[:200]}
         _emit({"flops": flops, **matmul_peak(seconds=0.5 if args.quick else 2.0)})
+        return 0
+    if args.worker.startswith("concurrency:"):
+        from tf1infer.bench.concurrency import run_worker as run_concurrency
+
+        _, mode, seconds = args.worker.split(":")
+        _emit(run_concurrency(args.model_path, int(args.count), mode, float(seconds)))
         return 0
     if args.worker in ("throughput", "memory"):
         from tf1infer.bench.streaming import run_worker

@@ -281,7 +281,8 @@ def checks_md(checks: list[dict], batch_sizes: list[int], errors: list[dict]) ->
     return "\n".join(lines) + "\n"
 
 
-def benchmarks_md(info: dict, table_md: str, summary: list[str], streaming: list[dict] = (), checks: str = "") -> str:
+def benchmarks_md(info: dict, table_md: str, summary: list[str], streaming: list[dict] = (), checks: str = "",
+                  concurrency: str = "") -> str:
     lines = [
         "# Benchmarks",
         "",
@@ -301,7 +302,18 @@ def benchmarks_md(info: dict, table_md: str, summary: list[str], streaming: list
         lines += ["### Same-process checks", "", checks]
     if streaming:
         lines += ["### Streaming", "", streaming_md(list(streaming))]
+    if concurrency:
+        lines += ["### Concurrent callers (micro-batching)", "", CONCURRENCY_METHOD, "", concurrency]
     return "\n".join(lines).rstrip() + "\n"
+
+
+CONCURRENCY_METHOD = (
+    "N threads each send one sample per call for 3 s, starting together, to one Predictor loaded with and without "
+    "`micro_batching=True` (defaults: at most 32 rows per batch, 2 ms maximum wait), each in a fresh process. "
+    "Samples/s over all threads; p50/p99 of one call's latency as its caller sees it. The p99 bound is the maximum "
+    "wait plus two runs of a full batch (measured in the same process): one already running when a request "
+    "arrives, then its own."
+)
 
 
 # Runners that are TensorFlow runtimes (what the session path must beat), and tf1infer's session runners.

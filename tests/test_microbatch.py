@@ -1,0 +1,287 @@
+"""Micro-batching: concurrent callers get exactly their own rows, failures stay with their callers, close() drains."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+
+import numpy as np
+import pytest
+from conftest import CUSTOM_OBJECTS, ZOO_DIR, assert_same_rows, random_inputs, zoo_path
+
+import tf1infer
+from tf1infer.errors import InputError, InvalidOptionError, PredictionError, PredictorClosedError, QueueFullError
+from tf1infer.microbatch import MicroBatcher, MicroBatchingSettings
+
+
+def _rows(predictor, count: int, seed: int) -> list[np.ndarray]:
+    return random_inputs(predictor.inputs, count, seed=seed)
+
+
+def _serial(path, inputs: list[np.ndarray], **options) -> list[np.ndarray]:
+    """The reference: the same rows one call each, serially, from a Predictor without micro-batching."""
+    with tf1infer.load(path, **options) as plain:
+        outputs = plain.predict(inputs if len(inputs) > 1 else inputs[0], batch_size=1)
+    return outputs if isinstance(outputs, list) else [outputs]
+
+
+@pytest.mark.parametrize("backend", ["session", "tflite", "auto"])
+def test_threads_get_their_own_rows(backend):
+    with tf1infer.load(zoo_path("cnn"), backend=backend, micro_batching=True, max_batch_size=16, max_wait_ms=5) as predictor:
+        (x,) = _rows(predictor, 256, seed=1)
+        (expected,) = _serial(zoo_path("cnn"), [x], backend=backend)
+        got = [None] * len(x)
+
+        def call(index: int) -> None:
+            got[index] = predictor.predict_on_batch(x[index : index + 1])
+
+        with ThreadPoolExecutor(16) as pool:
+            list(pool.map(call, range(len(x))))
+        assert_same_rows(np.concatenate(got), expected)
+        stats = predictor.micro_batching_stats
+        assert stats["rows"] == len(x)
+        assert stats["batches"] < len(x) // 2  # Requests were gathered, not run one by one.
+
+
+def test_several_inputs_outputs_and_small_batches():
+    with tf1infer.load(zoo_path("two_in_two_out"), micro_batching=True, max_batch_size=8, max_wait_ms=5) as predictor:
+        features, extra = _rows(predictor, 60, seed=2)
+        expected = _serial(zoo_path("two_in_two_out"), [features, extra])
+        sizes = [1, 2, 3] * 10  # Requests of 1 to 3 rows: 60 rows in all.
+        bounds = np.cumsum([0] + sizes)
+        results = {}
+
+        def call(i: int) -> None:
+            start, stop = bounds[i], bounds[i + 1]
+            results[i] = predictor.predict({"features": features[start:stop], "extra": extra[start:stop]})
+
+        with ThreadPoolExecutor(12) as pool:
+            list(pool.map(call, range(len(sizes))))
+        for output_index in range(2):
+            assert_same_rows(np.concatenate([results[i][output_index] for i in range(len(sizes))]), expected[output_index])
+
+
+def test_different_trailing_shapes_are_never_mixed():
+    # The zoo GRU takes sequences of any length: requests of length 3 and 9 must run in separate batches.
+    with tf1infer.load(zoo_path("gru"), micro_batching=True, max_batch_size=64, max_wait_ms=20) as predictor:
+        short = np.random.default_rng(3).normal(size=(20, 3, 4)).astype("float32")
+        long = np.random.default_rng(4).normal(size=(20, 9, 4)).astype("float32")
+        expected = {3: _serial(zoo_path("gru"), [short])[0], 9: _serial(zoo_path("gru"), [long])[0]}
+        got = {3: [None] * 20, 9: [None] * 20}
+
+        def call(item) -> None:
+            length, index = item
+            data = short if length == 3 else long
+            got[length][index] = predictor(data[index : index + 1])
+
+        with ThreadPoolExecutor(16) as pool:
+            list(pool.map(call, [(length, i) for i in range(20) for length in (3, 9)]))
+        for length in (3, 9):
+            assert_same_rows(np.concatenate(got[length]), expected[length])
+
+
+def test_asyncio_callers():
+    with tf1infer.load(zoo_path("mlp"), micro_batching=True, max_batch_size=32, max_wait_ms=5) as predictor:
+        (x,) = _rows(predictor, 100, seed=5)
+        (expected,) = _serial(zoo_path("mlp"), [x])
+
+        async def main():
+            return await asyncio.gather(*(predictor.predict_async(x[i : i + 1]) for i in range(len(x))))
+
+        got = asyncio.run(main())
+        assert_same_rows(np.concatenate(got), expected)
+        assert predictor.micro_batching_stats["batches"] <= 10
+
+
+def test_predict_async_without_micro_batching_does_not_block_the_loop():
+    with tf1infer.load(zoo_path("mlp")) as predictor:
+        (x,) = _rows(predictor, 5, seed=6)
+
+        async def main():
+            ticks = 0
+
+            async def ticker():
+                nonlocal ticks
+                while True:
+                    ticks += 1
+                    await asyncio.sleep(0)
+
+            task = asyncio.create_task(ticker())
+            result = await predictor.predict_async(x)
+            task.cancel()
+            return result, ticks
+
+        result, ticks = asyncio.run(main())
+        np.testing.assert_array_equal(result, predictor.predict_on_batch(x))
+        assert ticks > 0
+
+
+def test_a_bad_request_fails_alone():
+    with tf1infer.load(zoo_path("mlp"), micro_batching=True, max_batch_size=32, max_wait_ms=20) as predictor:
+        (x,) = _rows(predictor, 40, seed=7)
+        (expected,) = _serial(zoo_path("mlp"), [x])
+        outcomes = [None] * 41
+
+        def call(index: int) -> None:
+            try:
+                if index == 40:
+                    outcomes[index] = predictor.predict_on_batch(np.ones((1, 11), "float32"))  # 11 features, not 10.
+                else:
+                    outcomes[index] = predictor.predict_on_batch(x[index : index + 1])
+            except Exception as exc:  # noqa: BLE001
+                outcomes[index] = exc
+
+        with ThreadPoolExecutor(41) as pool:
+            list(pool.map(call, range(41)))
+        assert isinstance(outcomes[40], InputError)
+        assert_same_rows(np.concatenate(outcomes[:40]), expected)
+
+
+def test_a_failing_batch_reaches_every_caller_of_that_batch():
+    calls = []
+
+    def run(feeds):
+        calls.append(len(feeds[0]))
+        raise PredictionError("model.h5: TensorFlow failed: boom")
+
+    batcher = MicroBatcher(run, MicroBatchingSettings(max_batch_size=8, max_wait_ms=50))
+    futures = [batcher.submit([np.ones((1, 3), "float32")]) for _ in range(8)]
+    for future in futures:
+        with pytest.raises(PredictionError, match="boom"):
+            future.result(timeout=10)
+    assert sum(calls) == 8 and len(calls) < 8 or calls == [1] * 8  # However the 8 were gathered, each ran once.
+    batcher.close()
+
+
+def test_back_pressure_blocks_or_raises():
+    release = threading.Event()
+
+    def run(feeds):
+        release.wait(10)
+        return [feeds[0] * 2]
+
+    batcher = MicroBatcher(run, MicroBatchingSettings(max_batch_size=1, max_wait_ms=0, max_queue_size=2))
+    first = batcher.submit([np.ones((1, 2))])
+    deadline = time.monotonic() + 5
+    while batcher.queued and time.monotonic() < deadline:  # The worker takes the first request and blocks in run.
+        time.sleep(0.001)
+    queued = [batcher.submit([np.full((1, 2), i)]) for i in range(2)]
+    with pytest.raises(QueueFullError, match="queue is full \\(2 requests waiting\\)"):
+        batcher.submit([np.ones((1, 2))], block=False)
+    with pytest.raises(QueueFullError):
+        batcher.submit([np.ones((1, 2))], timeout=0.05)
+    release.set()
+    assert first.result(10)[0].tolist() == [[2.0, 2.0]]
+    assert [f.result(10)[0].tolist() for f in queued] == [[[0.0, 0.0]], [[2.0, 2.0]]]
+    batcher.close()
+
+
+def test_close_under_load_leaves_no_caller_waiting():
+    predictor = tf1infer.load(zoo_path("cnn"), micro_batching=True, max_batch_size=8, max_wait_ms=2)
+    (x,) = _rows(predictor, 64, seed=8)
+    outcomes = []
+    lock = threading.Lock()
+    started = threading.Barrier(17)
+
+    def caller() -> None:
+        started.wait()
+        for i in range(200):
+            try:
+                result = predictor.predict_on_batch(x[i % 64 : i % 64 + 1])
+                with lock:
+                    outcomes.append(("ok", result.shape))
+            except PredictorClosedError:
+                with lock:
+                    outcomes.append(("closed", None))
+                return
+
+    threads = [threading.Thread(target=caller) for _ in range(16)]
+    for thread in threads:
+        thread.start()
+    started.wait()
+    time.sleep(0.2)
+    predictor.close()
+    for thread in threads:
+        thread.join(timeout=30)
+    assert not any(thread.is_alive() for thread in threads)
+    assert ("closed", None) in outcomes and all(shape == (1, 5) for kind, shape in outcomes if kind == "ok")
+    assert not [t for t in threading.enumerate() if t.name == "tf1infer-micro-batching"]
+    with pytest.raises(PredictorClosedError):
+        predictor.predict_on_batch(x[:1])
+
+
+def test_stress_loses_and_duplicates_nothing():
+    with tf1infer.load(zoo_path("mlp"), micro_batching=True, max_batch_size=64, max_wait_ms=1) as predictor:
+        (x,) = _rows(predictor, 2000, seed=9)
+        (expected,) = _serial(zoo_path("mlp"), [x])
+        got = np.full((32, 2000, 3), np.nan, dtype="float32")
+
+        def caller(thread_index: int) -> None:
+            order = np.random.default_rng(thread_index).permutation(2000)
+            for row in order:
+                got[thread_index, row] = predictor.predict_on_batch(x[row : row + 1])[0]
+
+        threads = [threading.Thread(target=caller, args=(i,)) for i in range(32)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        assert not np.isnan(got).any()
+        for thread_index in range(32):
+            assert_same_rows(got[thread_index], expected)
+        assert predictor.micro_batching_stats["rows"] == 32 * 2000
+
+
+def test_large_requests_bypass_the_queue_and_predict_keeps_its_batches():
+    with tf1infer.load(zoo_path("mlp"), micro_batching=True, max_batch_size=8, max_wait_ms=1000) as predictor:
+        (x,) = _rows(predictor, 100, seed=10)
+        start = time.perf_counter()
+        got = predictor.predict(x, batch_size=50)  # Batches above max_batch_size: no 1 s wait each.
+        assert time.perf_counter() - start < 0.9
+        np.testing.assert_array_equal(got, tf1infer.load(zoo_path("mlp")).predict(x, batch_size=50))
+        assert predictor.micro_batching_stats["rows"] == 0
+
+
+def test_every_format_can_be_micro_batched(tmp_path):
+    cases = [
+        (ZOO_DIR / "tf1" / "frozen.pb", {"outputs": ["probs"]}),
+        (ZOO_DIR / "tf1" / "saved_model", {}),
+        (ZOO_DIR / "tf1" / "meta_v2", {"outputs": ["probs"]}),
+        (ZOO_DIR / "keras3" / "two_in_two_out.keras", {}),
+        (zoo_path("custom_layer"), {"custom_objects": CUSTOM_OBJECTS}),
+    ]
+    for path, options in cases:
+        with tf1infer.load(path, **options) as plain, tf1infer.load(path, micro_batching=True, max_wait_ms=5, **options) as batched:
+            inputs = _rows(plain, 24, seed=11)
+            expected = _serial(path, inputs, **options)
+
+            def call(i: int):
+                one = [array[i : i + 1] for array in inputs]
+                out = batched.predict_on_batch(one if len(one) > 1 else one[0])
+                return out if isinstance(out, list) else [out]
+
+            with ThreadPoolExecutor(8) as pool:
+                rows = list(pool.map(call, range(24)))
+            for k, want in enumerate(expected):
+                assert_same_rows(np.concatenate([row[k] for row in rows]), want)
+
+
+def test_enable_on_an_existing_predictor_and_settings_are_checked():
+    with tf1infer.load(zoo_path("mlp")) as predictor:
+        assert predictor.micro_batching is None
+        assert predictor.enable_micro_batching(max_batch_size=4) is predictor
+        assert predictor.micro_batching == MicroBatchingSettings(max_batch_size=4)
+        with pytest.raises(InvalidOptionError, match="already on"):
+            predictor.enable_micro_batching()
+    with pytest.raises(InvalidOptionError, match="max_batch_size must be a positive integer"):
+        tf1infer.load(zoo_path("mlp"), micro_batching=True, max_batch_size=0)
+    with pytest.raises(InvalidOptionError, match="max_wait_ms .* only with micro_batching=True"):
+        tf1infer.load(zoo_path("mlp"), max_wait_ms=3)
+
+
+def test_models_without_a_batch_axis_or_with_state_are_refused():
+    path = ZOO_DIR / "tf1" / "saved_model"
+    with pytest.raises(InvalidOptionError, match="outputs that write state"):
+        tf1infer.load(path, signature="count_calls", allow_stateful=True, micro_batching=True)

@@ -1,0 +1,343 @@
+"""Micro-batching: many concurrent callers with a sample each, one ``sess.run`` for all of them.
+
+A web app or a worker pool calls ``predict(one_sample)`` from many threads;
+each call is its own run, and a run of one row costs nearly as much as a run of
+32. TF Serving (``max_batch_size``, ``batch_timeout_micros``,
+``max_enqueued_batches``) and Triton's dynamic batcher gather such requests
+into one batch; :class:`MicroBatcher` does the same in process.
+
+Callers validate their own input first (a bad request fails in its own thread
+and never reaches the queue), then queue it and wait. One worker thread takes
+the oldest request and the others of the same trailing shape, up to
+``max_batch_size`` rows, concatenates them and runs the model once; a second
+thread hands each caller its own rows while the next batch runs. A batch starts
+when it is full, when its oldest request has waited ``max_wait_ms``, when that
+request came while the previous batch ran (the worker does not stand idle
+waiting for the previous batch's callers to come back), or when every caller
+waiting for an answer is already queued (so a lone caller never waits). A
+failure of the run reaches every caller of that batch. The queue holds at most
+``max_queue_size`` requests: beyond that, callers wait for room (back-pressure)
+or, with ``block=False``, get :class:`~tf1infer.errors.QueueFullError`.
+``close()`` refuses new requests, runs every queued one, answers it, and joins
+both threads.
+
+What it costs: each request is a thread hand-off under the GIL (about 16 us for
+a lock round trip between two threads here) plus its Python, serialized; the
+gain is the model's own batch efficiency minus that. See the README's measured
+figures.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import queue
+import threading
+import time
+from dataclasses import dataclass
+from typing import Callable, Sequence
+
+import numpy as np
+
+from tf1infer.errors import InvalidOptionError, PredictionError, PredictorClosedError, QueueFullError
+
+DEFAULT_MAX_BATCH_SIZE = 32
+DEFAULT_MAX_WAIT_MS = 2.0
+DEFAULT_MAX_QUEUE_SIZE = 1024
+
+Runner = Callable[[list[np.ndarray]], list[np.ndarray]]
+
+
+class _Request:
+    """One caller's rows, and where the worker leaves their outputs.
+
+    ``done`` is a plain lock, held from creation until the worker has set
+    ``outputs`` or ``error``: the cheapest way in CPython to park a thread and
+    wake exactly that one (a Future's condition costs several times more, and
+    the callers of a batch all wait at once).
+    """
+
+    __slots__ = ("feeds", "rows", "key", "enqueued", "done", "outputs", "error", "on_done")
+
+    def __init__(self, feeds: list[np.ndarray], on_done: Callable[["_Request"], None] | None = None):
+        self.feeds = feeds
+        self.rows = int(feeds[0].shape[0])
+        self.key = tuple((feed.shape[1:], feed.dtype.str) for feed in feeds)  # Only equal keys share a batch.
+        self.enqueued = 0.0
+        self.done = threading.Lock()
+        self.done.acquire()
+        self.outputs: list[np.ndarray] | None = None
+        self.error: BaseException | None = None
+        self.on_done = on_done
+
+    def finish(self, outputs: list[np.ndarray] | None, error: BaseException | None) -> None:
+        self.outputs, self.error = outputs, error
+        self.done.release()
+        if self.on_done is not None:
+            self.on_done(self)
+
+    def result(self, timeout: float | None = None) -> list[np.ndarray]:
+        """The request's own output rows, once its batch has run (or the batch's error)."""
+        if not self.done.acquire(timeout=-1 if timeout is None else timeout):
+            raise TimeoutError(f"no answer within {timeout} s")
+        self.done.release()  # Stays answerable: result() may be asked again.
+        if self.error is not None:
+            raise self.error
+        return self.outputs
+
+
+@dataclass(frozen=True)
+class MicroBatchingSettings:
+    """How requests are gathered. See :func:`tf1infer.load`'s ``micro_batching`` arguments."""
+
+    max_batch_size: int = DEFAULT_MAX_BATCH_SIZE
+    max_wait_ms: float = DEFAULT_MAX_WAIT_MS
+    max_queue_size: int = DEFAULT_MAX_QUEUE_SIZE
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.max_batch_size, int) or isinstance(self.max_batch_size, bool) or self.max_batch_size < 1:
+            raise InvalidOptionError(f"max_batch_size must be a positive integer, got {self.max_batch_size!r}")
+        if not isinstance(self.max_wait_ms, (int, float)) or isinstance(self.max_wait_ms, bool) or not 0 <= self.max_wait_ms <= 60_000:
+            raise InvalidOptionError(f"max_wait_ms must be a number of milliseconds from 0 to 60000, got {self.max_wait_ms!r}")
+        if not isinstance(self.max_queue_size, int) or isinstance(self.max_queue_size, bool) or self.max_queue_size < 1:
+            raise InvalidOptionError(f"max_queue_size must be a positive integer, got {self.max_queue_size!r}")
+
+
+class MicroBatcher:
+    """Gathers concurrent requests into batches for ``run`` on one worker thread.
+
+    Args:
+        run: runs one batch: a list of arrays (one per input) to a list of
+            arrays (one per output), every output with one row per input row.
+            Called from the worker thread only.
+        settings: batch size, wait and queue bounds.
+        source: names the model in messages.
+    """
+
+    def __init__(self, run: Runner, settings: MicroBatchingSettings, source: str = "model"):
+        self._run = run
+        self.settings = settings
+        self._source = source
+        self._queue: collections.deque[_Request] = collections.deque()
+        self._rows_by_key: collections.Counter = collections.Counter()
+        lock = threading.Lock()
+        self._has_work = threading.Condition(lock)  # The worker waits here for requests.
+        self._has_room = threading.Condition(lock)  # Callers wait here while the queue is full.
+        self._closing = False
+        self._waiting_callers = 0  # Requests submitted and not answered yet: queued, or in the running batch.
+        self._free_since = 0.0  # When the worker last finished a batch.
+        self.batches_run = 0
+        self.rows_run = 0
+        # Two threads: one runs batches back to back; the other hands each caller its rows meanwhile. Waking
+        # the callers of one batch costs the Python of each (tens of microseconds under the GIL); done by the
+        # runner, it would stand idle that long between runs.
+        self._answers: queue.SimpleQueue = queue.SimpleQueue()
+        self._worker = threading.Thread(target=self._work, name="tf1infer-micro-batching", daemon=True)
+        self._responder = threading.Thread(target=self._respond, name="tf1infer-micro-batching-answers", daemon=True)
+        self._worker.start()
+        self._responder.start()
+
+    # -- callers' side --------------------------------------------------------
+
+    def submit(self, feeds: list[np.ndarray], block: bool = True, timeout: float | None = None,
+               on_done: Callable[[_Request], None] | None = None) -> _Request:
+        """Queue one validated request; ``result()`` of what is returned waits for its own output rows.
+
+        Raises:
+            PredictorClosedError: the batcher is closed or closing.
+            QueueFullError: the queue is full and ``block`` is False, or it
+                stayed full for ``timeout`` seconds.
+        """
+        request = _Request(feeds, on_done)
+        deadline = None if timeout is None else time.monotonic() + timeout
+        limit = self.settings.max_queue_size
+        with self._has_work:
+            while not self._closing and len(self._queue) >= limit:
+                remaining = None if deadline is None else deadline - time.monotonic()
+                if not block or (remaining is not None and remaining <= 0):
+                    raise QueueFullError(
+                        f"{self._source}: the micro-batching queue is full ({limit} requests waiting); "
+                        "retry later, or raise max_queue_size"
+                    )
+                self._has_room.wait(remaining)
+            if self._closing:
+                raise PredictorClosedError(f"{self._source}: the Predictor is closed (micro-batching stopped)")
+            request.enqueued = time.monotonic()
+            self._queue.append(request)
+            self._rows_by_key[request.key] += request.rows
+            self._waiting_callers += 1
+            # Wake the worker only when it has something new to decide: a first request, a full batch, or every
+            # waiting caller queued.
+            if (len(self._queue) == 1 or self._waiting_callers == len(self._queue)
+                    or self._rows_by_key[self._queue[0].key] >= self.settings.max_batch_size):
+                self._has_work.notify()
+        return request
+
+    def run(self, feeds: list[np.ndarray]) -> list[np.ndarray]:
+        """Queue a request and wait for its rows (from the caller's thread)."""
+        return self.submit(feeds).result()
+
+    async def run_async(self, feeds: list[np.ndarray]) -> list[np.ndarray]:
+        """Queue a request from a coroutine; the event loop never blocks, not even on a full queue."""
+        loop = asyncio.get_running_loop()
+        answer = loop.create_future()
+
+        def on_done(request: _Request) -> None:  # In the answering thread: hand the answer to the loop's thread.
+            loop.call_soon_threadsafe(_settle, answer, request)
+
+        try:
+            self.submit(feeds, block=False, on_done=on_done)
+        except QueueFullError:
+            # Wait for room in a thread of the loop's executor, not in the event loop.
+            await loop.run_in_executor(None, lambda: self.submit(feeds, on_done=on_done))
+        return await answer
+
+    @property
+    def queued(self) -> int:
+        """Requests waiting now."""
+        return len(self._queue)
+
+    def close(self) -> None:
+        """Refuse new requests, run every queued one, and join the worker thread."""
+        with self._has_work:
+            self._closing = True
+            self._has_work.notify_all()
+            self._has_room.notify_all()
+        if self._worker is not threading.current_thread():
+            self._worker.join()
+            self._responder.join()
+        # The worker drains the queue before it ends; this only matters if it died.
+        while self._queue:
+            self._queue.popleft().finish(
+                None, PredictorClosedError(f"{self._source}: the Predictor was closed before this request ran")
+            )
+
+    # -- the worker -------------------------------------------------------------
+
+    def _work(self) -> None:
+        try:
+            while True:
+                batch = self._next_batch()
+                if batch is None:
+                    return
+                self._answers.put((batch, *self._run_batch(batch)))
+                self._free_since = time.monotonic()
+        finally:
+            self._answers.put(None)  # The responder ends after the last answers.
+
+    def _respond(self) -> None:
+        while True:
+            item = self._answers.get()
+            if item is None:
+                return
+            self._scatter(*item)
+            with self._has_work:
+                self._waiting_callers -= len(item[0])
+                if self._queue and self._waiting_callers == len(self._queue):
+                    self._has_work.notify()
+
+    def _next_batch(self) -> list[_Request] | None:
+        """The requests of the next batch.
+
+        A batch starts as soon as one of these holds: its rows reach
+        ``max_batch_size``; its oldest request has waited ``max_wait_ms``; its
+        oldest request came while the previous batch ran (it has waited a
+        whole run already, and the worker would otherwise stand idle while
+        the previous batch's callers come back); or every caller still
+        waiting for an answer is queued, so that nobody already inside is on
+        the way (a lone caller never waits).
+        """
+        limit, wait = self.settings.max_batch_size, self.settings.max_wait_ms / 1000.0
+        with self._has_work:
+            while not self._queue:
+                if self._closing:
+                    return None
+                self._has_work.wait()
+            first = self._queue[0]
+            deadline = first.enqueued + wait
+            if first.enqueued < self._free_since:
+                deadline = 0.0
+            while (not self._closing and self._rows_by_key[first.key] < limit
+                   and self._waiting_callers > len(self._queue)):
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    break
+                self._has_work.wait(remaining)
+            batch, rows, kept = [], 0, collections.deque()
+            while self._queue:
+                request = self._queue.popleft()
+                if request.key == first.key and (not batch or rows + request.rows <= limit):
+                    batch.append(request)
+                    rows += request.rows
+                else:
+                    kept.append(request)
+            self._queue = kept
+            self._rows_by_key[first.key] -= rows
+            if not self._rows_by_key[first.key]:
+                del self._rows_by_key[first.key]
+            self._has_room.notify_all()
+        return batch
+
+    def _run_batch(self, batch: list[_Request]) -> tuple[list[np.ndarray] | None, BaseException | None]:
+        """Run one batch: ``(outputs, None)``, or ``(None, the error)`` for every caller of the batch."""
+        try:
+            if len(batch) == 1:
+                outputs = self._run(batch[0].feeds)
+            else:
+                outputs = self._run([np.concatenate(parts) for parts in zip(*(request.feeds for request in batch))])
+            total = sum(request.rows for request in batch)
+            for output in outputs:
+                if np.ndim(output) == 0 or len(output) != total:
+                    raise PredictionError(
+                        f"{self._source}: an output of {np.shape(output)} rows for a batch of {total}: micro-batching "
+                        "needs outputs with one row per input row"
+                    )
+        except BaseException as exc:  # noqa: BLE001 - every caller of the batch gets the failure as it is.
+            return None, exc
+        self.batches_run += 1
+        self.rows_run += total
+        return outputs, None
+
+    @staticmethod
+    def _scatter(batch: list[_Request], outputs: list[np.ndarray] | None, error: BaseException | None) -> None:
+        """Give each caller of a batch its own rows (or the batch's error)."""
+        if error is not None:
+            for request in batch:
+                request.finish(None, error)
+            return
+        if len(batch) == 1:
+            batch[0].finish(outputs, None)
+            return
+        start = 0
+        for request in batch:
+            stop = start + request.rows
+            # Copies, not views: a caller keeping its rows must not keep the whole batch alive.
+            request.finish([output[start:stop].copy() for output in outputs], None)
+            start = stop
+
+
+def _settle(answer: asyncio.Future, request: _Request) -> None:
+    if answer.cancelled():  # The awaiting task went away; its rows are dropped.
+        return
+    if request.error is not None:
+        answer.set_exception(request.error)
+    else:
+        answer.set_result(request.outputs)
+
+
+def check_batchable(inputs: Sequence, outputs: Sequence, stateful: bool, source: str) -> None:
+    """Refuse micro-batching where gathering requests would change the results."""
+    unbatched = [spec.name for spec in (*inputs, *outputs) if not spec.shape or spec.shape[0] is not None]
+    if unbatched:
+        raise InvalidOptionError(
+            f"{source}: micro_batching needs a free batch axis on every input and output; "
+            f"{', '.join(unbatched)} {'has' if len(unbatched) == 1 else 'have'} none (a fixed or unknown first axis)"
+        )
+    if stateful:
+        raise InvalidOptionError(
+            f"{source}: micro_batching would run outputs that write state once per gathered batch instead of once "
+            "per call; load without micro_batching"
+        )
+
+
+__all__ = ["MicroBatcher", "MicroBatchingSettings", "check_batchable"]
