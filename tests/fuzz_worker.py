@@ -6,7 +6,7 @@ answers each with one line ``FUZZ-RESULT {json}`` on stdout:
 (a ``tf1infer.errors.Tf1InferError``) or ``untyped`` (anything else, with its
 traceback), plus the peak resident memory the request added. With ``cli`` the
 request goes through ``tf1infer inspect`` instead, which must exit 0, or 2 with
-a ``tf1infer: error:`` line and no traceback. The parent kills this process when
+one ``tf1infer: error:`` line and no traceback. The parent kills this process when
 a request takes too long (a hang) and counts a death by signal as a crash.
 """
 
@@ -73,8 +73,11 @@ def _run_cli(path: str, options: dict) -> dict:
     lines = [line for line in text.splitlines() if line.strip()]
     if status == 0:
         return {"outcome": "works"}
-    if status == 2 and lines and lines[0].startswith("tf1infer: error: ") and "Traceback" not in text:
-        return {"outcome": "typed", "type": "cli", "message": lines[0][:2000]}
+    errors = [line for line in lines if line.startswith("tf1infer: error: ")]
+    # Exactly one error line and no traceback; a library's own warnings (Keras's, printed by the warnings module)
+    # may stand beside it.
+    if status == 2 and len(errors) == 1 and "Traceback" not in text:
+        return {"outcome": "typed", "type": "cli", "message": errors[0][:2000]}
     return {"outcome": "untyped", "type": f"cli exit {status}", "message": text[-4000:]}
 
 

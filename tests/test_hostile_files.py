@@ -200,3 +200,23 @@ def test_cli_prints_one_error_line_and_exits_2(tmp_path):
     assert errors == [line for line in done.stderr.splitlines() if line.strip() and not line.startswith(("WARNING", "I0000", "E0000", "W0000"))]
     assert len(errors) == 1 and errors[0].startswith(f"tf1infer: error: {path}: the HDF5 file is corrupt")
     assert "Traceback" not in done.stderr
+
+
+def test_keras3_weights_that_keras_only_warns_about_are_refused(monkeypatch):
+    # Keras 3 warns, and goes on, when a damaged weights file lacks a layer's group: the layer would keep its
+    # freshly-initialized weights and the model would give wrong outputs without an error.
+    import warnings
+
+    import keras
+
+    real_load = keras.saving.load_model
+
+    def load_and_skip(*args, **kwargs):
+        model = real_load(*args, **kwargs)
+        warnings.warn("Skipping nested container at 'hidden': no matching group found in the saved file. "
+                      "Affected layers will retain their freshly-initialized weights.")
+        return model
+
+    monkeypatch.setattr(keras.saving, "load_model", load_and_skip)
+    with pytest.raises(ModelLoadError, match=r"two_in_two_out.keras: Keras 3 could not load all of the stored weights .*Skipping nested container"):
+        tf1infer.load(ZOO_DIR / "keras3" / "two_in_two_out.keras")

@@ -104,7 +104,7 @@ class MicroBatchingSettings:
 
 
 class MicroBatcher:
-    """Gathers concurrent requests into batches for ``run`` on one worker thread.
+    """Gathers concurrent requests into batches for ``run``, run on a worker thread of its own.
 
     Args:
         run: runs one batch: a list of arrays (one per input) to a list of

@@ -73,8 +73,9 @@ class Predictor:
         except (tf.errors.OpError, ValueError, TypeError) as exc:
             raise Tf1InferError(f"{self._source}: cannot prepare the session to run the model: {exc}") from exc
         self._single_row_padding = None
-        # The probe runs the model: never on a caller's own session, nor on outputs that write state (allow_stateful).
-        if loaded.owns_session and not state_writers(tensor.op for tensor in loaded.outputs):
+        self._writes_state = bool(state_writers(tensor.op for tensor in loaded.outputs))  # allow_stateful outputs.
+        # The probe runs the model: never on a caller's own session, nor on outputs that write state.
+        if loaded.owns_session and not self._writes_state:
             self._callable, self._single_row_padding = backends.pad_single_rows(self._callable, self._inputs, self._outputs)
         self._session_callable = self._callable
         self._backend_report: dict[str, Any] = {"requested": backends.SESSION, "backend": backends.SESSION}
@@ -82,7 +83,6 @@ class Predictor:
             self._backend_report["single_row_padding"] = self._single_row_padding
         self._close_backend: Any = lambda: None
         self._batcher: MicroBatcher | None = None
-        self._writes_state = bool(state_writers(tensor.op for tensor in loaded.outputs))
 
     @classmethod
     def from_session(

@@ -356,23 +356,23 @@ def _architecture_config(path: str, architecture: Any) -> Any:
         check_config_shape(path, architecture, "architecture")
         return architecture
     if isinstance(architecture, (str, os.PathLike)):
-        text, source = os.fspath(architecture), f"{path}: architecture"
+        text, named = os.fspath(architecture), path  # Messages name the JSON file where there is one.
         if not text.lstrip().startswith("{"):
             if not os.path.isfile(text):
                 raise ModelLoadError(
                     f"{path}: architecture={text!r} is neither JSON text nor an existing JSON file"
                 )
-            source = f"{text}"
+            named = text
             try:
                 with open(text, encoding="utf-8") as handle:
                     text = handle.read()
             except UnicodeDecodeError as exc:
-                raise ModelLoadError(f"{source}: not a JSON architecture: the file is not UTF-8 text ({exc})") from exc
+                raise ModelLoadError(f"{named}: not a JSON architecture: the file is not UTF-8 text ({exc})") from exc
         try:
             config = json.loads(text)
         except (json.JSONDecodeError, RecursionError) as exc:
-            raise ModelLoadError(f"{source} is not valid JSON: {type(exc).__name__}: {exc}") from exc
-        check_config_shape(source.split(": ")[0], config, "architecture")
+            raise ModelLoadError(f"{named}: the architecture is not valid JSON: {type(exc).__name__}: {exc}") from exc
+        check_config_shape(named, config, "architecture")
         return config
     raise ModelLoadError(
         f"{path}: architecture must be JSON text, a JSON file path, a config dict or a function "

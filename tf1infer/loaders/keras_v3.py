@@ -18,6 +18,7 @@ from __future__ import annotations
 import json
 import os
 import tempfile
+import warnings
 import zipfile
 from typing import Any, Iterator, Mapping
 
@@ -32,6 +33,8 @@ from tf1infer.loaders.saved_model import load_saved_model
 FORMAT = "keras-v3"
 _ENDPOINT = "serving_default"
 _WEIGHTS = "model.weights.h5"
+# Keras 3's warning that some layers keep their freshly-initialized weights.
+_WEIGHTS_SKIPPED = "freshly-initialized weights"
 # deflate's best case is about 1032:1; members declaring more than this are not a real model.
 _MAX_EXPANSION = 1100
 
@@ -191,11 +194,20 @@ def _load_with_keras(path: str, custom_objects, safe_mode: bool):
     if not tf.executing_eagerly():
         raise ModelLoadError(f"{path}: Keras 3 models load only with eager execution on (it was disabled in this process)")
     try:
-        return keras.saving.load_model(path, custom_objects=custom_objects, compile=False, safe_mode=safe_mode)
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            model = keras.saving.load_model(path, custom_objects=custom_objects, compile=False, safe_mode=safe_mode)
     except (*H5PY_ERRORS, zipfile.BadZipFile, NotImplementedError, AttributeError, IndexError) as exc:
         # Keras's own reading of a damaged archive; the archive was checked, so this is damage Keras finds deeper
         # (a weights file of the wrong layout, a config its classes reject).
         raise ModelLoadError(f"{path}: Keras 3 cannot load this .keras file: {type(exc).__name__}: {exc}") from exc
+    skipped = [str(w.message) for w in caught if _WEIGHTS_SKIPPED in str(w.message)]
+    if skipped:
+        # Keras only warns, and the model would run with freshly-initialized weights: silently wrong outputs.
+        raise ModelLoadError(f"{path}: Keras 3 could not load all of the stored weights (the archive is damaged): {skipped[0]}")
+    for warning in caught:  # Every other warning as Keras gave it.
+        warnings.warn_explicit(warning.message, warning.category, warning.filename, warning.lineno)
+    return model
 
 
 def _endpoint_names(path: str, model) -> tuple[list[str], list[str]]:
