@@ -285,3 +285,33 @@ def test_models_without_a_batch_axis_or_with_state_are_refused():
     path = ZOO_DIR / "tf1" / "saved_model"
     with pytest.raises(InvalidOptionError, match="outputs that write state"):
         tf1infer.load(path, signature="count_calls", allow_stateful=True, micro_batching=True)
+
+
+@pytest.mark.parametrize(
+    "make",
+    [
+        lambda rng, n: rng.standard_normal((n, 40, 30)).astype(np.float32),  # Large: copied through memoryview.
+        lambda rng, n: rng.standard_normal((n, 3)).astype(np.float32),  # Small: left to NumPy.
+        lambda rng, n: rng.integers(0, 9, (n, 700)).astype(">i8"),  # Non-native byte order.
+        lambda rng, n: rng.random((n, 900)) > 0.5,
+        lambda rng, n: rng.standard_normal((n, 800, 2))[:, :, 0],  # Not contiguous.
+        lambda rng, n: np.array([[b"x" * int(i)] for i in rng.integers(1, 5, n)], dtype=object),
+        lambda rng, n: np.array([str(i) * 3 for i in rng.integers(0, 999, n)]),
+    ],
+    ids=["float32-large", "float32-small", "big-endian", "bool", "strided", "object", "unicode"],
+)
+def test_batch_assembly_copies_exactly(make):
+    """The worker's GIL-holding concatenation and row copies equal NumPy's, for every kind of array."""
+    from tf1infer.microbatch import _concatenate, _copy
+
+    rng = np.random.default_rng(7)
+    parts = [make(rng, n) for n in (1, 3, 2)]
+    joined = _concatenate(parts)
+    expected = np.concatenate(parts)
+    assert joined.dtype == expected.dtype and joined.shape == expected.shape
+    np.testing.assert_array_equal(joined, expected)
+    assert joined.flags.writeable
+    rows = _copy(joined[1:4])
+    np.testing.assert_array_equal(rows, expected[1:4])
+    rows[...] = rows[::-1]  # A copy: writing it leaves the batch alone.
+    np.testing.assert_array_equal(joined, expected)
