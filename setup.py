@@ -2,6 +2,8 @@ from setuptools import find_packages, setup
 
 # tensorflow and tf-keras must move together: tf-keras X.Y only runs on tensorflow X.Y.
 TF_RANGE = ">=2.21,<2.22"
+# PySpark 4.x warns about pandas 3; Arrow carries the batches between the JVM and Python.
+SPARK = ["pyspark>=3.5,<5", "pandas>=2,<3", "pyarrow>=14"]
 
 setup(
     name="tf1infer",
@@ -21,7 +23,10 @@ setup(
         "psutil>=5.9",
     ],
     extras_require={
-        "test": ["pytest>=8"],
+        # The suite runs the Spark tests too (on local[2]; they skip only where Java is missing).
+        "test": ["pytest>=8", *SPARK],
+        # tf1infer.spark and `tf1infer predict --spark`: Spark's Python side; Spark itself needs Java 17 or 21.
+        "spark": SPARK,
         # make bench-tf1's converting peers and its chart.
         "bench": ["tf2onnx>=1.17", "onnx>=1.17", "onnxruntime>=1.20", "matplotlib>=3.8"],
     },

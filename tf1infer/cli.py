@@ -9,6 +9,8 @@
     tf1infer predict MODEL INPUT -o OUT [--batch-size N|auto] [--precision P] [--backend B] [--resume] [--quiet] [load options]
                                        stream INPUT (.npy, .npz, .h5 or an image folder) through the model
                                        into OUT (.npy or .h5), with a progress bar on a terminal
+    tf1infer predict MODEL IN.parquet -o OUT.parquet --spark MASTER [--columns A,B] [--batch-size N]
+                                       the same on Apache Spark: Parquet in, Parquet out (needs the spark extra)
     tf1infer demo [MODEL]              load a legacy model, predict, compare with Keras, time both
     tf1infer kernels [--json] [--other]
                                        TensorFlow's CPU kernel family here (oneDNN on or off) and the
@@ -27,7 +29,7 @@ import os
 import sys
 from typing import Any, Iterator, Sequence
 
-from tf1infer.errors import Tf1InferError, UnsafeModelError
+from tf1infer.errors import InvalidOptionError, Tf1InferError, UnsafeModelError
 
 
 def _load_options(args: argparse.Namespace) -> dict[str, Any]:
@@ -146,6 +148,10 @@ def _predict(args: argparse.Namespace) -> int:
 def _run_predict(args: argparse.Namespace) -> int:
     import tf1infer
 
+    if args.spark:
+        return _run_spark_predict(args)
+    if args.columns:
+        raise InvalidOptionError("--columns is for Parquet input with --spark")
     batch_size = args.batch_size if args.batch_size == "auto" else _positive_int("--batch-size", args.batch_size)
     memory_limit = _memory_limit(args.memory_limit) if args.memory_limit is not None else None
     options = {**_load_options(args), **({"format": args.format} if args.format else {})}
@@ -165,6 +171,29 @@ def _run_predict(args: argparse.Namespace) -> int:
                 verbose=0 if args.quiet or not sys.stdout.isatty() else 1,
             )
     print(summary)
+    return 0
+
+
+def _run_spark_predict(args: argparse.Namespace) -> int:
+    """``predict --spark MASTER``: Parquet in, Parquet out, scored by one Predictor per Spark Python worker."""
+    if args.batch_size == "auto":
+        raise InvalidOptionError("--batch-size auto is for local runs; give a number of rows with --spark")
+    if args.resume or args.memory_limit:
+        raise InvalidOptionError("--resume and --memory-limit are for local runs, not --spark")
+    from tf1infer.spark import predict_parquet
+
+    options = {**_load_options(args), **({"format": args.format} if args.format else {})}
+    if args.precision != "float32":
+        options["precision"] = args.precision
+    if args.backend != "session":
+        options["backend"] = args.backend
+    columns = [name.strip() for name in args.columns.split(",")] if args.columns else None
+    summary = predict_parquet(
+        args.model, args.input, args.output, master=args.spark, columns=columns,
+        batch_size=_positive_int("--batch-size", args.batch_size), quiet=args.quiet or not sys.stdout.isatty(), **options,
+    )
+    print(f"wrote {summary['rows']} rows to {summary['output']} in {summary['seconds']:.1f} s "
+          f"({summary['rows_per_second']} rows/s on {args.spark}; model loaded {summary['model_loads']} time(s) on executors)")
     return 0
 
 
@@ -319,8 +348,8 @@ def build_parser() -> argparse.ArgumentParser:
     export.set_defaults(run=_export)
     predict = commands.add_parser("predict", help="stream inputs through a model into an .npy or .h5 file")
     predict.add_argument("model", help="model file or directory")
-    predict.add_argument("input", help=".npy, .npz (an array per input name), .h5 (a dataset per input name) or an image folder")
-    predict.add_argument("-o", "--output", required=True, help="the .npy or .h5 file to write")
+    predict.add_argument("input", help=".npy, .npz (an array per input name), .h5 (a dataset per input name), an image folder, or Parquet with --spark")
+    predict.add_argument("-o", "--output", required=True, help="the .npy or .h5 file to write (a Parquet dataset with --spark)")
     predict.add_argument("--batch-size", default="32", help="rows per run, or 'auto' (default: %(default)s)")
     predict.add_argument("--memory-limit", help="for --batch-size auto: a fraction of available memory (default 0.25) or a size (2G)")
     predict.add_argument("--precision", default="float32", choices=["float32", "bfloat16", "float16"], help="(default: %(default)s)")
@@ -329,6 +358,9 @@ def build_parser() -> argparse.ArgumentParser:
     predict.add_argument("--prefetch", type=int, default=2, help="batches read ahead (default: %(default)s)")
     predict.add_argument("--resume", action="store_true", help="continue an interrupted .h5 run from OUTPUT.partial")
     predict.add_argument("--quiet", action="store_true", help="no progress bar (there is none when stdout is not a terminal)")
+    spark = predict.add_argument_group("Apache Spark (pip install 'tf1infer[spark]')")
+    spark.add_argument("--spark", metavar="MASTER", help="score a Parquet INPUT into a Parquet OUTPUT on Spark, e.g. local[4] or spark://host:7077")
+    spark.add_argument("--columns", help="input columns in model input order, comma-separated (default: the model's input names)")
     images = predict.add_argument_group("image folders")
     images.add_argument("--size", help="HEIGHTxWIDTH to resize to (default: the model input's)")
     images.add_argument("--color", choices=["rgb", "grayscale", "rgba"], help="(default: from the model input's channels)")

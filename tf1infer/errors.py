@@ -66,6 +66,10 @@ class QueueFullError(Tf1InferError, RuntimeError):
     """Micro-batching's request queue is full and the caller asked not to wait (``block=False``)."""
 
 
+class MissingDependencyError(Tf1InferError, ImportError):
+    """An optional integration needs a package or program that is not installed (the message says which)."""
+
+
 # Lines of a TensorFlow error message that repeat the op's name or show where Python built it: the op's name is
 # given once, in front of the reason, instead.
 _TENSORFLOW_BOILERPLATE = ("Graph execution error", "Detected at node", "Node:", "[[", "File ", "Traceback", "Stack trace")

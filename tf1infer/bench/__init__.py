@@ -56,6 +56,9 @@ def main(argv=None) -> int:
     parser.add_argument("--batch-sizes", default=",".join(map(str, BATCH_SIZES)))
     parser.add_argument("--no-streaming", action="store_true", help="skip the streaming throughput and memory runs")
     parser.add_argument("--no-concurrency", action="store_true", help="skip the concurrent callers (micro-batching) runs")
+    parser.add_argument("--spark", nargs="?", const="local[2]", metavar="MASTERS",
+                        help="also score on Apache Spark (the spark extra and Java): comma-separated masters "
+                             "(default local[2]), beside one process")
     parser.add_argument("--checks", help="same-process checks, comma-separated: " + ", ".join(CHECKS)
                         + " (default: all; none with --quick)")
     parser.add_argument("--json", default=os.path.join("bench-results", "latest.json"), help="where to write the records")
@@ -74,6 +77,7 @@ def main(argv=None) -> int:
         result.setdefault("checks", [])
         result.setdefault("check_errors", [])
         result.setdefault("concurrency", [])
+        result.setdefault("spark", [])
         _print_results(result)
         _write_reports(result, args.render, None if result["quick"] else args.benchmarks_md)
         return 0
@@ -110,7 +114,7 @@ def main(argv=None) -> int:
     check_records, check_errors = _run_checks(checks, models, batch_sizes, args.quick)
     result = {"machine": info, "quick": args.quick, "batch_sizes": batch_sizes, "models": models, "limits": limits,
               "records": records, "errors": errors, "missing_peers": missing, "checks": check_records,
-              "check_errors": check_errors, "streaming": [], "concurrency": []}
+              "check_errors": check_errors, "streaming": [], "concurrency": [], "spark": []}
     _print_results(result)
     if not args.no_streaming:
         from tf1infer.bench.streaming import report_streaming
@@ -130,6 +134,15 @@ def main(argv=None) -> int:
 
         result["concurrency"] = report_concurrency({m: p for m, p in models.items() if m in CONCURRENCY_MODELS},
                                                    args.quick, spawn_concurrency)
+    if args.spark:
+        from tf1infer.bench.spark import SPARK_MODELS, report_spark
+
+        def spawn_spark(master, path, rows):
+            out = _spawn(["--worker", f"spark:{master}", "--model-path", path, "--count", str(rows)])
+            return out[0] if out and "error" not in out[0] else (out[0]["error"] if out else "failed: no output")
+
+        result["spark"] = report_spark({m: p for m, p in models.items() if m in SPARK_MODELS}, _split(args.spark),
+                                       args.quick, spawn_spark)
     os.makedirs(os.path.dirname(args.json) or ".", exist_ok=True)
     with open(args.json, "w") as handle:
         json.dump(result, handle, indent=1)
@@ -166,10 +179,14 @@ def _write_reports(result: dict, json_path: str, benchmarks_md: str | None) -> N
     from tf1infer.bench.concurrency import concurrency_md
 
     callers_md = concurrency_md(result.get("concurrency", []))
+    from tf1infer.bench.spark import spark_md
+
+    scaling_md = spark_md(result.get("spark", []))
     with open(os.path.join(folder, "latest.md"), "w") as handle:
         handle.write(f"Machine: {report.machine_line(result['machine'])}\n\n{table_md}"
                      + (f"\n### Same-process checks\n\n{checks_md}" if checks_md else "")
-                     + (f"\n### Concurrent callers\n\n{callers_md}" if callers_md else ""))
+                     + (f"\n### Concurrent callers\n\n{callers_md}" if callers_md else "")
+                     + (f"\n### Scaling out on Spark\n\n{scaling_md}" if scaling_md else ""))
     chart_path = os.path.join(folder, "latest.png")
     why_not = report.chart(records, batch_sizes, chart_path)
     print(f"\nwrote {json_path}, {os.path.join(folder, 'latest.md')}"
@@ -177,7 +194,8 @@ def _write_reports(result: dict, json_path: str, benchmarks_md: str | None) -> N
     if benchmarks_md:
         summary = report.summary_lines(records, batch_sizes)
         with open(benchmarks_md, "w") as handle:
-            handle.write(report.benchmarks_md(result["machine"], table_md, summary, result["streaming"], checks_md, callers_md))
+            handle.write(report.benchmarks_md(result["machine"], table_md, summary, result["streaming"], checks_md, callers_md)
+                         + (f"\n## Scaling out on Spark\n\n{scaling_md}" if scaling_md else ""))
         print(f"wrote {benchmarks_md}")
 
 
@@ -268,6 +286,11 @@ def _worker(args) -> int:
 
         _, mode, seconds = args.worker.split(":")
         _emit(run_concurrency(args.model_path, int(args.count), mode, float(seconds)))
+        return 0
+    if args.worker.startswith("spark:"):
+        from tf1infer.bench.spark import run_worker as run_spark
+
+        _emit(run_spark(args.worker[len("spark:"):], args.model_path, int(args.count)))
         return 0
     if args.worker in ("throughput", "memory"):
         from tf1infer.bench.streaming import run_worker
