@@ -510,8 +510,6 @@ class Predictor:
             _closed()
         return precision_report(self, x, precisions, samples)
 
-    # -- lifecycle ----------------------------------------------------------
-
     # -- micro-batching -------------------------------------------------------
 
     def enable_micro_batching(

@@ -119,18 +119,13 @@ def main(argv=None) -> int:
     if not args.no_streaming:
         from tf1infer.bench.streaming import report_streaming
 
-        def spawn(mode, path, count):
-            out = _spawn(["--worker", mode, "--model-path", path, "--count", str(count)])
-            return out[0] if out and "error" not in out[0] else (out[0]["error"] if out else "failed: no output")
-
         result["streaming"] = report_streaming({m: p for m, p in models.items() if m in STREAMING_MODELS},
-                                               MODELS["mlp"], args.quick, spawn)
+                                               MODELS["mlp"], args.quick, _spawn_one)
     if not args.no_concurrency:
         from tf1infer.bench.concurrency import report_concurrency
 
         def spawn_concurrency(path, callers, mode, seconds):
-            out = _spawn(["--worker", f"concurrency:{mode}:{seconds}", "--model-path", path, "--count", str(callers)])
-            return out[0] if out and "error" not in out[0] else (out[0]["error"] if out else "failed: no output")
+            return _spawn_one(f"concurrency:{mode}:{seconds}", path, callers)
 
         result["concurrency"] = report_concurrency({m: p for m, p in models.items() if m in CONCURRENCY_MODELS},
                                                    args.quick, spawn_concurrency)
@@ -138,8 +133,7 @@ def main(argv=None) -> int:
         from tf1infer.bench.spark import SPARK_MODELS, report_spark
 
         def spawn_spark(master, path, rows):
-            out = _spawn(["--worker", f"spark:{master}", "--model-path", path, "--count", str(rows)])
-            return out[0] if out and "error" not in out[0] else (out[0]["error"] if out else "failed: no output")
+            return _spawn_one(f"spark:{master}", path, rows)
 
         result["spark"] = report_spark({m: p for m, p in models.items() if m in SPARK_MODELS}, _split(args.spark),
                                        args.quick, spawn_spark)
@@ -263,6 +257,12 @@ def _spawn(arguments: list[str]) -> list[dict]:
         records.append({"error": f"worker failed (exit {done.returncode}): {last}", "peer": arguments[1],
                         "model": None})
     return records
+
+
+def _spawn_one(worker: str, model_path: str, count) -> dict | str:
+    """A worker that measures one thing: its record, or why it failed (a string)."""
+    out = _spawn(["--worker", worker, "--model-path", model_path, "--count", str(count)])
+    return out[0] if out and "error" not in out[0] else (out[0]["error"] if out else "failed: no output")
 
 
 def _emit(record: dict) -> None:
