@@ -24,11 +24,12 @@ setup(
     ],
     extras_require={
         # The suite runs the Spark tests too (on local[2]; they skip only where Java is missing).
-        "test": ["pytest>=8", *SPARK],
+        # scikit-image: its sample photographs are the real images int8 is calibrated and checked on.
+        "test": ["pytest>=8", "scikit-image>=0.22", *SPARK],
         # tf1infer.spark and `tf1infer predict --spark`: Spark's Python side; Spark itself needs Java 17 or 21.
         "spark": SPARK,
         # make bench-tf1's converting peers and its chart.
-        "bench": ["tf2onnx>=1.17", "onnx>=1.17", "onnxruntime>=1.20", "matplotlib>=3.8"],
+        "bench": ["tf2onnx>=1.17", "onnx>=1.17", "onnxruntime>=1.20", "matplotlib>=3.8", "scikit-image>=0.22"],
     },
     entry_points={"console_scripts": ["tf1infer=tf1infer.cli:main"]},
     license="Apache-2.0",

@@ -79,18 +79,117 @@ def test_tflite_tf1_saved_model_with_two_outputs():
     np.testing.assert_allclose(probs, expected["probs"], rtol=0, atol=ATOL)
 
 
+RECURRENT = ["lstm", "gru", "seq2seq"]
+
+
+@pytest.mark.parametrize("name", RECURRENT)
+def test_recurrent_zoo_models_run_on_tflite_at_every_batch_size(name, eager_model):
+    """LSTM, GRU (variable length) and the masked two-input seq2seq: fixed-size flatbuffers, chunks, padding."""
+    reference = eager_model(zoo_path(name))
+    with tf1infer.load(zoo_path(name), backend="tflite") as predictor:
+        report = predictor.backend_report
+        assert predictor.backend == "tflite", report
+        assert report["fixed_rows"] == list(backends.FIXED_ROWS) and report["chunk_rows"] in backends.FIXED_ROWS
+        assert 0 <= report["max_deviation"] <= ATOL
+        # Rows: one; a padded 3 (runs at 4); sizes between the converted ones; more than every chunk. Unknown
+        # sequence lengths change between calls (the interpreters are kept per shape).
+        for rows, length in ((1, 7), (3, 7), (9, 4), (100, 7), (2, 11)):
+            x = random_inputs(predictor.inputs, rows, seed=rows, free_dim=length)
+            feed = x[0] if len(x) == 1 else x
+            assert_close(predictor.predict_on_batch(feed), reference.predict(feed, batch_size=rows, verbose=0))
+        one = random_inputs(predictor.inputs, 1, seed=0, free_dim=6)
+        empty = predictor.predict_on_batch([a[:0] for a in one] if len(one) > 1 else one[0][:0])
+        assert empty.shape == (0,) + predictor.predict_on_batch(one if len(one) > 1 else one[0]).shape[1:]
+
+
+def test_keras1_recurrent_fixture_runs_on_tflite():
+    """Keras 1.2.2's Embedding -> LSTM(return_sequences) -> GRU, against its numpy reference."""
+    stored = np.load(ZOO_DIR / "keras1" / "rnn_sequential.npz")
+    x = stored["inputs/embedding_1_input"]
+    with tf1infer.load(ZOO_DIR / "keras1" / "rnn_sequential.h5", backend="tflite") as predictor:
+        assert predictor.backend == "tflite", predictor.backend_report
+        for batch_size in (1, len(x)):
+            np.testing.assert_allclose(predictor.predict(x, batch_size=batch_size), stored["outputs/dense_1"], rtol=0, atol=ATOL)
+
+
+def test_every_recurrent_layer_kind_runs_on_tflite(tmp_path):
+    """Bidirectional LSTM, SimpleRNN backwards, a Keras 2.2-style GRU (reset_after=False), masking from mask_zero."""
+    import tf_keras
+    from tf_keras import layers
+
+    ids = layers.Input(shape=(None,), dtype="int32", name="ids")
+    hidden = layers.Embedding(50, 8, mask_zero=True)(ids)
+    hidden = layers.Bidirectional(layers.LSTM(6, return_sequences=True))(hidden)
+    hidden = layers.SimpleRNN(5, return_sequences=True, go_backwards=True)(hidden)
+    hidden = layers.GRU(4, reset_after=False)(hidden)
+    model = tf_keras.Model(ids, layers.Dense(3, activation="softmax")(hidden))
+    rng = np.random.default_rng(3)
+    for weight in model.weights:
+        weight.assign(rng.normal(0, 0.5, weight.shape))
+    model.save(tmp_path / "recurrent.h5")
+    with tf1infer.load(tmp_path / "recurrent.h5", backend="tflite") as predictor:
+        assert predictor.backend == "tflite", predictor.backend_report
+        for rows, length in ((1, 7), (5, 3), (70, 11)):
+            x = rng.integers(1, 50, (rows, length)).astype("int32")
+            x[: rows // 2 + 1, -2:] = 0  # Padded tails, masked out.
+            assert_close(predictor.predict(x), model.predict(x, verbose=0))
+
+
+def test_recurrent_auto_picks_the_faster_runtime_per_batch_size(eager_model):
+    with tf1infer.load(zoo_path("lstm"), backend="auto") as predictor:
+        report = predictor.backend_report
+        assert predictor.backend == "auto" and report["fixed_rows"] == list(backends.FIXED_ROWS)
+        for size, runtime in report["auto_choice"].items():
+            timings = report["auto_us_per_row"].get(size)
+            if timings:
+                assert runtime == min(timings, key=timings.get)
+        x = random_inputs(predictor.inputs, 300, seed=4)[0]
+        for batch_size in (1, 32, 300):
+            assert_close(predictor.predict(x, batch_size=batch_size),
+                         eager_model(zoo_path("lstm")).predict(x, batch_size=batch_size, verbose=0))
+
+
+def test_loading_leaves_tensorflows_loop_intermediates_switch_as_it_was():
+    """Loaders build loops without gradient intermediates (inference_loops) and restore TensorFlow's setting."""
+    import tensorflow as tf
+    from tensorflow.python.ops import control_flow_util_v2
+
+    from tf1infer.loaders.base import inference_loops
+
+    with tf.Graph().as_default():
+        before = control_flow_util_v2.output_all_intermediates()
+        with inference_loops():
+            assert control_flow_util_v2.output_all_intermediates() is False
+        tf1infer.load(zoo_path("lstm")).close()
+        assert control_flow_util_v2.output_all_intermediates() == before
+    with tf1infer.load(zoo_path("lstm")) as predictor:  # The layer's own lists only; no gradient accumulators.
+        assert not [op.name for op in predictor.graph.get_operations() if op.type == "EmptyTensorList"]
+
+
 @pytest.mark.parametrize("backend", ["tflite", "auto"])
-def test_recurrent_model_falls_back_to_the_session_with_a_logged_reason(backend, caplog, eager_model):
+def test_ops_tflite_cannot_run_fall_back_to_the_session_with_a_logged_reason(backend, tmp_path, caplog):
+    """A TF1 probit output (the normal CDF through erf): no TF Lite builtin computes erf outside GELU's pattern,
+    and the interpreter in the tensorflow package runs no Flex (TensorFlow) ops."""
+    import tensorflow as tf
+
+    graph = tf.Graph()
+    with graph.as_default():
+        x = tf.compat.v1.placeholder(tf.float32, [None, 4], name="x")
+        tf.identity(0.5 * (1.0 + tf.math.erf(x / np.sqrt(2.0))), name="probit")
+    (tmp_path / "probit.pb").write_bytes(graph.as_graph_def().SerializeToString())
     caplog.set_level(logging.INFO, logger="tf1infer.backends")
-    with tf1infer.load(zoo_path("lstm"), backend=backend) as predictor:
+    with tf1infer.load(tmp_path / "probit.pb", backend=backend) as predictor:
         assert predictor.backend == "session"
         reason = predictor.backend_report["fallback_reason"]
-        assert reason.startswith("TF Lite cannot convert this graph: ") and "TensorList" in reason
-        x = random_inputs(predictor.inputs, 9, seed=1)[0]
-        assert_close(predictor.predict(x), eager_model(zoo_path("lstm")).predict(x, verbose=0))
+        assert reason.startswith("TF Lite cannot convert this graph: ") and "tf.Erf" in reason
+        values = np.random.default_rng(1).normal(size=(9, 4)).astype("float32")
+        from math import erf
+
+        expected = np.vectorize(lambda v: 0.5 * (1.0 + erf(v / np.sqrt(2.0))))(values.astype(np.float64))
+        np.testing.assert_allclose(predictor.predict(values), expected, rtol=0, atol=1e-6)
     (record,) = [r for r in caplog.records if r.name == "tf1infer.backends"]
     assert record.levelno == (logging.WARNING if backend == "tflite" else logging.INFO)
-    assert "lstm.h5" in record.getMessage() and "runs on the TF1 session instead" in record.getMessage()
+    assert "probit.pb" in record.getMessage() and "runs on the TF1 session instead" in record.getMessage()
 
 
 def test_verification_failure_falls_back(monkeypatch, caplog):

@@ -38,10 +38,12 @@ def test_a_quick_run_writes_one_record_per_model_batch_and_runner(tmp_path):
     assert "| runner | b1 us/sample | x fastest | % of limit |" in table
     assert table.count("1.00x") >= 2  # The fastest runner of each batch size.
     assert "tf1infer predict_iter (single samples)" in table
-    checked = {"TF Lite interpreter", "tf1infer tflite predict_on_batch", "tf1infer auto predict_on_batch"}
+    checked = {"TF Lite interpreter", "tf1infer tflite predict_on_batch", "tf1infer auto predict_on_batch",
+               "tf1infer session predict_on_batch"}
     assert {(r["runner"], r["batch_size"]) for r in result["checks"]} == {(r, b) for r in checked for b in (1, 4)}
     assert all(r["peer"] == "tflite" and r["us_per_sample"] > 0 for r in result["checks"]) and not result["check_errors"]
     assert "### Same-process checks" in table and "| mlp | tf1infer tflite predict_on_batch | TF Lite interpreter |" in table
+    assert "| mlp | tf1infer tflite predict_on_batch | tf1infer session predict_on_batch |" in table
     assert (tmp_path / "results" / "latest.png").is_file() or "no chart: matplotlib not installed" in done.stdout
     assert not (tmp_path / "B.md").exists()  # Quick runs leave BENCHMARKS.md alone.
     assert "mlp, best tf1infer vs best other: batch 1:" in done.stdout

@@ -94,13 +94,16 @@ def test_kernels_command(capsys):
 
 
 def _runner(single_row_seconds: float):
-    """A stand-in session runner: doubles its input, one-row calls taking ``single_row_seconds``."""
+    """A stand-in session runner: doubles its input, one-row calls taking ``single_row_seconds``.
+
+    With 0, every call takes 1 ms per row: no trap, and a margin timing noise cannot cross (a call that
+    costs nothing would leave the decision to the noise).
+    """
     calls = []
 
     def run(x):
         calls.append(len(x))
-        if len(x) == 1 and single_row_seconds:
-            time.sleep(single_row_seconds)
+        time.sleep(single_row_seconds if len(x) == 1 and single_row_seconds else 0.001 * len(x))
         return [x * 2.0]
 
     return run, calls

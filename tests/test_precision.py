@@ -107,8 +107,8 @@ def test_bfloat16_on_corpus_model():
 
 
 def test_unknown_precision_is_refused():
-    with pytest.raises(InvalidOptionError, match="precision must be one of float32, bfloat16, float16; got 'int8'"):
-        tf1infer.load(zoo_path("mlp"), precision="int8")
+    with pytest.raises(InvalidOptionError, match="precision must be one of float32, bfloat16, float16, int8; got 'int4'"):
+        tf1infer.load(zoo_path("mlp"), precision="int4")
 
 
 def test_tf1_saved_model_at_bfloat16(tmp_path):

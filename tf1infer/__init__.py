@@ -20,14 +20,14 @@ import os
 from typing import Any
 
 from tf1infer import errors
-from tf1infer.backends import SESSION, check_backend
+from tf1infer.backends import SESSION, TFLITE, check_backend
 from tf1infer.errors import InvalidOptionError
 from tf1infer.export import ExportReport, export_saved_model
 from tf1infer.feeds import TensorSpec
 from tf1infer.images import ImageFolder, images
 from tf1infer.loaders import detect_format, load_graph
 from tf1infer.microbatch import MicroBatchingSettings
-from tf1infer.precision import FLOAT32, check_precision, reduce_precision
+from tf1infer.precision import FLOAT32, INT8, check_precision, reduce_precision
 from tf1infer.predictor import Predictor
 from tf1infer.writers import PredictionSummary
 
@@ -40,6 +40,7 @@ def load(
     *,
     precision: str = "float32",
     backend: str = "session",
+    calibration: Any = None,
     micro_batching: bool = False,
     max_batch_size: int | None = None,
     max_wait_ms: float | None = None,
@@ -67,10 +68,12 @@ def load(
             sets a count; ``0`` is TensorFlow's own inter-op pool).
         precision: ``"float32"`` (default), ``"bfloat16"`` (native on CPUs
             with AVX512_BF16/AMX) or ``"float16"`` (rounds tensors to float16
-            between float32 ops: a preview of float16 accuracy). The frozen
+            between float32 ops: a preview of float16 accuracy): the frozen
             inference graph runs under TensorFlow's mixed-precision graph
-            rewrite; inputs and outputs keep their dtypes. See
-            :meth:`Predictor.precision_report` for the cost in accuracy.
+            rewrite, on the session. ``"int8"``: TF Lite's integer kernels
+            (``backend="tflite"`` and ``calibration=`` required). Inputs and
+            outputs keep their dtypes. See :meth:`Predictor.precision_report`
+            for the cost in accuracy.
         backend: ``"session"`` (default): the persistent TF1 session.
             ``"tflite"``: the frozen graph converted to TF Lite and run on
             XNNPACK on every core (``intra_op_threads`` caps them), verified
@@ -79,7 +82,14 @@ def load(
             call takes the one measured faster at load for its batch size.
             A model TF Lite cannot run exactly falls back to the session with
             a logged reason; :attr:`Predictor.backend_report` says what
-            happened. TF Lite runs float32 only.
+            happened.
+        calibration: with ``precision="int8"`` and ``backend="tflite"``: real
+            input samples (an array, a list or dict of arrays, a batch source
+            such as a generator or :func:`tf1infer.images`) on which TF Lite's
+            post-training quantization observes each tensor's range; at most
+            500 rows are used (spread evenly over an array; a source's first).
+            int8 is never calibrated on random data. Measure the cost with
+            :meth:`Predictor.precision_report` on held-out samples.
         micro_batching: gather concurrent calls from many threads (or
             ``predict_async`` coroutines) into shared batches, as TF Serving
             does: see :meth:`Predictor.enable_micro_batching`, whose settings
@@ -113,12 +123,21 @@ def load(
         raise InvalidOptionError(f"{', '.join(batching_settings)} apply only with micro_batching=True")
     if micro_batching:
         MicroBatchingSettings(**batching_settings)  # Bad settings fail before the model is loaded.
-    if backend != SESSION and precision != FLOAT32:
+    if precision == INT8 and backend != TFLITE:
+        raise InvalidOptionError(f"precision='int8' runs on TF Lite's integer kernels: pass backend='tflite' (got {backend!r})")
+    if precision == INT8 and calibration is None:
         raise InvalidOptionError(
-            f"backend={backend!r} runs float32 TF Lite kernels; precision={precision!r} needs backend='session'"
+            "precision='int8' needs calibration=: real input samples (an array, a batch source or "
+            "tf1infer.images(...)) on which to observe each tensor's range; tf1infer never calibrates on random data"
+        )
+    if calibration is not None and precision != INT8:
+        raise InvalidOptionError(f"calibration= applies only to precision='int8' (got precision={precision!r})")
+    if backend != SESSION and precision not in (FLOAT32, INT8):
+        raise InvalidOptionError(
+            f"backend={backend!r} runs float32 or int8 TF Lite kernels; precision={precision!r} needs backend='session'"
         )
     loaded = load_graph(path, format, **options)
-    if precision != FLOAT32:
+    if precision not in (FLOAT32, INT8):
         try:
             loaded = reduce_precision(
                 loaded,
@@ -132,11 +151,11 @@ def load(
                 loaded.session.close()
             raise
     else:
-        loaded.metadata.setdefault("precision", FLOAT32)
+        loaded.metadata["precision"] = precision
     predictor = Predictor(loaded)
     try:
         if backend != SESSION:
-            predictor._use_backend(backend, options.get("intra_op_threads"))
+            predictor._use_backend(backend, options.get("intra_op_threads"), calibration)
         if micro_batching:
             predictor.enable_micro_batching(**batching_settings)
     except BaseException:

@@ -19,13 +19,23 @@
     Both, measured at load at batch sizes 1, 32 and 256; each call takes the
     runtime that was faster at the measured size nearest its own.
 
+Recurrent layers convert too: their loops' lists need a static element shape,
+so those graphs are converted at a few fixed batch sizes and any call runs as
+chunks of them (:func:`convert`).
+
 Nothing is trusted unverified: at load the TF Lite runtime's outputs are compared
 with the session's on random inputs (never zeros), through both of its paths.
-A model TF Lite cannot convert (recurrent layers whose loops have no static
-element shape, ops outside the builtin set) or whose outputs differ by more
+A model TF Lite cannot convert (ops outside the builtin set: the interpreter in
+the ``tensorflow`` package runs no Flex ops) or whose outputs differ by more
 than ``1e-5`` (times the output's magnitude where that exceeds 1) falls back
 to the session, and the reason is logged and kept in
 :attr:`Predictor.backend_report`.
+
+``precision="int8"`` with ``calibration=`` samples converts with TF Lite's
+post-training integer quantization instead (:func:`convert_to_tflite`); the
+caller asked for a different model, so there is no fallback, and its accuracy
+is measured on the calibration rows at load and by ``precision_report`` on
+held-out rows.
 """
 
 from __future__ import annotations
@@ -33,6 +43,7 @@ from __future__ import annotations
 import bisect
 import collections
 import contextlib
+import dataclasses
 import logging
 import math
 import os
@@ -48,6 +59,7 @@ import tensorflow as tf
 
 from tf1infer.errors import InvalidOptionError, ModelLoadError
 from tf1infer.feeds import TensorSpec
+from tf1infer.loaders.graph_tools import fix_batch_dimension, has_tensor_lists
 from tf1infer.synthetic import random_array
 
 logger = logging.getLogger(__name__)
@@ -60,6 +72,10 @@ VERIFY_TOLERANCE = 1e-5
 # Batch sizes "auto" measures at load; a call uses the decision of the nearest one (on a log scale).
 AUTO_BATCH_SIZES = (1, 32, 256)
 CHUNK_CANDIDATES = (1, 4, 16, 64)
+# Batch sizes a model with recurrent loops is converted at (see convert); also its chunk candidates.
+FIXED_ROWS = (1, 4, 16, 64)
+# int8 calibration uses at most this many rows (the converter runs the float model on each, one at a time).
+CALIBRATION_ROWS = 500
 # Probing at load stops growing a probe batch past this many seconds per call.
 PROBE_SECONDS = 0.2
 
@@ -86,27 +102,32 @@ def available_cores() -> int:
 
 
 class TFLiteRuntime:
-    """A TF Lite flatbuffer run on XNNPACK; called like ``Session.make_callable``'s callable.
+    """TF Lite flatbuffers run on XNNPACK; called like ``Session.make_callable``'s callable.
 
     Args:
-        model_content: the flatbuffer.
+        models: ``{None: flatbuffer}`` for a model whose batch axis is free;
+            for one converted at fixed batch sizes (recurrent layers:
+            :func:`convert`), ``{rows: flatbuffer}`` with 1 among the sizes.
+            A call of any size then runs as chunks of those sizes, the last
+            chunk padded with copies of its last row (rows never interact in
+            an inference graph) and the padding's outputs dropped.
         inputs, outputs: the Predictor's specs, in its order.
-        tflite_inputs, tflite_outputs: the same tensors' names in the flatbuffer.
         threads: cores to use.
         chunk_rows: rows per interpreter call on the parallel path; None: every
             batch runs whole on the multi-threaded interpreter (best for models
-            so small that splitting costs more than it saves).
+            so small that splitting costs more than it saves; free batch axis only).
     """
 
     def __init__(
         self,
-        model_content: bytes,
+        models: dict[int | None, bytes],
         inputs: Sequence[TensorSpec],
         outputs: Sequence[TensorSpec],
         threads: int,
         chunk_rows: int | None = 1,
     ):
-        self._model = model_content
+        self._models = dict(models)
+        self.fixed_rows = tuple(sorted(size for size in self._models if size is not None))
         self._inputs = tuple(inputs)
         self._outputs = tuple(outputs)
         self.threads = max(1, int(threads))
@@ -117,22 +138,52 @@ class TFLiteRuntime:
         self._workers = [_Interpreters(self, threads=1) for _ in range(self.threads)]
         self._pool = ThreadPoolExecutor(self.threads - 1, thread_name_prefix="tf1infer-tflite") if self.threads > 1 else None
 
+    def model_for(self, rows: int) -> bytes:
+        return self._models[None] if None in self._models else self._models[rows]
+
     def __call__(self, *feeds: np.ndarray) -> list[np.ndarray]:
         rows = feeds[0].shape[0]
         with self._lock:
+            if self.fixed_rows:
+                return self._latency.run(feeds) if rows == 1 else self._run_parallel(feeds, rows)
             if rows <= 1 or self.chunk_rows is None:
                 return self._latency.run(feeds)
             return self._run_parallel(feeds, rows)
 
+    def _chunks(self, rows: int) -> list[tuple[int, int]]:
+        if not self.fixed_rows:
+            size = self.chunk_rows
+        else:
+            # The largest converted size that still gives every core a chunk, at most the tuned one.
+            wanted = min(self.chunk_rows or self.fixed_rows[-1], max(1, -(-rows // self.threads)))
+            size = max(fixed for fixed in self.fixed_rows if fixed <= wanted)
+        return [(start, min(start + size, rows)) for start in range(0, rows, size)]
+
+    def _padded_rows(self, rows: int) -> int:
+        """The converted size a chunk of ``rows`` runs at: its own on a free batch axis, else the next size up."""
+        if not self.fixed_rows:
+            return rows
+        return next((fixed for fixed in self.fixed_rows if fixed >= rows), self.fixed_rows[-1])
+
+    def _run_chunk(self, interpreters: _Interpreters, feeds: Sequence[np.ndarray], start: int, stop: int) -> list[np.ndarray]:
+        rows = stop - start
+        padding = self._padded_rows(rows) - rows
+        if not padding:
+            return interpreters.run([feed[start:stop] for feed in feeds])
+        padded = [np.concatenate([feed[start:stop], np.repeat(feed[stop - 1 : stop], padding, axis=0)]) for feed in feeds]
+        return [value[:rows] for value in interpreters.run(padded)]
+
     def _run_parallel(self, feeds: Sequence[np.ndarray], rows: int) -> list[np.ndarray]:
-        chunks = [(start, min(start + self.chunk_rows, rows)) for start in range(0, rows, self.chunk_rows)]
+        if rows == 0:  # Converted sizes hold no empty batch: a one-row run of zeros gives the outputs' other axes.
+            return [value[:0] for value in self._latency.run([np.zeros((1,) + feed.shape[1:], feed.dtype) for feed in feeds])]
+        chunks = self._chunks(rows)
         workers = min(self.threads, len(chunks))
         share = math.ceil(len(chunks) / workers)
         parts = [chunks[i * share : (i + 1) * share] for i in range(workers)]
         results: list[np.ndarray] | None = None
 
         def run_part(worker: int) -> list[tuple[int, int, list[np.ndarray]]]:
-            return [(start, stop, self._workers[worker].run([feed[start:stop] for feed in feeds])) for start, stop in parts[worker]]
+            return [(start, stop, self._run_chunk(self._workers[worker], feeds, start, stop)) for start, stop in parts[worker]]
 
         futures = [self._pool.submit(run_part, worker) for worker in range(1, workers)] if self._pool else []
         pieces = run_part(0)
@@ -155,44 +206,45 @@ class TFLiteRuntime:
 
 
 class _Interpreters:
-    """Interpreters of one thread count, kept per batch size (a resize reallocates every tensor)."""
+    """Interpreters of one thread count, kept per input shapes (a resize reallocates every tensor)."""
 
-    KEEP = 3  # The chunk size, the remainder of a batch, and one more.
+    KEEP = 4  # The chunk size, the remainder of a batch, and more (a fixed-size model has up to 4 sizes).
 
     def __init__(self, runtime: TFLiteRuntime, threads: int):
         self._runtime = runtime
         self._threads = threads
-        self._by_rows: collections.OrderedDict[int, Callable] = collections.OrderedDict()
-        self._last_rows, self._last = -1, None
+        self._by_shapes: collections.OrderedDict[tuple, Callable] = collections.OrderedDict()
+        self._last_shapes, self._last = None, None
 
     def run(self, feeds: Sequence[np.ndarray]) -> list[np.ndarray]:
         # Per-call Python work matters at batch 1 on a small model (the zoo MLP's whole call takes 1.6 us):
-        # the call for the last batch size is kept at hand, made once with the interpreter's methods bound.
-        rows = feeds[0].shape[0]
-        if rows != self._last_rows:
-            self._last, self._last_rows = self._get(rows, feeds), rows
+        # the call for the last shapes is kept at hand, made once with the interpreter's methods bound.
+        # Shapes, not rows: a sequence model's time axis differs from call to call.
+        shapes = feeds[0].shape if len(feeds) == 1 else tuple(feed.shape for feed in feeds)
+        if shapes != self._last_shapes:
+            self._last, self._last_shapes = self._get(shapes, feeds), shapes
         return self._last(feeds)
 
-    def _get(self, rows: int, feeds: Sequence[np.ndarray]) -> Callable[[Sequence[np.ndarray]], list[np.ndarray]]:
-        call = self._by_rows.get(rows)
+    def _get(self, shapes: tuple, feeds: Sequence[np.ndarray]) -> Callable[[Sequence[np.ndarray]], list[np.ndarray]]:
+        call = self._by_shapes.get(shapes)
         if call is not None:
-            self._by_rows.move_to_end(rows)
+            self._by_shapes.move_to_end(shapes)
             return call
-        interpreter = new_interpreter(self._runtime._model, self._threads)
+        interpreter = new_interpreter(self._runtime.model_for(feeds[0].shape[0]), self._threads)
         input_indices = _match(interpreter.get_input_details(), self._runtime._inputs, "input")
         for index, feed in zip(input_indices, feeds):
             interpreter.resize_tensor_input(index, feed.shape, strict=False)
         interpreter.allocate_tensors()
         output_indices = _match(interpreter.get_output_details(), self._runtime._outputs, "output")
         call = _bound_call(interpreter, input_indices, output_indices)
-        self._by_rows[rows] = call
-        if len(self._by_rows) > self.KEEP:
-            self._by_rows.popitem(last=False)
+        self._by_shapes[shapes] = call
+        if len(self._by_shapes) > self.KEEP:
+            self._by_shapes.popitem(last=False)
         return call
 
     def clear(self) -> None:
-        self._by_rows.clear()
-        self._last_rows, self._last = -1, None
+        self._by_shapes.clear()
+        self._last_shapes, self._last = None, None
 
 
 def _bound_call(interpreter, input_indices: Sequence[int], output_indices: Sequence[int]):
@@ -256,8 +308,48 @@ def captured_stderr():
             lines.extend(sink.read().decode("utf-8", "replace").splitlines())
 
 
-def convert_to_tflite(graph_def, feeds: dict[str, str], inputs: Sequence[TensorSpec], outputs: Sequence[TensorSpec]) -> bytes:
-    """The frozen inference GraphDef as a float32 TF Lite flatbuffer with builtin ops only.
+def convert(graph_def, feeds: dict[str, str], inputs: Sequence[TensorSpec], outputs: Sequence[TensorSpec]) -> dict[int | None, bytes]:
+    """The frozen inference GraphDef as TF Lite flatbuffers: ``{None: model}`` with a free batch axis, where it converts.
+
+    Loops over TensorLists (Keras recurrent layers as TF 2 builds them) convert
+    only where every list's element shape is static, and an element holds one
+    time step of every row: those graphs are converted once per size in
+    :data:`FIXED_ROWS` with the batch axis fixed
+    (:func:`~tf1infer.loaders.graph_tools.fix_batch_dimension`), and
+    :class:`TFLiteRuntime` runs any batch as chunks of those sizes. TF Lite
+    then runs the loop as a ``WHILE`` of builtin ops.
+
+    Raises ``ConversionError`` with the converter's reason(s).
+    """
+    try:
+        return {None: convert_to_tflite(graph_def, feeds, inputs, outputs)}
+    except ConversionError as exc:
+        batched = all(spec.shape and spec.shape[0] is None for spec in (*inputs, *outputs))
+        if not (batched and has_tensor_lists(graph_def)):
+            raise
+        free_batch = exc
+    try:
+        return {
+            rows: convert_to_tflite(fix_batch_dimension(graph_def, feeds.values(), rows), feeds, inputs, outputs)
+            for rows in FIXED_ROWS
+        }
+    except ConversionError as exc:
+        raise ConversionError(f"{free_batch}; with a fixed batch size: {str(exc).split(': ', 1)[-1]}") from exc
+
+
+def convert_to_tflite(
+    graph_def,
+    feeds: dict[str, str],
+    inputs: Sequence[TensorSpec],
+    outputs: Sequence[TensorSpec],
+    calibration: Sequence[list[np.ndarray]] | None = None,
+) -> bytes:
+    """The frozen inference GraphDef as a TF Lite flatbuffer with builtin ops only.
+
+    float32, or with ``calibration`` (one-row samples: a list of arrays, one
+    per input, each) int8: post-training quantization of weights and
+    activations, the activation ranges observed on those samples; the model's
+    inputs and outputs stay float32 (quantized at its edges).
 
     Raises ``ConversionError`` with the converter's first error line.
     """
@@ -267,6 +359,9 @@ def convert_to_tflite(graph_def, feeds: dict[str, str], inputs: Sequence[TensorS
     input_tensors = [graph.get_tensor_by_name(feeds[spec.name]) for spec in inputs]
     output_tensors = [graph.get_tensor_by_name(spec.name) for spec in outputs]
     converter = tf.compat.v1.lite.TFLiteConverter(graph_def, input_tensors, output_tensors)
+    if calibration is not None:
+        converter.optimizations = [tf.lite.Optimize.DEFAULT]
+        converter.representative_dataset = lambda: iter(calibration)
     try:
         with captured_stderr() as diagnostics, warnings.catch_warnings():
             warnings.simplefilter("ignore")
@@ -281,12 +376,28 @@ class ConversionError(Exception):
     """Internal: the reason a runtime is unavailable; becomes a logged fallback."""
 
 
-def verify(runtime: TFLiteRuntime, reference: Runner, inputs: Sequence[TensorSpec], output_names: Sequence[str], rows: int) -> float:
-    """Largest scaled deviation from the session over a one-row and a ``rows``-row random batch."""
+def verify(
+    runtime: TFLiteRuntime,
+    reference: Runner,
+    inputs: Sequence[TensorSpec],
+    output_names: Sequence[str],
+    rows: int,
+    tolerance: float | None,
+) -> float:
+    """Largest scaled deviation from the session over a one-row and a ``rows``-row random batch.
+
+    ``tolerance``: :data:`VERIFY_TOLERANCE` for float32; None (int8) checks shapes and dtypes and
+    measures, without a bound.
+    """
     rng = np.random.default_rng(20261122)
     worst = 0.0
-    for batch in (1, rows):
-        feeds = [random_array(spec, batch, rng) for spec in inputs]
+    # Free axes other than the batch (a sequence's length) are 5 in random inputs; a last pass tries 9, so
+    # that interpreters resized for new shapes are checked too.
+    lengthened = [dataclasses.replace(spec, shape=(None, *(9 if dim is None else dim for dim in spec.shape[1:])))
+                  if spec.shape and None in spec.shape[1:] else spec for spec in inputs]
+    passes = [(inputs, 1), (inputs, rows)] + ([(lengthened, rows)] if lengthened != list(inputs) else [])
+    for specs, batch in passes:
+        feeds = [random_array(spec, batch, rng) for spec in specs]
         try:
             got = runtime(*feeds)
         except (RuntimeError, ValueError, IndexError) as exc:
@@ -299,15 +410,15 @@ def verify(runtime: TFLiteRuntime, reference: Runner, inputs: Sequence[TensorSpe
                     f"{expected.dtype}{list(expected.shape)} from the session"
                 )
             if expected.dtype.kind not in "fc":
-                if not np.array_equal(value, expected):
+                if tolerance is not None and not np.array_equal(value, expected):
                     raise ConversionError(f"output '{name}' differs from the session's")
                 continue
             scale = max(1.0, float(np.max(np.abs(expected))) if expected.size else 1.0)
             deviation = float(np.max(np.abs(value.astype(np.float64) - expected))) / scale if expected.size else 0.0
-            if not deviation <= VERIFY_TOLERANCE:
+            if not np.isfinite(deviation) or (tolerance is not None and not deviation <= tolerance):
                 raise ConversionError(
                     f"output '{name}' differs from the session's by {deviation:.2e} (scaled), over the "
-                    f"{VERIFY_TOLERANCE:.0e} allowed"
+                    f"{tolerance or 0:.0e} allowed"
                 )
             worst = max(worst, deviation)
     return worst
@@ -376,21 +487,24 @@ def probe_rows(per_row: float, wanted: int) -> int:
 def tune_chunk_rows(runtime: TFLiteRuntime, inputs: Sequence[TensorSpec]) -> dict[Any, float]:
     """Measure the parallel path per chunk size, and the whole batch on one interpreter; keep the fastest.
 
-    Returns {chunk size or "whole": us per row}.
+    The chunk sizes are :data:`CHUNK_CANDIDATES`, or a fixed-size model's own
+    sizes (which have no whole-batch path). Returns {chunk size or "whole": us per row}.
     """
     rng = np.random.default_rng(7)
     one = [random_array(spec, 1, rng) for spec in inputs]
     per_row = seconds_per_row(runtime, one)
-    rows = probe_rows(per_row, runtime.threads * max(CHUNK_CANDIDATES))
+    candidates = runtime.fixed_rows or CHUNK_CANDIDATES
+    rows = probe_rows(per_row, runtime.threads * max(candidates))
     feeds = [random_array(spec, rows, rng) for spec in inputs]
     measured = {}
-    for chunk in CHUNK_CANDIDATES:
+    for chunk in candidates:
         if chunk * runtime.threads > max(rows, runtime.threads):
             break
         runtime.chunk_rows = chunk
         measured[chunk] = round(seconds_per_row(runtime, feeds) * 1e6, 2)
-    runtime.chunk_rows = None
-    measured["whole"] = round(seconds_per_row(runtime, feeds) * 1e6, 2)
+    if not runtime.fixed_rows:  # Fixed sizes run in chunks only.
+        runtime.chunk_rows = None
+        measured["whole"] = round(seconds_per_row(runtime, feeds) * 1e6, 2)
     best = min(measured, key=measured.get)
     runtime.chunk_rows = None if best == "whole" else best
     return measured
@@ -423,25 +537,32 @@ def prepare(
     output_names: Sequence[str],
     threads: int | None,
     source: str,
+    calibration: Sequence[list[np.ndarray]] | None = None,
 ) -> tuple[Runner, dict[str, Any], Callable[[], None]]:
     """The runner for ``backend``, a report of what was measured and decided, and a close function.
 
     ``frozen`` returns the frozen inference GraphDef and its feed names (only
-    called when TF Lite is wanted).
+    called when TF Lite is wanted). ``calibration`` (one-row samples) asks
+    for int8 TF Lite (``backend`` ``"tflite"``): there is no fallback, since
+    the caller asked for a different model, not a faster one; a model that
+    cannot be quantized raises ModelLoadError.
     """
     report: dict[str, Any] = {"requested": backend, "backend": SESSION}
     if backend == SESSION:
         return session_runner, report, lambda: None
+    if calibration is not None:
+        return _prepare_int8(session_runner, frozen, inputs, outputs, output_names, threads, source, calibration, report)
     threads = int(threads) if threads else available_cores()
     started = time.perf_counter()
     try:
         graph_def, feeds = frozen()
-        model = convert_to_tflite(graph_def, feeds, inputs, outputs)
-        runtime = TFLiteRuntime(model, inputs, outputs, threads)
+        models = convert(graph_def, feeds, inputs, outputs)
+        runtime = TFLiteRuntime(models, inputs, outputs, threads)
         try:
             report["chunk_us_per_row"] = tune_chunk_rows(runtime, inputs)
-            covering = 2 * runtime.threads * (runtime.chunk_rows or 1) + 1  # Every worker, and a remainder.
-            report["max_deviation"] = verify(runtime, session_runner, inputs, output_names, covering)
+            report["max_deviation"] = verify(
+                runtime, session_runner, inputs, output_names, _covering_rows(runtime), VERIFY_TOLERANCE
+            )
         except BaseException:
             runtime.close()
             raise
@@ -450,8 +571,10 @@ def prepare(
         level = logging.WARNING if backend == TFLITE else logging.INFO
         logger.log(level, "%s: backend=%r runs on the TF1 session instead: %s", source, backend, exc)
         return session_runner, report, lambda: None
+    if runtime.fixed_rows:
+        report["fixed_rows"] = list(runtime.fixed_rows)
     report.update(
-        tflite_bytes=len(model), threads=threads, chunk_rows=runtime.chunk_rows,
+        tflite_bytes=sum(map(len, models.values())), threads=threads, chunk_rows=runtime.chunk_rows,
         convert_seconds=round(time.perf_counter() - started, 3),
     )
     if backend == TFLITE:
@@ -460,6 +583,61 @@ def prepare(
     choice, timings = _measure_auto(session_runner, runtime, inputs)
     report.update(backend=AUTO, auto_choice=choice, auto_us_per_row=timings)
     return AutoRunner({SESSION: session_runner, TFLITE: runtime}, choice), report, runtime.close
+
+
+def _covering_rows(runtime: TFLiteRuntime) -> int:
+    """Rows that reach every worker, with a remainder of 3 (padded to 4 where the sizes are fixed)."""
+    return 2 * runtime.threads * (runtime.chunk_rows or 1) + 3
+
+
+def _prepare_int8(session_runner, frozen, inputs, outputs, output_names, threads, source, calibration, report):
+    threads = int(threads) if threads else available_cores()
+    started = time.perf_counter()
+    try:
+        graph_def, feeds = frozen()
+        if has_tensor_lists(graph_def):
+            raise ConversionError(
+                "recurrent loops run on TF Lite only as float32 models converted at fixed batch sizes, which are "
+                "not quantized"
+            )
+        model = convert_to_tflite(graph_def, feeds, inputs, outputs, calibration)
+    except ConversionError as exc:
+        raise ModelLoadError(f"{source}: precision='int8' is not available for this model: {exc}") from exc
+    runtime = TFLiteRuntime({None: model}, inputs, outputs, threads)
+    try:
+        report["chunk_us_per_row"] = tune_chunk_rows(runtime, inputs)
+        verify(runtime, session_runner, inputs, output_names, _covering_rows(runtime), tolerance=None)
+        # The deviation that matters is on real data: the calibration rows here, held-out rows in precision_report.
+        batch = [np.concatenate(parts) for parts in zip(*calibration)]
+        deviations = [_abs_deviation(got, want) for got, want in zip(runtime(*batch), session_runner(*batch))]
+    except ConversionError as exc:
+        runtime.close()
+        raise ModelLoadError(f"{source}: precision='int8': the quantized model does not run: {exc}") from exc
+    except BaseException:
+        runtime.close()
+        raise
+    from tf1infer.kernels import int8_dot_products
+
+    dot_products = int8_dot_products()
+    if dot_products is False:
+        logger.warning(
+            "%s: precision='int8' runs, but this CPU has no int8 dot-product instructions (AVX-VNNI, AVX-512 VNNI, AMX, "
+            "Arm dotprod or i8mm), and there TF Lite's int8 kernels can be slower than its float32 ones (the "
+            "mini-Xception took 1.2-1.5x as long on a 2-core AVX2 AMD EPYC); compare backend_report['chunk_us_per_row'] "
+            "with a float32 load", source,
+        )
+    report.update(
+        backend=TFLITE, precision="int8", int8_dot_products=dot_products, calibration_rows=len(calibration),
+        calibration_max_abs=max(deviations, default=0.0), tflite_bytes=len(model), threads=threads,
+        chunk_rows=runtime.chunk_rows, convert_seconds=round(time.perf_counter() - started, 3),
+    )
+    return runtime, report, runtime.close
+
+
+def _abs_deviation(got: np.ndarray, want: np.ndarray) -> float:
+    if want.dtype.kind not in "fc" or not want.size:
+        return 0.0 if np.array_equal(got, want) else float("inf")
+    return float(np.max(np.abs(got.astype(np.float64) - want)))
 
 
 def _measure_auto(session_runner: Runner, runtime: TFLiteRuntime, inputs: Sequence[TensorSpec]):

@@ -6,7 +6,8 @@
                                        --precision, the deviation of bfloat16 and float16 from float32
     tf1infer export MODEL OUT_DIR [--atol A] [--sample-input F] [--overwrite] [load options]
                                        a TF2 SavedModel, verified against the original
-    tf1infer predict MODEL INPUT -o OUT [--batch-size N|auto] [--precision P] [--backend B] [--resume] [--quiet] [load options]
+    tf1infer predict MODEL INPUT -o OUT [--batch-size N|auto] [--precision P] [--backend B] [--calibration SAMPLES]
+                     [--resume] [--quiet] [load options]
                                        stream INPUT (.npy, .npz, .h5 or an image folder) through the model
                                        into OUT (.npy or .h5), with a progress bar on a terminal
     tf1infer predict MODEL IN.parquet -o OUT.parquet --spark MASTER [--columns A,B] [--batch-size N]
@@ -155,11 +156,13 @@ def _run_predict(args: argparse.Namespace) -> int:
     batch_size = args.batch_size if args.batch_size == "auto" else _positive_int("--batch-size", args.batch_size)
     memory_limit = _memory_limit(args.memory_limit) if args.memory_limit is not None else None
     options = {**_load_options(args), **({"format": args.format} if args.format else {})}
-    with tf1infer.load(args.model, precision=args.precision, backend=args.backend, **options) as predictor:
+    calibration = _calibration(args) if args.calibration else None
+    with tf1infer.load(args.model, precision=args.precision, backend=args.backend, calibration=calibration, **options) as predictor:
         if args.backend != "session":
             report = predictor.backend_report
             reason = report.get("fallback_reason")
-            print(f"backend: {predictor.backend}" + (f" (TF Lite fell back: {reason})" if reason else ""))
+            quantized = f", int8 calibrated on {report['calibration_rows']} samples" if report.get("precision") == "int8" else ""
+            print(f"backend: {predictor.backend}{quantized}" + (f" (TF Lite fell back: {reason})" if reason else ""))
         with _open_input(args, predictor) as source:
             summary = predictor.predict_to(
                 args.output,
@@ -178,8 +181,8 @@ def _run_spark_predict(args: argparse.Namespace) -> int:
     """``predict --spark MASTER``: Parquet in, Parquet out, scored by one Predictor per Spark Python worker."""
     if args.batch_size == "auto":
         raise InvalidOptionError("--batch-size auto is for local runs; give a number of rows with --spark")
-    if args.resume or args.memory_limit:
-        raise InvalidOptionError("--resume and --memory-limit are for local runs, not --spark")
+    if args.resume or args.memory_limit or args.calibration:
+        raise InvalidOptionError("--resume, --memory-limit and --calibration are for local runs, not --spark")
     from tf1infer.spark import predict_parquet
 
     options = {**_load_options(args), **({"format": args.format} if args.format else {})}
@@ -195,6 +198,34 @@ def _run_spark_predict(args: argparse.Namespace) -> int:
     print(f"wrote {summary['rows']} rows to {summary['output']} in {summary['seconds']:.1f} s "
           f"({summary['rows_per_second']} rows/s on {args.spark}; model loaded {summary['model_loads']} time(s) on executors)")
     return 0
+
+
+def _calibration(args: argparse.Namespace) -> Any:
+    """``--calibration``'s samples: an array, arrays by input name, or an image folder read like INPUT's."""
+    import numpy as np
+
+    import tf1infer
+    from tf1infer.errors import InputError
+
+    path = args.calibration
+    if os.path.isdir(path):
+        return tf1infer.images(path, size=_size(args.size), color=args.color, rescale=args.rescale,
+                               interpolation=args.interpolation)
+    extension = os.path.splitext(path)[1].lower()
+    try:
+        if extension == ".npy":
+            return np.load(path, allow_pickle=False)
+        if extension == ".npz":
+            with np.load(path, allow_pickle=False) as archive:
+                return {key: archive[key] for key in archive.files}
+        if extension in (".h5", ".hdf5"):
+            import h5py
+
+            with h5py.File(path, "r") as file:
+                return {key: value[()] for key, value in file.items() if isinstance(value, h5py.Dataset)}
+    except (ValueError, OSError) as exc:
+        raise InputError(f"{path}: not a readable calibration file ({exc})") from exc
+    raise InputError(f"{path}: --calibration must be .npy, .npz, .h5 or an image folder")
 
 
 @contextlib.contextmanager
@@ -352,7 +383,11 @@ def build_parser() -> argparse.ArgumentParser:
     predict.add_argument("-o", "--output", required=True, help="the .npy or .h5 file to write (a Parquet dataset with --spark)")
     predict.add_argument("--batch-size", default="32", help="rows per run, or 'auto' (default: %(default)s)")
     predict.add_argument("--memory-limit", help="for --batch-size auto: a fraction of available memory (default 0.25) or a size (2G)")
-    predict.add_argument("--precision", default="float32", choices=["float32", "bfloat16", "float16"], help="(default: %(default)s)")
+    predict.add_argument("--precision", default="float32", choices=["float32", "bfloat16", "float16", "int8"],
+                         help="int8 needs --backend tflite and --calibration (default: %(default)s)")
+    predict.add_argument("--calibration", metavar="SAMPLES",
+                         help="for --precision int8: real input samples (.npy, .npz or .h5 by input name, or an image "
+                              "folder read with the image options below); at most 500 are used")
     predict.add_argument("--backend", default="session", choices=["session", "tflite", "auto"],
                          help="TF1 session, TF Lite on XNNPACK (verified at load) or the faster per batch size (default: %(default)s)")
     predict.add_argument("--prefetch", type=int, default=2, help="batches read ahead (default: %(default)s)")

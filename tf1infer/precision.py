@@ -45,8 +45,9 @@ from tf1infer.loaders.graph_tools import (
 )
 
 FLOAT32 = "float32"
+INT8 = "int8"  # TF Lite only: see tf1infer.backends.
 REDUCED_PRECISIONS = ("bfloat16", "float16")
-PRECISIONS = (FLOAT32,) + REDUCED_PRECISIONS
+PRECISIONS = (FLOAT32,) + REDUCED_PRECISIONS + (INT8,)
 
 
 def check_precision(precision: Any) -> str:
@@ -188,25 +189,36 @@ def reduce_precision(
 
 
 def precision_report(predictor, x: Any = None, precisions: Sequence[str] | None = None, samples: int = 32) -> dict[str, Any]:
-    """Deviation of each reduced precision from float32 on a calibration batch.
+    """Deviation of each reduced precision from float32 on a batch of inputs.
 
     Args:
         predictor: a :class:`~tf1infer.Predictor` at any precision.
-        x: calibration inputs (real data is best); default: ``samples`` random
-            rows drawn from each input's shape and dtype (never zeros).
-        precisions: which to measure; default both ``bfloat16`` and ``float16``.
-        samples: rows of random calibration data when ``x`` is not given.
+        x: the inputs (real held-out data is best; required for ``int8``);
+            default: ``samples`` random rows drawn from each input's shape and
+            dtype (never zeros).
+        precisions: which to measure; default ``int8`` for a Predictor loaded
+            at int8, else both ``bfloat16`` and ``float16``. ``int8`` is the
+            Predictor's own TF Lite model, so it is measured only on a
+            Predictor loaded with ``precision="int8"`` (its calibration is
+            part of it).
+        samples: rows of random data when ``x`` is not given.
 
     Returns:
-        ``{"calibration_samples": n, "precisions": {precision: {"max_abs": ...,
-        "max_rel": ..., "ms_per_batch": ..., "outputs": {name: {"max_abs",
-        "max_rel"}}}}}``, where ``max_rel`` is the largest absolute deviation
-        divided by the largest float32 magnitude of that output, and
-        ``ms_per_batch`` the median time of the calibration batch at that
-        precision (float32 included for comparison). A precision that cannot
-        run this graph has ``{"unavailable": reason}`` instead.
+        ``{"calibration_samples": n, "precisions": {precision: {"max_abs",
+        "mean_abs", "max_rel", "ms_per_batch", "outputs": {name: {"max_abs",
+        "mean_abs", "max_rel"[, "top1_agreement"]}}}}}``, where ``max_rel``
+        is the largest absolute deviation divided by the largest float32
+        magnitude of that output, ``top1_agreement`` (for classifier outputs:
+        one row of two or more scores per sample) the fraction of rows whose
+        highest-scoring class is float32's, and ``ms_per_batch`` the median
+        time of the batch at that precision (float32 included for
+        comparison). A precision that cannot run here has ``{"unavailable":
+        reason}`` instead. ``calibration_samples`` is the row count of ``x``
+        (the name is kept for compatibility: these rows are measured on).
     """
-    precisions = [_known_precision(p) for p in (precisions or REDUCED_PRECISIONS)]
+    own_int8 = predictor.backend_report.get("precision") == INT8
+    default = (INT8,) if own_int8 else REDUCED_PRECISIONS
+    precisions = [_known_precision(p) for p in (precisions or default)]
     source = predictor.metadata.get("path", "model")
     if x is None:
         rng = np.random.default_rng(20261122)
@@ -223,23 +235,35 @@ def precision_report(predictor, x: Any = None, precisions: Sequence[str] | None 
     frozen_outputs = [frozen.get_tensor_by_name(spec.name) for spec in predictor.outputs]
     results: dict[str, Any] = {}
     reference, reference_ms = _run(frozen, session_config(FLOAT32, base), frozen_inputs, frozen_outputs, feeds)
-    results[FLOAT32] = {"max_abs": 0.0, "max_rel": 0.0, "ms_per_batch": reference_ms}
+    results[FLOAT32] = {"max_abs": 0.0, "mean_abs": 0.0, "max_rel": 0.0, "ms_per_batch": reference_ms}
     for precision in precisions:
-        reason = unavailable_reason(precision)
-        if reason:
-            results[precision] = {"unavailable": f"precision={precision!r} {reason}"}
-            continue
-        try:
-            check_rewritable(graph_def, precision, source)
-        except ModelLoadError as exc:
-            results[precision] = {"unavailable": str(exc).split(": ", 1)[1]}
-            continue
-        values, ms = _run(frozen, session_config(precision, base), frozen_inputs, frozen_outputs, feeds)
+        if precision == INT8:
+            if not own_int8:
+                results[precision] = {"unavailable": "int8 is measured on a Predictor loaded with precision='int8', "
+                                      "backend='tflite' and calibration= (the calibration is part of the model)"}
+                continue
+            if x is None:
+                results[precision] = {"unavailable": "int8 is measured on held-out samples you give (x=): its "
+                                      "accuracy on random inputs says nothing about real data"}
+                continue
+            values, ms = _time(lambda: predictor._callable(*feeds))
+        else:
+            reason = unavailable_reason(precision)
+            if reason:
+                results[precision] = {"unavailable": f"precision={precision!r} {reason}"}
+                continue
+            try:
+                check_rewritable(graph_def, precision, source)
+            except ModelLoadError as exc:
+                results[precision] = {"unavailable": str(exc).split(": ", 1)[1]}
+                continue
+            values, ms = _run(frozen, session_config(precision, base), frozen_inputs, frozen_outputs, feeds)
         per_output = {
             name: _deviation(value, want) for name, value, want in zip(predictor.output_names, values, reference)
         }
         results[precision] = {
             "max_abs": max(d["max_abs"] for d in per_output.values()),
+            "mean_abs": max(d["mean_abs"] for d in per_output.values()),
             "max_rel": max(d["max_rel"] for d in per_output.values()),
             "ms_per_batch": ms,
             "outputs": per_output,
@@ -250,19 +274,29 @@ def precision_report(predictor, x: Any = None, precisions: Sequence[str] | None 
 def _run(graph, config, inputs, outputs, feeds) -> tuple[list[np.ndarray], float]:
     with tf.compat.v1.Session(graph=graph, config=config) as session:
         run = session.make_callable(list(outputs), feed_list=list(inputs))
-        values = run(*feeds)  # The first call also runs grappler's rewrite; not timed.
-        times = []
-        for _ in range(3):
-            start = time.perf_counter()
-            run(*feeds)
-            times.append(time.perf_counter() - start)
+        return _time(lambda: run(*feeds))
+
+
+def _time(run) -> tuple[list[np.ndarray], float]:
+    """``run()``'s values (its first call, which also runs grappler's rewrite, untimed) and median ms of 3 more."""
+    values = run()
+    times = []
+    for _ in range(3):
+        start = time.perf_counter()
+        run()
+        times.append(time.perf_counter() - start)
     return values, round(float(np.median(times)) * 1e3, 3)
 
 
 def _deviation(value: np.ndarray, want: np.ndarray) -> dict[str, float]:
     if want.dtype.kind not in "fc" or want.size == 0:
         equal = want.size == 0 or np.array_equal(value, want)
-        return {"max_abs": 0.0 if equal else float("inf"), "max_rel": 0.0 if equal else float("inf")}
-    difference = float(np.max(np.abs(value.astype(np.float64) - want)))
+        return {name: 0.0 if equal else float("inf") for name in ("max_abs", "mean_abs", "max_rel")}
+    absolute = np.abs(value.astype(np.float64) - want)
+    difference = float(np.max(absolute))
     scale = float(np.max(np.abs(want)))
-    return {"max_abs": difference, "max_rel": difference / scale if scale else difference}
+    deviation = {"max_abs": difference, "mean_abs": float(np.mean(absolute)),
+                 "max_rel": difference / scale if scale else difference}
+    if want.ndim == 2 and want.shape[1] >= 2:  # One row of class scores per sample.
+        deviation["top1_agreement"] = float(np.mean(np.argmax(value, axis=1) == np.argmax(want, axis=1)))
+    return deviation

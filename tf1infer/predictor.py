@@ -194,20 +194,51 @@ class Predictor:
         """
         return dict(self._backend_report)
 
-    def _use_backend(self, backend: str, threads: int | None = None) -> None:
-        """Switch to ``backend`` (load's ``backend=``): convert, verify and measure, or fall back with a reason."""
+    def _use_backend(self, backend: str, threads: int | None = None, calibration: Any = None) -> None:
+        """Switch to ``backend`` (load's ``backend=``): convert, verify and measure, or fall back with a reason.
+
+        ``calibration`` (load's, with ``precision="int8"``): samples for TF Lite's int8 quantization.
+        """
         backend = backends.check_backend(backend)
+        samples = None if calibration is None else self._calibration_samples(calibration)
 
         def frozen():
             return frozen_graph_of(self, "backend='tflite'", "backend='session'")
 
         runner, report, close = backends.prepare(
-            backend, self._session_callable, frozen, self._inputs, self._outputs, self._output_names, threads, self._source
+            backend, self._session_callable, frozen, self._inputs, self._outputs, self._output_names, threads,
+            self._source, samples,
         )
         self._close_backend()
         if self._single_row_padding:
             report["single_row_padding"] = self._single_row_padding
         self._callable, self._backend_report, self._close_backend = runner, report, close
+
+    def _calibration_samples(self, calibration: Any, limit: int = backends.CALIBRATION_ROWS) -> list[list[np.ndarray]]:
+        """One-row samples (one array per input) for int8 calibration, read and validated as ``predict_to`` reads.
+
+        Arrays give ``limit`` rows spread evenly over them; other sources (a
+        generator, ``tf1infer.images(...)``) their first ``limit`` rows.
+        """
+        reader = streaming.open_reader(calibration, self._feeds)
+        total = reader.length if isinstance(reader, streaming.ArrayReader) else None
+        spread = None
+        if total and total > limit:
+            spread = set(np.linspace(0, total - 1, limit).round().astype(int).tolist())
+        samples: list[list[np.ndarray]] = []
+        start = 0
+        for chunk in reader.chunks(256):
+            rows = chunk.arrays[0].shape[0] if chunk.arrays and chunk.arrays[0].ndim else 0
+            for row in range(rows):
+                if spread is None or start + row in spread:
+                    # Copies: a view would keep its whole chunk alive.
+                    samples.append([array[row : row + 1].copy() for array in chunk.arrays])
+            start += rows
+            if len(samples) >= limit:
+                break
+        if not samples:
+            raise InputError("calibration= holds no samples; int8 needs real inputs to observe each tensor's range")
+        return samples[:limit]
 
     # -- prediction ---------------------------------------------------------
 
@@ -483,21 +514,27 @@ class Predictor:
         return probabilities
 
     def precision_report(self, x: Any = None, precisions: Sequence[str] | None = None, samples: int = 32) -> dict[str, Any]:
-        """How far ``bfloat16`` and ``float16`` outputs deviate from float32 on a calibration batch.
+        """How far reduced-precision outputs deviate from float32 on a batch of inputs.
 
-        Runs a frozen copy of this model's graph at float32 and at each
-        reduced precision, on ``x`` or on ``samples`` random rows (never
-        zeros). Works at any precision the Predictor was loaded with.
+        Runs a frozen copy of this model's graph at float32 and at
+        ``bfloat16`` / ``float16``, on ``x`` or on ``samples`` random rows
+        (never zeros); on a Predictor loaded with ``precision="int8"``, its
+        own int8 TF Lite model against float32 on ``x``, held-out samples
+        that must be given (not the calibration samples). Works at any
+        precision the Predictor was loaded with.
 
         Args:
-            x: calibration inputs (real data gives the most telling numbers).
-            precisions: which to measure; default ``("bfloat16", "float16")``.
+            x: inputs (real data gives the most telling numbers; required for int8).
+            precisions: which to measure; default ``("int8",)`` on an int8
+                Predictor, else ``("bfloat16", "float16")``.
             samples: random rows when ``x`` is not given.
 
         Returns:
             ``{"calibration_samples": n, "precisions": {name: {"max_abs",
-            "max_rel", "ms_per_batch", "outputs": {...}}}}``; ``max_rel`` is
-            relative to the largest float32 magnitude of each output.
+            "mean_abs", "max_rel", "ms_per_batch", "outputs": {...}}}}``;
+            ``max_rel`` is relative to the largest float32 magnitude of each
+            output; classifier outputs (two or more scores per row) also get
+            ``top1_agreement``, the fraction of rows whose top class is float32's.
 
         Example:
             >>> report = tf1infer.load("legacy_models/cnn.h5").precision_report()

@@ -1,6 +1,6 @@
 """``make bench-tf1``: tf1infer against every other way of running a legacy model, side by side.
 
-For each model (the zoo's MLP, CNN and LSTM, the shared corpus's mini-Xception)
+For each model (the zoo's MLP, CNN, LSTM and GRU, the shared corpus's mini-Xception)
 and batch size (1, 32, 256), every peer in :data:`tf1infer.bench.peers.PEERS`
 runs in its own process on the same inputs. Reported per runner: microseconds
 per sample, the ratio to the fastest, percent of the physical limit (FLOPs over
@@ -8,16 +8,17 @@ a measured matmul peak), load time and RSS growth per 10,000 calls. Then the
 same-process checks (:data:`tf1infer.bench.peers.CHECKS`: tf1infer and one peer
 timed interleaved in one process, for the races too close for separate
 processes to call), the streaming measurements (:mod:`tf1infer.bench.streaming`)
-and concurrent single-sample callers with and without micro-batching
-(:mod:`tf1infer.bench.concurrency`).
+concurrent single-sample callers with and without micro-batching
+(:mod:`tf1infer.bench.concurrency`), and int8 against float32 on TF Lite with
+accuracy on real-photo crops (:mod:`tf1infer.bench.int8`).
 
 Outputs: a table on stdout, ``bench-results/latest.json`` (one record per model
 x batch size x runner), ``bench-results/latest.md``, ``bench-results/latest.png``,
 and, after a full run, ``BENCHMARKS.md`` (method, machine, table).
 
-Usage: python -m tf1infer.bench [--quick] [--models mlp,cnn,lstm,mini_xception]
+Usage: python -m tf1infer.bench [--quick] [--models mlp,cnn,lstm,gru,mini_xception]
        [--peers keras_predict,...] [--batch-sizes 1,32,256] [--checks tflite,...]
-       [--no-streaming] [--no-concurrency] [--json PATH] [--benchmarks-md PATH]
+       [--no-streaming] [--no-concurrency] [--no-int8] [--json PATH] [--benchmarks-md PATH]
        python -m tf1infer.bench --render bench-results/latest.json   (the reports again, from saved results)
 """
 
@@ -39,6 +40,7 @@ MODELS = {
     "mlp": os.path.join(ROOT, "legacy_models", "mlp.h5"),
     "cnn": os.path.join(ROOT, "legacy_models", "cnn.h5"),
     "lstm": os.path.join(ROOT, "legacy_models", "lstm.h5"),
+    "gru": os.path.join(ROOT, "legacy_models", "gru.h5"),
     "mini_xception": os.path.join(ROOT, "..", "shared", "corpus", "keras205_gender_mini_xception.hdf5"),
 }
 STREAMING_MODELS = ("mlp", "mini_xception")
@@ -56,6 +58,7 @@ def main(argv=None) -> int:
     parser.add_argument("--batch-sizes", default=",".join(map(str, BATCH_SIZES)))
     parser.add_argument("--no-streaming", action="store_true", help="skip the streaming throughput and memory runs")
     parser.add_argument("--no-concurrency", action="store_true", help="skip the concurrent callers (micro-batching) runs")
+    parser.add_argument("--no-int8", action="store_true", help="skip int8 against float32 TF Lite on real-photo crops")
     parser.add_argument("--spark", nargs="?", const="local[2]", metavar="MASTERS",
                         help="also score on Apache Spark (the spark extra and Java): comma-separated masters "
                              "(default local[2]), beside one process")
@@ -78,6 +81,7 @@ def main(argv=None) -> int:
         result.setdefault("check_errors", [])
         result.setdefault("concurrency", [])
         result.setdefault("spark", [])
+        result.setdefault("int8", [])
         _print_results(result)
         _write_reports(result, args.render, None if result["quick"] else args.benchmarks_md)
         return 0
@@ -114,7 +118,7 @@ def main(argv=None) -> int:
     check_records, check_errors = _run_checks(checks, models, batch_sizes, args.quick)
     result = {"machine": info, "quick": args.quick, "batch_sizes": batch_sizes, "models": models, "limits": limits,
               "records": records, "errors": errors, "missing_peers": missing, "checks": check_records,
-              "check_errors": check_errors, "streaming": [], "concurrency": [], "spark": []}
+              "check_errors": check_errors, "streaming": [], "concurrency": [], "spark": [], "int8": []}
     _print_results(result)
     if not args.no_streaming:
         from tf1infer.bench.streaming import report_streaming
@@ -129,6 +133,13 @@ def main(argv=None) -> int:
 
         result["concurrency"] = report_concurrency({m: p for m, p in models.items() if m in CONCURRENCY_MODELS},
                                                    args.quick, spawn_concurrency)
+    if not args.no_int8:
+        from tf1infer.bench.int8 import INT8_MODELS, report_int8
+
+        def spawn_int8(path, sizes):
+            return _spawn_one("int8", path, ",".join(map(str, sizes)))
+
+        result["int8"] = report_int8({m: p for m, p in models.items() if m in INT8_MODELS}, batch_sizes, spawn_int8)
     if args.spark:
         from tf1infer.bench.spark import SPARK_MODELS, report_spark
 
@@ -176,11 +187,15 @@ def _write_reports(result: dict, json_path: str, benchmarks_md: str | None) -> N
     from tf1infer.bench.spark import spark_md
 
     scaling_md = spark_md(result.get("spark", []))
+    from tf1infer.bench.int8 import INT8_METHOD, int8_md
+
+    quantized_md = int8_md(result.get("int8", []))
     with open(os.path.join(folder, "latest.md"), "w") as handle:
         handle.write(f"Machine: {report.machine_line(result['machine'])}\n\n{table_md}"
                      + (f"\n### Same-process checks\n\n{checks_md}" if checks_md else "")
                      + (f"\n### Concurrent callers\n\n{callers_md}" if callers_md else "")
-                     + (f"\n### Scaling out on Spark\n\n{scaling_md}" if scaling_md else ""))
+                     + (f"\n### Scaling out on Spark\n\n{scaling_md}" if scaling_md else "")
+                     + (f"\n### int8 on TF Lite\n\n{INT8_METHOD}\n\n{quantized_md}" if quantized_md else ""))
     chart_path = os.path.join(folder, "latest.png")
     why_not = report.chart(records, batch_sizes, chart_path)
     print(f"\nwrote {json_path}, {os.path.join(folder, 'latest.md')}"
@@ -189,7 +204,8 @@ def _write_reports(result: dict, json_path: str, benchmarks_md: str | None) -> N
         summary = report.summary_lines(records, batch_sizes)
         with open(benchmarks_md, "w") as handle:
             handle.write(report.benchmarks_md(result["machine"], table_md, summary, result["streaming"], checks_md, callers_md)
-                         + (f"\n## Scaling out on Spark\n\n{scaling_md}" if scaling_md else ""))
+                         + (f"\n## Scaling out on Spark\n\n{scaling_md}" if scaling_md else "")
+                         + (f"\n## int8 on TF Lite\n\n{INT8_METHOD}\n\n{quantized_md}" if quantized_md else ""))
         print(f"wrote {benchmarks_md}")
 
 
@@ -291,6 +307,11 @@ def _worker(args) -> int:
         from tf1infer.bench.spark import run_worker as run_spark
 
         _emit(run_spark(args.worker[len("spark:"):], args.model_path, int(args.count)))
+        return 0
+    if args.worker == "int8":
+        from tf1infer.bench.int8 import run_worker as run_int8
+
+        _emit(run_int8(args.model_path, [int(size) for size in args.count.split(",")]))
         return 0
     if args.worker in ("throughput", "memory"):
         from tf1infer.bench.streaming import run_worker

@@ -33,7 +33,7 @@ PEERS = {
     "tflite_interpreter": "the TF Lite interpreter (all cores, XNNPACK) on the frozen inference graph, resized per batch",
     "saved_model": "the TF2 SavedModel tf1infer.export_saved_model writes, called through its signature",
     "tf1infer": "tf1infer on the persistent TF1 session: predict_on_batch, predict, predict_iter",
-    "tf1infer_tflite": "tf1infer backend='tflite' and backend='auto', predict_on_batch",
+    "tf1infer_tflite": "tf1infer backend='tflite', backend='auto' and the session, predict_on_batch",
 }
 BENCH_EXTRA = "pip install -e '.[bench]' (make bench-tf1 does)"
 
@@ -97,17 +97,19 @@ def run_together(name: str, peers: tuple[str, ...], models: dict[str, str], batc
     """Load ``peers`` into this process, then time all their runners, alternating round by round."""
     for model, path in models.items():
         loaded: list[tuple[Prepared, float]] = []
-        try:
-            for peer in peers:
-                start = time.perf_counter()
+        for peer in peers:
+            start = time.perf_counter()
+            try:
                 prepared = _SETUPS[peer](path)
-                loaded.append((prepared, prepared.load_seconds if prepared.load_seconds is not None else time.perf_counter() - start))
-        except MissingPeer:
-            raise
-        except Exception as exc:  # Any peer may fail on some model (a converter, an op); the table says so.
-            for prepared, _ in loaded:
-                prepared.finish()
-            yield {"model": model, "peer": name, "error": _first_line(exc)}
+            except MissingPeer:
+                for prepared, _ in loaded:
+                    prepared.finish()
+                raise
+            except Exception as exc:  # Any peer may fail on some model (a converter, an op); the table says so.
+                yield {"model": model, "peer": name, "error": _first_line(exc) if len(peers) == 1 else f"{peer}: {_first_line(exc)}"}
+                continue
+            loaded.append((prepared, prepared.load_seconds if prepared.load_seconds is not None else time.perf_counter() - start))
+        if not loaded:
             continue
         try:
             for rows in batch_sizes:
@@ -273,12 +275,15 @@ def _tf1infer_tflite(path):
 
     tflite = tf1infer.load(path, backend="tflite")
     auto = tf1infer.load(path, backend="auto")
+    session = tf1infer.load(path)  # The default backend, timed beside the others in the same process.
 
     def finish():
         tflite.close()
         auto.close()
+        session.close()
 
-    functions = {"tf1infer auto predict_on_batch": lambda x: lambda: auto.predict_on_batch(x)}
+    functions = {"tf1infer auto predict_on_batch": lambda x: lambda: auto.predict_on_batch(x),
+                 "tf1infer session predict_on_batch": lambda x: lambda: session.predict_on_batch(x)}
     notes = {"tf1infer auto predict_on_batch": _backend_note(auto)}
     if tflite.backend == "tflite":  # Otherwise it fell back: the same session as the tf1infer peer.
         functions = {"tf1infer tflite predict_on_batch": lambda x: lambda: tflite.predict_on_batch(x), **functions}

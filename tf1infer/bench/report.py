@@ -229,6 +229,9 @@ def streaming_md(streaming: list[dict]) -> str:
     return "\n".join(lines)
 
 
+SESSION_BASELINE = "tf1infer session predict_on_batch"
+
+
 def check_rows(checks: list[dict], batch_sizes: list[int]) -> list[list[str]]:
     """The same-process checks: per check, model and tf1infer runner, its time against the peer's per batch size.
 
@@ -241,9 +244,10 @@ def check_rows(checks: list[dict], batch_sizes: list[int]) -> list[list[str]]:
             groups[(record["peer"], record["model"])][record["runner"]][record["batch_size"]] = record["us_per_sample"]
     rows = [["model", "tf1infer runner", "peer"] + [f"batch {size}" for size in batch_sizes]]
     for (_, model), runners in groups.items():
-        theirs = [runner for runner in runners if not runner.startswith("tf1infer")]
+        # tf1infer's own session is a baseline where a check times it beside its TF Lite backend.
+        theirs = [runner for runner in runners if not runner.startswith("tf1infer") or runner == SESSION_BASELINE]
         for peer in theirs:
-            for ours in (runner for runner in runners if runner.startswith("tf1infer")):
+            for ours in (runner for runner in runners if runner.startswith("tf1infer") and runner not in theirs):
                 cells = []
                 for size in batch_sizes:
                     a, b = runners[ours].get(size), runners[peer].get(size)

@@ -99,14 +99,41 @@ def graph_and_session(
     intra_op_threads: int | None = None,
     inter_op_threads: int | None = None,
 ) -> Iterator[tuple[tf.Graph, tf.compat.v1.Session]]:
-    """A new private graph and its session; the session is closed if loading fails inside."""
+    """A new private graph and its session; the session is closed if loading fails inside.
+
+    Loops built inside (Keras recurrent layers) keep no intermediates for
+    gradients: see :func:`inference_loops`.
+    """
     graph = tf.Graph()
     session = new_session(graph, session_config, intra_op_threads, inter_op_threads)
     try:
-        yield graph, session
+        with inference_loops():
+            yield graph, session
     except BaseException:
         session.close()
         raise
+
+
+@contextmanager
+def inference_loops() -> Iterator[None]:
+    """Build functional loops (``While``) without the intermediates only gradients need.
+
+    In a TF1-style graph TensorFlow makes every ``While`` push each value its
+    body computes onto an accumulator list, for a gradient that inference
+    never takes: an LSTM layer's loop carries 34 such lists. TF Lite's
+    converter cannot lower those lists (their element type is unknown), and
+    they cost memory in the session. The switch is process-wide in TensorFlow,
+    so it is restored on the way out: a caller's own training graphs built
+    afterwards keep their gradients.
+    """
+    from tensorflow.python.ops import control_flow_util_v2  # The public setter has no getter to restore with.
+
+    previous = getattr(control_flow_util_v2, "_EXPERIMENTAL_OUTPUT_ALL_INTERMEDIATES_OVERRIDE", None)
+    tf.compat.v1.experimental.output_all_intermediates(False)
+    try:
+        yield
+    finally:
+        control_flow_util_v2._EXPERIMENTAL_OUTPUT_ALL_INTERMEDIATES_OVERRIDE = previous
 
 
 def require_path(path: str | os.PathLike) -> str:

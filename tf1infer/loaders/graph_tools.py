@@ -257,3 +257,66 @@ def channels_last(graph_def, output_ops: list[str], source: str = "model"):
     for node in rewritten.node:
         node.device = devices.get(node.name, "")
     return rewritten
+
+
+# Where each TensorList op takes its element shape: (op type, input position).
+_ELEMENT_SHAPE_INPUT = {
+    "TensorListReserve": 0, "EmptyTensorList": 0, "TensorListFromTensor": 1, "TensorListStack": 1,
+    "TensorListGetItem": 2, "TensorListGather": 2, "TensorListSplit": 1, "TensorListPopBack": 1,
+    "TensorListConcatV2": 1,
+}
+
+
+def has_tensor_lists(graph_def) -> bool:
+    """Whether the graph or its functions use TensorList ops (the loops of recurrent layers built by TF 2)."""
+    nodes = [*graph_def.node, *(node for function in graph_def.library.function for node in function.node_def)]
+    return any(node.op in _ELEMENT_SHAPE_INPUT for node in nodes)
+
+
+def fix_batch_dimension(graph_def, feeds: Iterable[str], rows: int):
+    """A copy of ``graph_def`` that computes exactly ``rows`` rows: the batch axis made static everywhere it is known.
+
+    The fed placeholders get ``rows`` as their first dimension, and every
+    TensorList element shape that leaves its first dimension open (the batch
+    axis of the time-major loops Keras recurrent layers build: an element is
+    one time step of every row) gets ``rows`` there, in the graph and inside
+    its loop functions. TF Lite's converter lowers TensorLists to plain
+    tensors only where element shapes are static. Each fixed element shape is
+    a new constant beside the old one, which other ops may still read.
+    Callers verify the result: a loop whose element's first axis is not the
+    batch (rare outside Keras) computes wrong shapes, and is caught there.
+    """
+    graph_def = copy.deepcopy(graph_def)
+    fed = {name.split(":")[0] for name in feeds}
+    for node in graph_def.node:
+        if node.op == "Placeholder" and node.name in fed:
+            dims = node.attr["shape"].shape.dim
+            if dims and dims[0].size == -1:
+                dims[0].size = rows
+    graph_def.node.extend(_fix_element_shapes(graph_def.node, rows, ("", ":0"), ""))
+    for function in graph_def.library.function:
+        # Inside a function an input reads "node:output_arg:index"; a Const's one output arg is "output".
+        function.node_def.extend(_fix_element_shapes(function.node_def, rows, (":output:0",), ":output:0"))
+    return graph_def
+
+
+def _fix_element_shapes(nodes, rows: int, const_suffixes: tuple[str, ...], new_suffix: str) -> list:
+    """New element-shape constants with ``rows`` for a leading -1, and the TensorList ops among ``nodes`` pointed at them."""
+    constants = {node.name + suffix: node for node in nodes if node.op == "Const" for suffix in const_suffixes}
+    added = []
+    for node in nodes:
+        position = _ELEMENT_SHAPE_INPUT.get(node.op)
+        const = constants.get(node.input[position]) if position is not None and position < len(node.input) else None
+        if const is None:
+            continue
+        shape = tf.make_ndarray(const.attr["value"].tensor)
+        if shape.ndim != 1 or not shape.size or shape[0] != -1:
+            continue
+        shape = shape.copy()
+        shape[0] = rows
+        fixed = copy.deepcopy(const)
+        fixed.name = f"{const.name}/rows_{rows}_{len(added)}"
+        fixed.attr["value"].tensor.CopyFrom(tf.make_tensor_proto(shape))
+        added.append(fixed)
+        node.input[position] = fixed.name + new_suffix
+    return added
