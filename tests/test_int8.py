@@ -14,8 +14,12 @@ from tf1infer.errors import InputError, InvalidOptionError, ModelLoadError
 
 MINI_XCEPTION = CORPUS_DIR / "keras205_gender_mini_xception.hdf5"
 needs_corpus = pytest.mark.skipif(not MINI_XCEPTION.is_file(), reason=CORPUS_ABSENT)
-# Measured on 1,000 held-out crops: top-1 agreement 91.6%, mean |int8 - float32| 0.024, max 0.13 (scores in [0, 1]).
-MIN_TOP1_AGREEMENT = 0.85
+# Measured on 1,000 held-out crops: top-1 agreement 87.2%, mean |int8 - float32| 0.028, max 0.21 (scores in [0, 1]).
+# Every flip was a near tie (float32's two scores less than 0.2 apart); where they are 0.2 or more apart int8
+# agreed on all 482 crops.
+MIN_TOP1_AGREEMENT = 0.80
+MIN_CONFIDENT_AGREEMENT = 0.98
+CONFIDENT_GAP = 0.2
 MAX_MEAN_ABS = 0.05
 MAX_ABS = 0.3
 
@@ -42,9 +46,12 @@ def test_int8_mini_xception_agrees_with_float32_on_held_out_photographs(photo_cr
         assert report["int8_dot_products"] == kernels.int8_dot_products()
         quantized, reference = int8.predict(held_out), fp32.predict(held_out)
         assert quantized.dtype == np.float32 and quantized.shape == reference.shape == (len(held_out), 2)
-        agreement = float(np.mean(quantized.argmax(1) == reference.argmax(1)))
+        agrees = quantized.argmax(1) == reference.argmax(1)
+        agreement = float(np.mean(agrees))
+        confident = np.abs(reference[:, 1] - reference[:, 0]) >= CONFIDENT_GAP
         deviation = np.abs(quantized - reference)
         assert agreement >= MIN_TOP1_AGREEMENT and deviation.mean() <= MAX_MEAN_ABS and deviation.max() <= MAX_ABS
+        assert confident.sum() >= 100 and np.mean(agrees[confident]) >= MIN_CONFIDENT_AGREEMENT
         assert deviation.max() > 1e-4  # Quantization really happened: float32 TF Lite is within 1e-5.
         accuracy = int8.precision_report(held_out)
     measured = accuracy["precisions"]["int8"]["outputs"]["predictions"]
