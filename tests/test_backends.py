@@ -160,6 +160,9 @@ def test_loading_leaves_tensorflows_loop_intermediates_switch_as_it_was():
         before = control_flow_util_v2.output_all_intermediates()
         with inference_loops():
             assert control_flow_util_v2.output_all_intermediates() is False
+            with inference_loops():  # Another load at the same time (another thread) ends first.
+                pass
+            assert control_flow_util_v2.output_all_intermediates() is False
         tf1infer.load(zoo_path("lstm")).close()
         assert control_flow_util_v2.output_all_intermediates() == before
     with tf1infer.load(zoo_path("lstm")) as predictor:  # The layer's own lists only; no gradient accumulators.

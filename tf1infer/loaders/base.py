@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import difflib
 import os
+import threading
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any, Iterator, Sequence
@@ -123,17 +124,32 @@ def inference_loops() -> Iterator[None]:
     never takes: an LSTM layer's loop carries 34 such lists. TF Lite's
     converter cannot lower those lists (their element type is unknown), and
     they cost memory in the session. The switch is process-wide in TensorFlow,
-    so it is restored on the way out: a caller's own training graphs built
+    so it is restored when the last load inside such a scope ends (loads may
+    run in several threads at once): a caller's own training graphs built
     afterwards keep their gradients.
     """
     from tensorflow.python.ops import control_flow_util_v2  # The public setter has no getter to restore with.
 
-    previous = getattr(control_flow_util_v2, "_EXPERIMENTAL_OUTPUT_ALL_INTERMEDIATES_OVERRIDE", None)
-    tf.compat.v1.experimental.output_all_intermediates(False)
+    global _inference_loop_scopes, _saved_intermediates_setting
+    with _INFERENCE_LOOPS_LOCK:
+        if not _inference_loop_scopes:
+            _saved_intermediates_setting = getattr(
+                control_flow_util_v2, "_EXPERIMENTAL_OUTPUT_ALL_INTERMEDIATES_OVERRIDE", None
+            )
+            tf.compat.v1.experimental.output_all_intermediates(False)
+        _inference_loop_scopes += 1
     try:
         yield
     finally:
-        control_flow_util_v2._EXPERIMENTAL_OUTPUT_ALL_INTERMEDIATES_OVERRIDE = previous
+        with _INFERENCE_LOOPS_LOCK:
+            _inference_loop_scopes -= 1
+            if not _inference_loop_scopes:
+                control_flow_util_v2._EXPERIMENTAL_OUTPUT_ALL_INTERMEDIATES_OVERRIDE = _saved_intermediates_setting
+
+
+_INFERENCE_LOOPS_LOCK = threading.Lock()
+_inference_loop_scopes = 0  # inference_loops scopes open now, in any thread.
+_saved_intermediates_setting = None  # TensorFlow's setting before the first of them.
 
 
 def require_path(path: str | os.PathLike) -> str:
