@@ -113,3 +113,26 @@ def test_concurrency_worker_measures_callers_with_and_without_micro_batching():
     table = concurrency_md(records)
     assert "| model | callers | unbatched samples/s | micro-batched samples/s | gain |" in table
     assert f"| cnn | 4 | {plain['samples_per_second']:,.0f} | {batched['samples_per_second']:,.0f} |" in table
+
+
+def test_int8_worker_times_both_precisions_and_measures_agreement_on_photographs():
+    import pytest
+    from conftest import CORPUS_ABSENT, CORPUS_DIR
+
+    from tf1infer.bench.int8 import HELD_OUT_ROWS, int8_md
+
+    path = CORPUS_DIR / "keras205_gender_mini_xception.hdf5"
+    if not path.is_file():
+        pytest.skip(CORPUS_ABSENT)
+    done = subprocess.run([sys.executable, "-m", "tf1infer.bench", "--worker", "int8:quick", "--model-path", str(path),
+                           "--count", "1,8"], capture_output=True, text=True, cwd=ROOT, timeout=600,
+                          env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2"))
+    assert done.returncode == 0, done.stderr[-2000:]
+    (line,) = [line for line in done.stdout.splitlines() if line.startswith("BENCH-RECORD ")]
+    record = json.loads(line[len("BENCH-RECORD "):])
+    assert set(record["us_per_sample"]) == {"1", "8"}
+    assert all(pair["float32"] > 0 and pair["int8"] > 0 for pair in record["us_per_sample"].values())
+    assert record["calibration_rows"] == 500 and record["held_out_rows"] == HELD_OUT_ROWS
+    assert 0.8 <= record["top1_agreement"] <= 1.0 and 0 < record["mean_abs"] <= record["max_abs"]
+    table = int8_md([{"model": "mini_xception", **record}, {"model": "other", "error": "failed: no output"}])
+    assert "| mini_xception | " in table and f"of {HELD_OUT_ROWS:,}" in table and "other: failed: no output" in table

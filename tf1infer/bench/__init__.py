@@ -137,7 +137,7 @@ def main(argv=None) -> int:
         from tf1infer.bench.int8 import INT8_MODELS, report_int8
 
         def spawn_int8(path, sizes):
-            return _spawn_one("int8", path, ",".join(map(str, sizes)))
+            return _spawn_one("int8:quick" if args.quick else "int8", path, ",".join(map(str, sizes)))
 
         result["int8"] = report_int8({m: p for m, p in models.items() if m in INT8_MODELS}, batch_sizes, spawn_int8)
     if args.spark:
@@ -308,10 +308,10 @@ def _worker(args) -> int:
 
         _emit(run_spark(args.worker[len("spark:"):], args.model_path, int(args.count)))
         return 0
-    if args.worker == "int8":
+    if args.worker in ("int8", "int8:quick"):
         from tf1infer.bench.int8 import run_worker as run_int8
 
-        _emit(run_int8(args.model_path, [int(size) for size in args.count.split(",")]))
+        _emit(run_int8(args.model_path, [int(size) for size in args.count.split(",")], quick=args.worker == "int8:quick"))
         return 0
     if args.worker in ("throughput", "memory"):
         from tf1infer.bench.streaming import run_worker

@@ -55,10 +55,10 @@ def held_out_inputs(rows: int = HELD_OUT_ROWS) -> np.ndarray:
     return crops[np.linspace(0, len(crops) - 1, min(rows, len(crops))).round().astype(int)]
 
 
-def run_worker(model_path: str, batch_sizes: list[int]) -> dict:
-    """Load float32 and int8, time both interleaved, compare on held-out crops."""
+def run_worker(model_path: str, batch_sizes: list[int], quick: bool = False) -> dict:
+    """Load float32 and int8, time both interleaved (short rounds when ``quick``), compare on held-out crops."""
     import tf1infer
-    from tf1infer.bench.timing import FULL, measure
+    from tf1infer.bench.timing import FULL, QUICK, measure
     from tf1infer.kernels import cpu_vector_extensions
 
     calibration = mini_xception_inputs(photo_crops(CALIBRATION_PHOTOS))
@@ -70,7 +70,7 @@ def run_worker(model_path: str, batch_sizes: list[int]) -> dict:
         for rows in batch_sizes:
             x = held_out[:rows] if rows <= len(held_out) else np.resize(held_out, (rows,) + held_out.shape[1:])
             measured = measure({"float32": lambda: fp32.predict_on_batch(x), "int8": lambda: int8.predict_on_batch(x)},
-                               rows, FULL)
+                               rows, QUICK if quick else FULL)
             timings[rows] = {label: round(result["us_per_sample"], 1) for label, result in measured.items()}
         accuracy = int8.precision_report(held_out)["precisions"]["int8"]
         report = int8.backend_report
