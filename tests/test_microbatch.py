@@ -155,6 +155,79 @@ def test_a_failing_batch_reaches_every_caller_of_that_batch():
     batcher.close()
 
 
+def test_a_failing_batch_reaches_every_thread_caller_through_the_chained_wake_ups():
+    gathered = threading.Event()
+
+    def run(feeds):
+        gathered.wait(10)
+        raise PredictionError("model.h5: TensorFlow failed: boom")
+
+    batcher = MicroBatcher(run, MicroBatchingSettings(max_batch_size=20, max_wait_ms=2000))
+    outcomes = [None] * 20
+
+    def call(index: int) -> None:
+        try:
+            outcomes[index] = batcher.run([np.full((1, 3), index, "float32")])
+        except PredictionError as exc:
+            outcomes[index] = exc
+
+    threads = [threading.Thread(target=call, args=(i,)) for i in range(20)]
+    for thread in threads:
+        thread.start()
+    gathered.set()
+    for thread in threads:
+        thread.join(10)
+    assert not any(thread.is_alive() for thread in threads)
+    assert all(isinstance(outcome, PredictionError) for outcome in outcomes)
+    batcher.close()
+
+
+def _answered_batch(count: int) -> list:
+    """``count`` chained requests of one two-column row each, answered as one batch by the responder's code."""
+    from tf1infer.microbatch import _Request
+
+    requests = [_Request([np.full((1, 2), i, "float32")], chained=True) for i in range(count)]
+    outputs = [np.arange(count, dtype="float32")[:, None] * 10]
+    MicroBatcher._scatter(requests, outputs, None)
+    return requests
+
+
+def test_chained_wake_ups_release_only_the_chain_heads_and_each_caller_wakes_the_next():
+    from tf1infer.microbatch import _CHAIN_LENGTH
+
+    requests = _answered_batch(20)
+    heads = -(-20 // _CHAIN_LENGTH)
+    assert [not r.done.locked() for r in requests] == [i < heads for i in range(20)]
+    assert [r.wakes for r in requests] == requests[heads:] + [None] * heads
+    for index, request in enumerate(requests):  # In order: each is woken by the one `heads` before it.
+        assert request.wait()[0].tolist() == [[index * 10.0]]
+        assert request.wakes is None
+
+
+def test_an_interrupted_chained_caller_still_wakes_the_next():
+    """A signal in the main thread (Ctrl-C) ends its wait; the callers after it in the chain must not hang."""
+    import signal
+
+    class Interrupted(Exception):
+        pass
+
+    def interrupt(signum, frame):
+        raise Interrupted()
+
+    first, second, third = _answered_batch(3)  # One chain: first wakes second, second wakes third.
+    previous = signal.signal(signal.SIGALRM, interrupt)
+    try:
+        signal.setitimer(signal.ITIMER_REAL, 0.05)
+        with pytest.raises(Interrupted):
+            second.wait()  # Nobody wakes it: first's caller never comes.
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, previous)
+    assert not third.done.locked()
+    assert third.wait()[0].tolist() == [[20.0]]
+    assert first.wait()[0].tolist() == [[0.0]]  # Its late wake-up of second is harmless.
+
+
 def test_back_pressure_blocks_or_raises():
     release = threading.Event()
 
