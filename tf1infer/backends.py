@@ -623,7 +623,7 @@ def _prepare_int8(session_runner, frozen, inputs, outputs, output_names, threads
         logger.warning(
             "%s: precision='int8' runs, but this CPU has no int8 dot-product instructions (AVX-VNNI, AVX-512 VNNI, AMX, "
             "Arm dotprod or i8mm), and there TF Lite's int8 kernels can be slower than its float32 ones (the "
-            "mini-Xception took 1.4-1.5x as long on a 2-core AVX2 AMD EPYC); compare backend_report['chunk_us_per_row'] "
+            "mini-Xception took 1.2-1.5x as long on a 2-core AVX2 AMD EPYC); compare backend_report['chunk_us_per_row'] "
             "with a float32 load", source,
         )
     report.update(
