@@ -201,31 +201,80 @@ def test_chained_wake_ups_release_only_the_chain_heads_and_each_caller_wakes_the
     assert [r.wakes for r in requests] == requests[heads:] + [None] * heads
     for index, request in enumerate(requests):  # In order: each is woken by the one `heads` before it.
         assert request.wait()[0].tolist() == [[index * 10.0]]
-        assert request.wakes is None
+        assert request.passed.locked() == (request.wakes is not None)  # It woke the next one, once.
+
+
+class _Interrupted(Exception):
+    pass
+
+
+def _interrupt_main_thread_after(seconds: float):
+    """SIGALRM raising _Interrupted in the main thread after ``seconds``, as Ctrl-C would; returns the undo."""
+    import signal
+
+    def interrupt(signum, frame):
+        raise _Interrupted()
+
+    previous = signal.signal(signal.SIGALRM, interrupt)
+    signal.setitimer(signal.ITIMER_REAL, seconds)
+
+    def undo():
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, previous)
+
+    return undo
 
 
 def test_an_interrupted_chained_caller_still_wakes_the_next():
     """A signal in the main thread (Ctrl-C) ends its wait; the callers after it in the chain must not hang."""
-    import signal
-
-    class Interrupted(Exception):
-        pass
-
-    def interrupt(signum, frame):
-        raise Interrupted()
-
     first, second, third = _answered_batch(3)  # One chain: first wakes second, second wakes third.
-    previous = signal.signal(signal.SIGALRM, interrupt)
+    undo = _interrupt_main_thread_after(0.05)
     try:
-        signal.setitimer(signal.ITIMER_REAL, 0.05)
-        with pytest.raises(Interrupted):
+        with pytest.raises(_Interrupted):
             second.wait()  # Nobody wakes it: first's caller never comes.
     finally:
-        signal.setitimer(signal.ITIMER_REAL, 0)
-        signal.signal(signal.SIGALRM, previous)
+        undo()
     assert not third.done.locked()
     assert third.wait()[0].tolist() == [[20.0]]
     assert first.wait()[0].tolist() == [[0.0]]  # Its late wake-up of second is harmless.
+
+
+def test_a_caller_interrupted_before_its_batch_runs_leaves_no_caller_of_that_batch_waiting():
+    """Interrupted while still queued, it is linked into a chain later, by the responder, who wakes the next."""
+    held = threading.Event()
+
+    def run(feeds):
+        held.wait(10)
+        return [feeds[0] * 2]
+
+    batcher = MicroBatcher(run, MicroBatchingSettings(max_batch_size=8, max_wait_ms=5000))
+    answers = {}
+
+    def call(value: float) -> None:
+        answers[value] = batcher.run([np.full((1, 2), value, "float32")])[0].tolist()
+
+    blocker = threading.Thread(target=call, args=(-1.0,))
+    blocker.start()  # Its batch holds the worker until `held` is set.
+    deadline = time.monotonic() + 5
+    while batcher.queued and time.monotonic() < deadline:
+        time.sleep(0.001)
+    followers = [threading.Thread(target=call, args=(float(i),)) for i in range(4)]
+    starter = threading.Timer(0.05, lambda: [thread.start() for thread in followers])  # Queued after the main thread.
+    starter.start()
+    undo = _interrupt_main_thread_after(0.3)
+    try:
+        with pytest.raises(_Interrupted):
+            batcher.run([np.full((1, 2), 100.0, "float32")])  # First in the next batch: the head of its chain.
+    finally:
+        undo()
+    starter.join()
+    assert batcher.queued == 5
+    held.set()
+    for thread in [blocker, *followers]:
+        thread.join(10)
+    assert not any(thread.is_alive() for thread in [blocker, *followers])
+    assert answers == {value: [[value * 2, value * 2]] for value in (-1.0, 0.0, 1.0, 2.0, 3.0)}
+    batcher.close()
 
 
 def test_back_pressure_blocks_or_raises():

@@ -71,7 +71,8 @@ class _Request:
     See :meth:`MicroBatcher._scatter` for why.
     """
 
-    __slots__ = ("feeds", "rows", "key", "enqueued", "done", "outputs", "error", "on_done", "chained", "wakes")
+    __slots__ = ("feeds", "rows", "key", "enqueued", "done", "outputs", "error", "on_done", "chained", "wakes",
+                 "abandoned", "passed")
 
     def __init__(self, feeds: list[np.ndarray], on_done: Callable[["_Request"], None] | None = None,
                  chained: bool = False):
@@ -86,6 +87,8 @@ class _Request:
         self.on_done = on_done
         self.chained = chained  # Its caller waits in wait(), which passes the wake-up on.
         self.wakes: _Request | None = None  # The request whose caller this one's caller wakes.
+        self.abandoned = False  # Its caller stopped waiting (a signal): the responder passes the wake-up on.
+        self.passed = threading.Lock()  # Taken by whoever wakes `wakes`, so that it is woken once.
 
     def finish(self, outputs: list[np.ndarray] | None, error: BaseException | None) -> None:
         self.outputs, self.error = outputs, error
@@ -105,19 +108,29 @@ class _Request:
     def wait(self) -> list[np.ndarray]:
         """``result()`` for a chained request, waking the next caller in its chain first.
 
-        The next caller is woken even if this wait is interrupted (a signal in
-        the main thread): its answer is already set, and nobody else would
-        wake it.
+        A wait interrupted by a signal (Ctrl-C in the main thread) still gets
+        the next caller woken: at once if the chain is linked already, else
+        by the responder when it links it (``abandoned``). Every answer is
+        set before any caller of the batch is woken, so waking one early is
+        harmless; a lost wake-up would leave the rest of the chain waiting
+        forever.
         """
+        answered = False
         try:
-            self.done.acquire()
+            answered = self.done.acquire()
         finally:
-            following, self.wakes = self.wakes, None
-            if following is not None:
-                following.done.release()
+            if not answered:
+                self.abandoned = True  # Set before reading `wakes`; the responder sets `wakes` before reading this.
+            self.pass_on()
         if self.error is not None:
             raise self.error
         return self.outputs
+
+    def pass_on(self) -> None:
+        """Wake the next caller of this request's chain, once, whoever calls it first."""
+        following = self.wakes
+        if following is not None and self.passed.acquire(blocking=False):
+            following.done.release()
 
 
 @dataclass(frozen=True)
@@ -341,7 +354,8 @@ class MicroBatcher:
 
         Every answer is set first; then the callers waiting in threads are
         woken in chains of at most ``_CHAIN_LENGTH``: the chain's first caller
-        here, each next one by the caller before it as soon as it wakes.
+        here, each next one by the caller before it as soon as it wakes (or
+        here, where the caller before it stopped waiting).
         Woken all at once, 15 callers each wake only to find the GIL taken by
         this thread and sleep again until their turn; those wasted wake-ups
         run on the model's core too. Here (zoo CNN, 32 callers, 2 cores) a
@@ -374,6 +388,9 @@ class MicroBatcher:
             previous.wakes = request  # Linked before any caller wakes.
         for request in waiting[:chains]:
             request.done.release()
+        for request in waiting:
+            if request.abandoned:  # Its caller is gone and will not wake the next one.
+                request.pass_on()
 
 
 # Callers of a batch woken one after another by each other (see MicroBatcher._scatter).
