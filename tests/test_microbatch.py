@@ -277,6 +277,33 @@ def test_a_caller_interrupted_before_its_batch_runs_leaves_no_caller_of_that_bat
     batcher.close()
 
 
+def test_an_answer_for_a_closed_event_loop_does_not_stop_the_answers():
+    """A coroutine's loop closed before its answer came: the answering thread must go on answering others."""
+    held = threading.Event()
+
+    def run(feeds):
+        held.wait(10)
+        return [feeds[0] * 2]
+
+    batcher = MicroBatcher(run, MicroBatchingSettings(max_batch_size=1, max_wait_ms=0))
+    loop = asyncio.new_event_loop()
+
+    async def ask_and_give_up():
+        with pytest.raises(asyncio.TimeoutError):
+            await asyncio.wait_for(batcher.run_async([np.ones((1, 2), "float32")]), 0.05)
+
+    loop.run_until_complete(ask_and_give_up())
+    loop.close()
+    held.set()
+    answers = []
+    caller = threading.Thread(target=lambda: answers.append(batcher.run([np.full((1, 2), 3.0, "float32")])))
+    caller.start()
+    caller.join(10)
+    assert not caller.is_alive()
+    assert answers[0][0].tolist() == [[6.0, 6.0]]
+    batcher.close()
+
+
 def test_back_pressure_blocks_or_raises():
     release = threading.Event()
 

@@ -233,7 +233,10 @@ class MicroBatcher:
         answer = loop.create_future()
 
         def on_done(request: _Request) -> None:  # In the answering thread: hand the answer to the loop's thread.
-            loop.call_soon_threadsafe(_settle, answer, request)
+            try:
+                loop.call_soon_threadsafe(_settle, answer, request)
+            except RuntimeError:  # The loop was closed before the answer came: nobody is left to take it.
+                pass
 
         try:
             self.submit(feeds, block=False, on_done=on_done)
