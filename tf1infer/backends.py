@@ -3,7 +3,7 @@
 ``load(..., backend=...)`` chooses:
 
 ``"session"`` (default)
-    ``Session.make_callable`` on the finalized inference graph.
+    The finalized inference graph, run by the Session's C call on tensors resolved once (:mod:`tf1infer.session_runner`).
 ``"tflite"``
     The frozen inference graph converted once to a TF Lite flatbuffer and run
     by the interpreter that ships in the ``tensorflow`` package, on XNNPACK's

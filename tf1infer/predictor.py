@@ -1,9 +1,10 @@
 """The Predictor: one finalized graph, one persistent Session, Keras-style predict.
 
 Every format ends here. At construction the graph is finalized (no op can be
-added afterwards, so repeated calls cannot grow it) and one callable is made with
-``Session.make_callable`` for the input and output tensors, so a call is: check
-the feed (:mod:`tf1infer.feeds`), run the callable, return numpy arrays.
+added afterwards, so repeated calls cannot grow it) and one callable is made for the input and output tensors
+(:mod:`tf1infer.session_runner`: the Session's C call without ``Session.run``'s
+per-call Python), so a call is: check the feed (:mod:`tf1infer.feeds`), run the
+callable, return numpy arrays.
 """
 
 from __future__ import annotations
@@ -32,6 +33,7 @@ from tf1infer.microbatch import (
 )
 from tf1infer.microbatch import DEFAULT_MAX_BATCH_SIZE as DEFAULT_MICRO_BATCH_SIZE
 from tf1infer.precision import frozen_graph_of
+from tf1infer.session_runner import session_callable
 
 if TYPE_CHECKING:
     from tf1infer.memory import BatchSizeChoice
@@ -69,7 +71,7 @@ class Predictor:
         if finalize and not self._graph.finalized:
             self._graph.finalize()
         try:
-            self._callable = self._session.make_callable(list(loaded.outputs), feed_list=list(loaded.inputs))
+            self._callable = session_callable(self._session, loaded.inputs, loaded.outputs)
         except (tf.errors.OpError, ValueError, TypeError) as exc:
             raise Tf1InferError(f"{self._source}: cannot prepare the session to run the model: {exc}") from exc
         self._single_row_padding = None
