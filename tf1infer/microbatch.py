@@ -1,8 +1,9 @@
 """Micro-batching: many concurrent callers with a sample each, one ``sess.run`` for all of them.
 
 A web app or a worker pool calls ``predict(one_sample)`` from many threads;
-each call is its own run, and a run of one row costs nearly as much as a run of
-32. TF Serving (``max_batch_size``, ``batch_timeout_micros``,
+each call is its own run, and for many models a run of one row costs several
+rows' worth of a batch (the zoo CNN: 86 us for one row, about 28 us a row in
+batches of 16). TF Serving (``max_batch_size``, ``batch_timeout_micros``,
 ``max_enqueued_batches``) and Triton's dynamic batcher gather such requests
 into one batch; :class:`MicroBatcher` does the same in process.
 
@@ -23,9 +24,12 @@ both threads.
 
 What it costs: each request is a thread hand-off under the GIL (about 16 us for
 a lock round trip between two threads here) plus its Python, serialized; the
-gain is the model's own batch efficiency minus that. The callers of a batch are
-woken in short chains, each by the one before it, rather than all at once (see
-``MicroBatcher._scatter``). See the README's measured figures.
+gain is the model's own batch efficiency minus that: for a model whose one-row
+call costs a few tens of microseconds (the zoo MLP: 24 us), unbatched calls are
+faster. What it also gives is a bounded wait: unbatched callers queue for the GIL
+without order, and a few of them wait far longer than the rest (see the README's
+p99 figures). The callers of a batch are woken in short chains, each by the one
+before it, rather than all at once (see ``MicroBatcher._scatter``).
 
 Why the worker copies with the GIL held: NumPy lets go of the GIL while it
 copies more than a few hundred elements, and a thread that lets go of it must
