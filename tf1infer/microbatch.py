@@ -15,12 +15,16 @@ thread hands each caller its own rows while the next batch runs. A batch starts
 when it is full, when its oldest request has waited ``max_wait_ms``, when that
 request came while the previous batch ran (the worker does not stand idle
 waiting for the previous batch's callers to come back), or when every caller
-waiting for an answer is already queued (so a lone caller never waits). A
-failure of the run reaches every caller of that batch. The queue holds at most
-``max_queue_size`` requests: beyond that, callers wait for room (back-pressure)
-or, with ``block=False``, get :class:`~tf1infer.errors.QueueFullError`.
-``close()`` refuses new requests, runs every queued one, answers it, and joins
-both threads.
+waiting for an answer is already queued. A thread caller that finds the model
+idle and nobody queued runs its own request at once, in its own thread, as if
+micro-batching were off (no hand-off to pay: a lone caller, or callers that
+seldom overlap, lose nothing); requests that come meanwhile queue, and run as
+one batch when it ends. A failure of the run reaches every caller of that
+batch. The queue holds at most ``max_queue_size`` requests: beyond that,
+callers wait for room (back-pressure) or, with ``block=False``, get
+:class:`~tf1infer.errors.QueueFullError`. ``close()`` refuses new requests,
+runs every queued one, answers it, waits for a caller's own run to end, and
+joins both threads.
 
 What it costs: each request is a thread hand-off under the GIL (about 16 us for
 a lock round trip between two threads here) plus its Python, serialized; the
@@ -176,6 +180,7 @@ class MicroBatcher:
         self._has_room = threading.Condition(lock)  # Callers wait here while the queue is full.
         self._closing = False
         self._waiting_callers = 0  # Requests submitted and not answered yet: queued, or in the running batch.
+        self._model_busy = False  # A batch, or a caller's own request (run()), is running: one run at a time.
         self._free_since = 0.0  # When the worker last finished a batch.
         self.batches_run = 0
         self.rows_run = 0
@@ -228,8 +233,27 @@ class MicroBatcher:
         return request
 
     def run(self, feeds: list[np.ndarray]) -> list[np.ndarray]:
-        """Queue a request and wait for its rows (from the caller's thread)."""
-        return self.submit(feeds, chained=True).wait()
+        """The request's rows, from the caller's thread: run at once where the model is idle and nobody is
+        queued, else queued and waited for."""
+        with self._has_work:
+            if self._closing:
+                raise PredictorClosedError(f"{self._source}: the Predictor is closed (micro-batching stopped)")
+            alone = not self._queue and not self._model_busy
+            if alone:
+                self._model_busy = True
+        if not alone:
+            return self.submit(feeds, chained=True).wait()
+        try:
+            outputs, error = self._run_batch([_Request(feeds)])
+        finally:
+            with self._has_work:
+                self._model_busy = False
+                self._free_since = time.monotonic()  # What queued meanwhile has waited a run: it starts at once.
+                if self._queue or self._closing:  # The worker, for what queued meanwhile; close(), for this run.
+                    self._has_work.notify_all()  # (Waking the worker for nothing would cost a lone caller a thread switch.)
+        if error is not None:
+            raise error
+        return outputs
 
     async def run_async(self, feeds: list[np.ndarray]) -> list[np.ndarray]:
         """Queue a request from a coroutine; the event loop never blocks, not even on a full queue."""
@@ -255,7 +279,7 @@ class MicroBatcher:
         return len(self._queue)
 
     def close(self) -> None:
-        """Refuse new requests, run every queued one, and join the worker thread."""
+        """Refuse new requests, run every queued one, let a caller's own run end, and join both threads."""
         with self._has_work:
             self._closing = True
             self._has_work.notify_all()
@@ -263,6 +287,9 @@ class MicroBatcher:
         if self._worker is not threading.current_thread():
             self._worker.join()
             self._responder.join()
+            with self._has_work:  # The session must outlive a run a caller started itself (see run()).
+                while self._model_busy:
+                    self._has_work.wait()
         # The worker drains the queue before it ends; this only matters if it died.
         while self._queue:
             self._queue.popleft().finish(
@@ -279,6 +306,9 @@ class MicroBatcher:
                     return
                 self._answers.put((batch, *self._run_batch(batch)))
                 self._free_since = time.monotonic()
+                # A plain store: callers read it under the lock before running a request of their own, and
+                # nobody waits for the worker's runs to end (close() joins the worker first).
+                self._model_busy = False
         finally:
             self._answers.put(None)  # The responder ends after the last answers.
 
@@ -306,8 +336,8 @@ class MicroBatcher:
         """
         limit, wait = self.settings.max_batch_size, self.settings.max_wait_ms / 1000.0
         with self._has_work:
-            while not self._queue:
-                if self._closing:
+            while not self._queue or self._model_busy:  # Busy: a caller runs its own request (see run()).
+                if self._closing and not self._queue:
                     return None
                 self._has_work.wait()
             first = self._queue[0]
@@ -329,6 +359,7 @@ class MicroBatcher:
                 else:
                     kept.append(request)
             self._queue = kept
+            self._model_busy = True
             self._rows_by_key[first.key] -= rows
             if not self._rows_by_key[first.key]:
                 del self._rows_by_key[first.key]
