@@ -226,6 +226,30 @@ def _interrupt_main_thread_after(seconds: float):
     return undo
 
 
+class _HeldModel:
+    """A model that doubles its input and holds its first run until ``held`` is set; ``runs``: (thread, rows) each."""
+
+    def __init__(self):
+        self.held, self.running = threading.Event(), threading.Event()
+        self.runs: list[tuple[str, int]] = []
+
+    def __call__(self, feeds):
+        self.runs.append((threading.current_thread().name, len(feeds[0])))
+        if len(self.runs) == 1:
+            self.running.set()
+            self.held.wait(10)
+        return [feeds[0] * 2]
+
+
+def _caller(batcher, answers: dict):
+    """A thread target sending one two-column row of ``value`` and keeping its answer in ``answers[value]``."""
+
+    def call(value: float) -> None:
+        answers[value] = batcher.run([np.full((1, 2), value, "float32")])[0].tolist()
+
+    return call
+
+
 def test_an_interrupted_chained_caller_still_wakes_the_next():
     """A signal in the main thread (Ctrl-C) ends its wait; the callers after it in the chain must not hang."""
     first, second, third = _answered_batch(3)  # One chain: first wakes second, second wakes third.
@@ -242,22 +266,14 @@ def test_an_interrupted_chained_caller_still_wakes_the_next():
 
 def test_a_caller_interrupted_before_its_batch_runs_leaves_no_caller_of_that_batch_waiting():
     """Interrupted while still queued, it is linked into a chain later, by the responder, who wakes the next."""
-    held, running = threading.Event(), threading.Event()
-
-    def run(feeds):
-        running.set()
-        held.wait(10)
-        return [feeds[0] * 2]
-
-    batcher = MicroBatcher(run, MicroBatchingSettings(max_batch_size=8, max_wait_ms=5000))
+    model = _HeldModel()
+    batcher = MicroBatcher(model, MicroBatchingSettings(max_batch_size=8, max_wait_ms=5000))
     answers = {}
-
-    def call(value: float) -> None:
-        answers[value] = batcher.run([np.full((1, 2), value, "float32")])[0].tolist()
+    call = _caller(batcher, answers)
 
     blocker = threading.Thread(target=call, args=(-1.0,))
-    blocker.start()  # Its run (its own: the model is idle) holds the model until `held` is set.
-    assert running.wait(5)
+    blocker.start()  # Its run (its own: the model is idle) holds the model until released.
+    assert model.running.wait(5)
     followers = [threading.Thread(target=call, args=(float(i),)) for i in range(4)]
     starter = threading.Timer(0.05, lambda: [thread.start() for thread in followers])  # Queued after the main thread.
     starter.start()
@@ -269,7 +285,7 @@ def test_a_caller_interrupted_before_its_batch_runs_leaves_no_caller_of_that_bat
         undo()
     starter.join()
     assert batcher.queued == 5
-    held.set()
+    model.held.set()
     for thread in [blocker, *followers]:
         thread.join(10)
     assert not any(thread.is_alive() for thread in [blocker, *followers])
@@ -324,37 +340,26 @@ def test_a_lone_caller_runs_its_own_request_in_its_own_thread():
 
 
 def test_requests_that_come_during_a_callers_own_run_wait_for_it_and_run_as_one_batch():
-    held, running = threading.Event(), threading.Event()
-    batches = []
-
-    def run(feeds):
-        batches.append((threading.current_thread().name, len(feeds[0])))
-        if len(batches) == 1:
-            running.set()
-            held.wait(10)
-        return [feeds[0] * 2]
-
-    batcher = MicroBatcher(run, MicroBatchingSettings(max_batch_size=8, max_wait_ms=0))
+    model = _HeldModel()
+    batcher = MicroBatcher(model, MicroBatchingSettings(max_batch_size=8, max_wait_ms=0))
     answers = {}
-
-    def call(value: float) -> None:
-        answers[value] = batcher.run([np.full((1, 2), value, "float32")])[0].tolist()
+    call = _caller(batcher, answers)
 
     own = threading.Thread(target=call, args=(-1.0,), name="own-run")
     own.start()
-    assert running.wait(5)
+    assert model.running.wait(5)
     others = [threading.Thread(target=call, args=(float(i),)) for i in range(5)]
     for thread in others:
         thread.start()
     deadline = time.monotonic() + 5
     while batcher.queued < 5 and time.monotonic() < deadline:
         time.sleep(0.001)
-    assert batcher.queued == 5 and len(batches) == 1  # Even with max_wait_ms=0: one run at a time.
-    held.set()
+    assert batcher.queued == 5 and len(model.runs) == 1  # Even with max_wait_ms=0: one run at a time.
+    model.held.set()
     for thread in [own, *others]:
         thread.join(10)
     assert not any(thread.is_alive() for thread in [own, *others])
-    assert batches == [("own-run", 1), ("tf1infer-micro-batching", 5)]
+    assert model.runs == [("own-run", 1), ("tf1infer-micro-batching", 5)]
     assert answers == {value: [[value * 2, value * 2]] for value in (-1.0, 0.0, 1.0, 2.0, 3.0, 4.0)}
     batcher.close()
 
