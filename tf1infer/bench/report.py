@@ -291,7 +291,7 @@ def benchmarks_md(info: dict, table_md: str, summary: list[str], streaming: list
         "# Benchmarks",
         "",
         "What tf1infer costs against every other way of running the same legacy model, side by side on one",
-        "machine. Regenerate with `make bench-tf1` (about 11 minutes; this file is rewritten by full runs only).",
+        "machine. Regenerate with `make bench-tf1` (15 to 20 minutes here; this file is rewritten by full runs only).",
         "",
         METHOD,
         "## Latest full run",
