@@ -130,3 +130,11 @@ def test_without_the_entry_points_it_falls_back_to_make_callable(monkeypatch):
         values = np.random.default_rng(6).normal(size=(3, 3)).astype(np.float32)
         [have] = as_list(run(values))
         np.testing.assert_allclose(have, values * 0.5 + 2.0, rtol=1e-6)
+
+
+def test_a_closed_session_is_refused_when_the_predictor_is_made():
+    graph, x, y = half_plus_two()
+    session = tf.compat.v1.Session(graph=graph)
+    session.close()
+    with pytest.raises(tf1infer.errors.Tf1InferError, match="cannot prepare the session to run the model: Session has been closed"):
+        tf1infer.Predictor.from_session(session, ["x"], ["y"])
