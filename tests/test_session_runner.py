@@ -138,3 +138,14 @@ def test_a_closed_session_is_refused_when_the_predictor_is_made():
     session.close()
     with pytest.raises(tf1infer.errors.Tf1InferError, match="cannot prepare the session to run the model: Session has been closed"):
         tf1infer.Predictor.from_session(session, ["x"], ["y"])
+
+
+def test_a_callers_session_closed_after_the_predictor_was_made_fails_with_a_prediction_error():
+    graph, x, y = half_plus_two()
+    session = tf.compat.v1.Session(graph=graph)
+    predictor = tf1infer.Predictor.from_session(session, ["x"], ["y"])
+    values = np.random.default_rng(7).normal(size=(2, 3)).astype(np.float32)
+    np.testing.assert_allclose(predictor.predict_on_batch(values), values * 0.5 + 2.0, rtol=1e-6)
+    session.close()  # The caller's own session: the Predictor does not own it.
+    with pytest.raises(PredictionError, match=r"the session failed running the model on inputs 'x': \(2, 3\): .*closed Session"):
+        predictor.predict_on_batch(values)

@@ -42,6 +42,10 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 
 
+# How a failure of each backend names what failed.
+_RUNTIME_NAMES = {backends.SESSION: "the session", backends.TFLITE: "the TF Lite interpreter"}
+
+
 class Predictor:
     """Runs a legacy model from a persistent TF1 Session with Keras's predict API.
 
@@ -666,11 +670,11 @@ class Predictor:
             ) from exc
         except Tf1InferError:
             raise  # PredictorClosedError is a RuntimeError too; it needs no rewording.
-        except RuntimeError as exc:  # The TF Lite interpreter's failures.
+        except RuntimeError as exc:  # The TF Lite interpreter's failures; a caller's session closed under it.
             shapes = ", ".join(f"'{name}': {feed.shape}" for name, feed in zip(self._input_names, feeds))
+            runtime = _RUNTIME_NAMES.get(self.backend, "the runtime")
             raise PredictionError(
-                f"{self._source}: the TF Lite interpreter failed running the model on inputs {shapes}: "
-                f"{tensorflow_reason(exc)}"
+                f"{self._source}: {runtime} failed running the model on inputs {shapes}: {tensorflow_reason(exc)}"
             ) from exc
 
     def _empty_outputs(self, feeds: list[np.ndarray]) -> list[np.ndarray]:
