@@ -244,7 +244,7 @@ class MicroBatcher:
         if not alone:
             return self.submit(feeds, chained=True).wait()
         try:
-            outputs, error = self._run_batch([_Request(feeds)])
+            outputs, error = self._run_rows(feeds, int(feeds[0].shape[0]))
         finally:
             with self._has_work:
                 self._model_busy = False
@@ -370,10 +370,17 @@ class MicroBatcher:
         """Run one batch: ``(outputs, None)``, or ``(None, the error)`` for every caller of the batch."""
         try:
             if len(batch) == 1:
-                outputs = self._run(batch[0].feeds)
+                feeds = batch[0].feeds
             else:
-                outputs = self._run([_concatenate(parts) for parts in zip(*(request.feeds for request in batch))])
-            total = sum(request.rows for request in batch)
+                feeds = [_concatenate(parts) for parts in zip(*(request.feeds for request in batch))]
+        except BaseException as exc:  # noqa: BLE001 - every caller of the batch gets the failure as it is.
+            return None, exc
+        return self._run_rows(feeds, sum(request.rows for request in batch))
+
+    def _run_rows(self, feeds: list[np.ndarray], total: int) -> tuple[list[np.ndarray] | None, BaseException | None]:
+        """Run ``total`` rows: ``(outputs, None)``, or ``(None, the error)``; outputs must have a row per input row."""
+        try:
+            outputs = self._run(feeds)
             for output in outputs:
                 if np.ndim(output) == 0 or len(output) != total:
                     raise PredictionError(

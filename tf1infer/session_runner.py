@@ -49,6 +49,8 @@ class SessionRunner:
         self._feeds = [tensor._as_tf_output() for tensor in inputs]  # noqa: SLF001 - the C API's handles.
         self._fetches = [tensor._as_tf_output() for tensor in outputs]  # noqa: SLF001
         self._dtypes = [np.dtype(tensor.dtype.as_numpy_dtype) for tensor in inputs]
+        # Object arrays (strings) need Session.run's conversion to bytes: such inputs always take its path.
+        self._takes_arrays_as_they_are = not any(dtype.hasobject for dtype in self._dtypes)
         # Per input: its rank and its known dimensions, or None where its rank is unknown.
         self._shapes = [
             None if tensor.shape.rank is None
@@ -70,10 +72,10 @@ class SessionRunner:
 
     def _takes(self, arrays: Sequence[Any]) -> bool:
         """True where every array can go to TensorFlow as it is: an ndarray of its input's dtype and shape."""
-        if len(arrays) != len(self._feeds):
+        if not self._takes_arrays_as_they_are or len(arrays) != len(self._feeds):
             return False
         for array, dtype, shape in zip(arrays, self._dtypes, self._shapes):
-            if type(array) is not np.ndarray or array.dtype != dtype or dtype.hasobject:
+            if type(array) is not np.ndarray or array.dtype != dtype:
                 return False
             if shape is not None:
                 rank, known = shape
