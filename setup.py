@@ -25,7 +25,8 @@ setup(
     extras_require={
         # The suite runs the Spark tests too (on local[2]; they skip only where Java is missing).
         # scikit-image: its sample photographs are the real images int8 is calibrated and checked on.
-        "test": ["pytest>=8", "scikit-image>=0.22", *SPARK],
+        # jax: the Keras 3 export is verified on Keras 3's JAX backend too where it is installed.
+        "test": ["pytest>=8", "scikit-image>=0.22", "jax>=0.4.30", *SPARK],
         # tf1infer.spark and `tf1infer predict --spark`: Spark's Python side; Spark itself needs Java 17 or 21.
         "spark": SPARK,
         # make bench-tf1's converting peers and its chart.

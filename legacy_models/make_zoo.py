@@ -153,6 +153,35 @@ def seq2seq():
     return tf_keras.Model([encoder_tokens, decoder_tokens], next_token, name="seq2seq")
 
 
+def cudnn_lstm():
+    """A GPU-trained text model as Keras 2.1-2.3 saved them: ``CuDNNLSTM``, whose only kernel is cuDNN's."""
+    from tf_keras.src.layers.rnn.cudnn_lstm import CuDNNLSTM  # Not exported by tf_keras; built, never run, here.
+
+    return tf_keras.Sequential([layers.InputLayer(input_shape=(9, 4)), CuDNNLSTM(7, name="cudnn_lstm")], name="cudnn_lstm")
+
+
+def cudnn_gru():
+    """``CuDNNGRU`` over variable-length sequences, returning every step (cuDNN's GRU is ``reset_after``)."""
+    from tf_keras.src.layers.rnn.cudnn_gru import CuDNNGRU
+
+    return tf_keras.Sequential(
+        [layers.InputLayer(input_shape=(None, 5)), CuDNNGRU(6, return_sequences=True, name="cudnn_gru")], name="cudnn_gru"
+    )
+
+
+def thresholded_relu():
+    """A layer Keras 3 removed (``ThresholdedReLU``) between Dense layers."""
+    return tf_keras.Sequential(
+        [
+            layers.InputLayer(input_shape=(6,)),
+            layers.Dense(8),
+            layers.ThresholdedReLU(theta=0.3, name="thresholded"),
+            layers.Dense(3),
+        ],
+        name="thresholded_relu",
+    )
+
+
 # Vocabulary sizes of inputs that hold token ids, whatever their dtype: samples are drawn from [1, size).
 SEQ2SEQ_VOCABULARY = {"encoder_tokens": 40, "decoder_tokens": 30}
 TOKEN_INPUTS = dict(SEQ2SEQ_VOCABULARY)
@@ -168,6 +197,9 @@ ZOO = {
     "lambda": lambda_model,
     "channels_first": channels_first,
     "seq2seq": seq2seq,
+    "cudnn_lstm": cudnn_lstm,
+    "cudnn_gru": cudnn_gru,
+    "thresholded_relu": thresholded_relu,
 }
 
 

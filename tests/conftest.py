@@ -123,3 +123,51 @@ def corpus_entries(fmt: str) -> list:
         return [pytest.param(None, marks=pytest.mark.skip(reason=CORPUS_ABSENT), id="corpus-absent")]
     entries = [entry for entry in json.loads(manifest.read_text())["entries"] if entry["format"] == fmt]
     return [pytest.param(entry, id=entry["name"]) for entry in entries]
+
+
+# The zoo's GPU-trained recurrent models: no CPU kernel runs their own layers, so their reference is what cuDNN
+# computes, in float64 numpy, from the weights exactly as the file stores them.
+CUDNN_MODELS = ["cudnn_lstm", "cudnn_gru"]
+
+
+def _sigmoid(x: np.ndarray) -> np.ndarray:
+    return 1.0 / (1.0 + np.exp(-x))
+
+
+def cudnn_reference(name: str, x: np.ndarray) -> np.ndarray:
+    """What cuDNN computes for ``legacy_models/<name>.h5`` on ``x`` (batch, time, features).
+
+    Keras 2's CuDNN layers hand cuDNN each gate's kernel (features, units)
+    flattened as it is, which cuDNN reads as its (units, features) matrix W, and
+    one bias per gate for the input side, then one per gate for the recurrent
+    side. CuDNNLSTM's gates are i, f, c, o; CuDNNGRU's kernel columns are z, r, h,
+    with the reset gate applied after the recurrent product (cuDNN's GRU).
+    """
+    import h5py
+
+    with h5py.File(ZOO_DIR / f"{name}.h5", "r") as handle:
+        group = handle["model_weights"][name][name]
+        kernel, recurrent, bias = (group[key][()].astype(np.float64) for key in ("kernel:0", "recurrent_kernel:0", "bias:0"))
+    units, features = recurrent.shape[0], kernel.shape[0]
+    gates = kernel.shape[1] // units
+    input_w = [kernel[:, g * units:(g + 1) * units].reshape(units, features) for g in range(gates)]
+    recurrent_w = [recurrent[:, g * units:(g + 1) * units].reshape(units, units) for g in range(gates)]
+    input_b = [bias[g * units:(g + 1) * units] for g in range(gates)]
+    recurrent_b = [bias[(gates + g) * units:(gates + g + 1) * units] for g in range(gates)]
+    x = x.astype(np.float64)
+    h = np.zeros((x.shape[0], units))
+    c = np.zeros_like(h)
+    steps = []
+    for t in range(x.shape[1]):
+        xt = x[:, t]
+        pre_x = [xt @ w.T + b for w, b in zip(input_w, input_b)]
+        pre_h = [h @ w.T + b for w, b in zip(recurrent_w, recurrent_b)]
+        if gates == 4:
+            i, f, o = (_sigmoid(pre_x[g] + pre_h[g]) for g in (0, 1, 3))
+            c = f * c + i * np.tanh(pre_x[2] + pre_h[2])
+            h = o * np.tanh(c)
+        else:
+            z, r = _sigmoid(pre_x[0] + pre_h[0]), _sigmoid(pre_x[1] + pre_h[1])
+            h = (1.0 - z) * np.tanh(pre_x[2] + r * pre_h[2]) + z * h
+        steps.append(h)
+    return np.stack(steps, axis=1) if name == "cudnn_gru" else h

@@ -5,6 +5,7 @@ The public surface::
     tf1infer.load(path, backend=..., **options)     # -> Predictor; alias: load_model
     tf1infer.Predictor                              # predict, predict_on_batch, inputs, outputs...
     tf1infer.export_saved_model(model, out_dir)     # a verified TF2 SavedModel -> ExportReport
+    tf1infer.export_keras(model, "out.keras")        # a verified, trainable Keras 3 model -> KerasExportReport
     tf1infer.images(folder, ...)                    # an image folder to stream through predict_iter / predict_to
     tf1infer.errors                                 # Tf1InferError and its subclasses
 
@@ -23,6 +24,7 @@ from tf1infer import errors
 from tf1infer.backends import SESSION, TFLITE, check_backend
 from tf1infer.errors import InvalidOptionError
 from tf1infer.export import ExportReport, export_saved_model
+from tf1infer.keras3_export import KerasExportReport, export_keras
 from tf1infer.feeds import TensorSpec
 from tf1infer.images import ImageFolder, images
 from tf1infer.loaders import detect_format, load_graph
@@ -169,11 +171,13 @@ load_model = load
 __all__ = [
     "ExportReport",
     "ImageFolder",
+    "KerasExportReport",
     "PredictionSummary",
     "Predictor",
     "TensorSpec",
     "detect_format",
     "errors",
+    "export_keras",
     "export_saved_model",
     "images",
     "load",

@@ -6,6 +6,9 @@
                                        --precision, the deviation of bfloat16 and float16 from float32
     tf1infer export MODEL OUT_DIR [--atol A] [--sample-input F] [--overwrite] [load options]
                                        a TF2 SavedModel, verified against the original
+    tf1infer export MODEL OUT.keras [--backends tensorflow,jax] [--no-training-step] [...]
+                                       a Keras model as a native Keras 3 .keras file, verified in fresh
+                                       Keras 3 processes (--to keras for another file name)
     tf1infer predict MODEL INPUT -o OUT [--batch-size N|auto] [--precision P] [--backend B] [--calibration SAMPLES]
                      [--resume] [--quiet] [load options]
                                        stream INPUT (.npy, .npz, .h5 or an image folder) through the model
@@ -66,6 +69,7 @@ def _spec_rows(names, specs) -> list[dict[str, Any]]:
 
 def _inspect(args: argparse.Namespace) -> int:
     import tf1infer
+    from tf1infer.keras3_export import keras3_export_summary
     from tf1infer.loaders import describe_without_loading
 
     options = _load_options(args)
@@ -76,6 +80,7 @@ def _inspect(args: argparse.Namespace) -> int:
                 "inputs": _spec_rows(predictor.input_names, predictor.inputs),
                 "outputs": _spec_rows(predictor.output_names, predictor.outputs),
             }
+            report["keras3_export"] = keras3_export_summary(predictor)
             if args.precision:
                 report["precision_report"] = predictor.precision_report(samples=args.calibration_samples)
     except UnsafeModelError as exc:
@@ -83,6 +88,7 @@ def _inspect(args: argparse.Namespace) -> int:
         report = describe_without_loading(args.model, args.format, **options) or {}
         report["loaded"] = False
         report["why_not_loaded"] = str(exc)
+        report["keras3_export"] = ["once loaded: supply the Lambda functions with lambdas= (Python API)"]
     if args.json:
         json.dump(report, sys.stdout, indent=2)
         print()
@@ -114,6 +120,11 @@ def _inspect(args: argparse.Namespace) -> int:
 def _export(args: argparse.Namespace) -> int:
     from tf1infer.export import export_saved_model
 
+    target = args.to or ("keras" if args.out_dir.endswith(".keras") else "saved-model")
+    if target == "keras":
+        return _export_keras(args)
+    if args.backends or args.no_training_step:
+        raise InvalidOptionError("--backends and --no-training-step apply to the Keras 3 export (--to keras, or OUT ending in .keras)")
     report = export_saved_model(
         args.model,
         args.out_dir,
@@ -124,6 +135,28 @@ def _export(args: argparse.Namespace) -> int:
         sample_inputs=args.sample_input,
         overwrite=args.overwrite,
         all_signatures=args.all_signatures,
+        **({"format": args.format} if args.format else {}),
+        **_load_options(args),
+    )
+    print(report)
+    return 0
+
+
+def _export_keras(args: argparse.Namespace) -> int:
+    from tf1infer.keras3_export import export_keras
+
+    if args.signature_name != "serving_default" or args.all_signatures:
+        raise InvalidOptionError("--signature-name and --all-signatures apply to the SavedModel export, not to --to keras")
+    report = export_keras(
+        args.model,
+        args.out_dir,
+        verify=not args.no_verify,
+        atol=args.atol,
+        rtol=args.rtol,
+        sample_inputs=args.sample_input,
+        overwrite=args.overwrite,
+        backends=[item for item in args.backends.split(",") if item] if args.backends else None,
+        training_step=not args.no_training_step,
         **({"format": args.format} if args.format else {}),
         **_load_options(args),
     )
@@ -365,9 +398,14 @@ def build_parser() -> argparse.ArgumentParser:
     inspect.add_argument("--calibration-samples", type=int, default=32, help="random samples for --precision (default: %(default)s)")
     _add_load_options(inspect)
     inspect.set_defaults(run=_inspect)
-    export = commands.add_parser("export", help="export a model to a verified TF2 SavedModel")
+    export = commands.add_parser(
+        "export", help="export a model to a verified TF2 SavedModel, or a Keras model to a verified Keras 3 .keras file"
+    )
     export.add_argument("model", help="model file or directory")
-    export.add_argument("out_dir", help="the SavedModel directory to write")
+    export.add_argument("out_dir", metavar="OUT", help="the SavedModel directory to write, or a .keras file (Keras 3)")
+    export.add_argument("--to", choices=("saved-model", "keras"), help="the target (default: keras for an OUT ending in .keras, else saved-model)")
+    export.add_argument("--backends", help="Keras 3 export: backends to verify on, comma-separated (default: tensorflow, and jax where installed)")
+    export.add_argument("--no-training-step", action="store_true", help="Keras 3 export: skip the check that the file takes a training step")
     export.add_argument("--atol", type=float, default=1e-5, help="absolute tolerance of the verification (default: %(default)g)")
     export.add_argument("--rtol", type=float, default=1e-4, help="relative tolerance of the verification (default: %(default)g)")
     export.add_argument("--sample-input", help="real inputs to verify with: .npy, or .npz with one array per input name")

@@ -191,7 +191,7 @@ def export_saved_model(
             f"{out_dir}: already exists; pass overwrite=True (--overwrite) to replace it "
             "(it is replaced only after the new export is verified)"
         )
-    predictor, owned = _as_predictor(model_or_path, load_options)
+    predictor, owned = as_predictor(model_or_path, load_options)
     try:
         if predictor.closed:
             raise ExportError(f"{predictor.metadata.get('path', 'model')}: the Predictor is closed")
@@ -236,7 +236,8 @@ def export_saved_model(
     return report
 
 
-def _as_predictor(model_or_path: Any, load_options: Mapping[str, Any]) -> tuple[Predictor, bool]:
+def as_predictor(model_or_path: Any, load_options: Mapping[str, Any]) -> tuple[Predictor, bool]:
+    """The Predictor to export and whether the export owns it (loaded it from a path, so closes it)."""
     if isinstance(model_or_path, Predictor):
         if load_options:
             raise InvalidOptionError(
@@ -251,15 +252,21 @@ def _as_predictor(model_or_path: Any, load_options: Mapping[str, Any]) -> tuple[
 # -- which signatures -------------------------------------------------------------------------------
 
 
-def _endpoints(predictor: Predictor, signature_name: str, all_signatures: bool) -> tuple[list[Endpoint], dict[str, str]]:
+def main_endpoint(predictor: Predictor, name: str = "serving_default") -> Endpoint:
+    """The Predictor's own inputs and outputs, as an endpoint of the loaded graph."""
     graph = predictor.graph
-    main = Endpoint(
-        signature_name,
+    return Endpoint(
+        name,
         list(predictor.input_names),
         [graph.get_tensor_by_name(spec.name) for spec in predictor.inputs],
         list(predictor.output_names),
         [graph.get_tensor_by_name(spec.name) for spec in predictor.outputs],
     )
+
+
+def _endpoints(predictor: Predictor, signature_name: str, all_signatures: bool) -> tuple[list[Endpoint], dict[str, str]]:
+    main = main_endpoint(predictor, signature_name)
+    graph = predictor.graph
     endpoints, skipped = [main], {}
     if not all_signatures:
         return endpoints, skipped
@@ -473,7 +480,7 @@ def _move_into_place(staging: str, out_dir: str) -> None:
 
 
 def _verify(predictor, endpoints, staging, atol, rtol, sample_inputs, random_samples, source):
-    feeds = {endpoint.name: _verification_inputs(predictor, endpoint, sample_inputs, random_samples, source) for endpoint in endpoints}
+    feeds = {endpoint.name: verification_inputs(predictor, endpoint, sample_inputs, random_samples, source) for endpoint in endpoints}
     expected = {}
     for endpoint in endpoints:
         try:
@@ -485,28 +492,41 @@ def _verify(predictor, endpoints, staging, atol, rtol, sample_inputs, random_sam
             ) from exc
         expected.update({f"{endpoint.name}/{name}": value for name, value in zip(endpoint.output_names, values)})
     got = _run_in_fresh_process(staging, endpoints, feeds, source)
+    errors = compare_outputs(expected, got, atol, rtol, source, "the exported SavedModel")
+    rows = len(next(iter(feeds[endpoints[0].name]))) if endpoints[0].inputs else 0
+    return errors, rows
+
+
+def compare_outputs(
+    expected: Mapping[str, np.ndarray], got: Mapping[str, np.ndarray], atol: float, rtol: float, source: str, what: str
+) -> dict[str, dict[str, float]]:
+    """Per output, the max abs and rel error of ``got`` against ``expected``.
+
+    Raises:
+        ExportVerificationError: an output is missing, of another shape or dtype, or outside the tolerances.
+    """
     errors = {}
     for key, want in expected.items():
         if key not in got:
-            raise ExportVerificationError(f"{source}: the exported SavedModel does not return output {key!r}")
+            raise ExportVerificationError(f"{source}: {what} does not return output {key!r}")
         have = got[key]
         if have.shape != want.shape or have.dtype != want.dtype:
             raise ExportVerificationError(
-                f"{source}: output {key!r} of the export is {have.dtype}{list(have.shape)}, "
+                f"{source}: output {key!r} of {what} is {have.dtype}{list(have.shape)}, "
                 f"the original gives {want.dtype}{list(want.shape)}"
             )
         errors[key] = _error_sizes(have, want)
         if not _close(have, want, atol, rtol):
             raise ExportVerificationError(
-                f"{source}: output {key!r} of the export differs from the original: max abs error "
+                f"{source}: output {key!r} of {what} differs from the original: max abs error "
                 f"{errors[key]['max_abs_error']:.3g}, max rel error {errors[key]['max_rel_error']:.3g}, "
                 f"tolerance atol={atol:g} rtol={rtol:g}; nothing was written"
             )
-    rows = len(next(iter(feeds[endpoints[0].name]))) if endpoints[0].inputs else 0
-    return errors, rows
+    return errors
 
 
-def _verification_inputs(predictor, endpoint: Endpoint, sample_inputs, random_samples: int, source: str) -> list[np.ndarray]:
+def verification_inputs(predictor, endpoint: Endpoint, sample_inputs, random_samples: int, source: str) -> list[np.ndarray]:
+    """Valid random rows for each input (never zeros), followed by ``sample_inputs`` converted as ``predict`` would."""
     from tf1infer.feeds import FeedConverter, TensorSpec
 
     specs = [TensorSpec.from_tensor(tensor) for tensor in endpoint.inputs]
@@ -537,7 +557,7 @@ def _run_in_fresh_process(staging: str, endpoints, feeds, source: str) -> dict[s
     with tempfile.TemporaryDirectory(prefix="tf1infer-verify-") as scratch:
         inputs_path, outputs_path = os.path.join(scratch, "inputs.npz"), os.path.join(scratch, "outputs.npz")
         arrays = {
-            f"{endpoint.name}/{name}": _storable(array)
+            f"{endpoint.name}/{name}": storable(array)
             for endpoint in endpoints
             for name, array in zip(endpoint.input_names, feeds[endpoint.name])
         }
@@ -563,7 +583,7 @@ def _run_in_fresh_process(staging: str, endpoints, feeds, source: str) -> dict[s
     return {key: (value.astype(object) if value.dtype.kind == "S" else value) for key, value in got.items()}
 
 
-def _storable(array: np.ndarray) -> np.ndarray:
+def storable(array: np.ndarray) -> np.ndarray:
     """Strings as fixed-width bytes, so the .npz needs no pickle."""
     return array.astype(bytes) if array.dtype == object else array
 

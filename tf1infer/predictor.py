@@ -69,6 +69,7 @@ class Predictor:
         self._input_names = tuple(loaded.input_names)
         self._output_names = tuple(loaded.output_names)
         self.metadata: dict[str, Any] = dict(loaded.metadata)
+        self._keras_model = loaded.keras_model
         self._source = self.metadata.get("path") or "model"
         self._feeds = FeedConverter(self._inputs, self._input_names)
         self._single_output = len(self._outputs) == 1

@@ -37,6 +37,8 @@ class LoadedGraph:
         metadata: facts about the source (format, versions recorded in the
             file...), shown by ``tf1infer inspect``.
         owns_session: whether closing the Predictor closes the session.
+        keras_model: for Keras formats, the tf_keras model built in ``graph``
+            (its config and layers, for the Keras 3 export); None otherwise.
     """
 
     graph: tf.Graph
@@ -47,6 +49,7 @@ class LoadedGraph:
     output_names: list[str]
     metadata: dict[str, Any] = field(default_factory=dict)
     owns_session: bool = True
+    keras_model: Any = None
 
 
 # ConfigProto.inter_op_parallelism_threads < 0: "all operations are performed in caller's thread". An

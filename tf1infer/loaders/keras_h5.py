@@ -34,6 +34,7 @@ import tf_keras
 from tf1infer.errors import ModelLoadError, UnsafeModelError, tensorflow_reason
 from tf1infer.loaders import keras1
 from tf1infer.loaders.base import LoadedGraph, graph_and_session, require_path
+from tf1infer.loaders.cudnn import convert_cudnn_layers
 from tf1infer.loaders.hdf5_safety import H5PY_ERRORS, check_global_heaps, check_structure
 
 logger = logging.getLogger(__name__)
@@ -130,7 +131,9 @@ def load_keras_h5(
     from_keras1 = isinstance(config, dict) and keras1.is_keras1(attrs, config)
     if from_keras1:
         config = keras1.convert_config(path, config)
+    cudnn_layers: list[str] = []
     if isinstance(config, dict):
+        config, cudnn_layers = convert_cudnn_layers(config)
         lambda_layers = _lambda_layers(config, custom_objects)
         if lambda_layers:
             config = _apply_lambda_policy(path, config, lambda_layers, lambdas, safe_mode, custom_objects)
@@ -156,9 +159,11 @@ def load_keras_h5(
                 "parameters": int(model.count_params()),
                 "lambda_layers": [info.name for info in lambda_layers],
             }
+            if cudnn_layers:
+                metadata["cudnn_layers_run_as"] = cudnn_layers
             input_names, output_names = list(model.input_names), list(model.output_names)
         restore_keras_class_versions(model)
-    return LoadedGraph(graph, session, inputs, outputs, input_names, output_names, metadata)
+    return LoadedGraph(graph, session, inputs, outputs, input_names, output_names, metadata, keras_model=model)
 
 
 def describe_file(path: str | os.PathLike, *, architecture: Any = None) -> dict[str, Any]:
@@ -178,7 +183,8 @@ def describe_file(path: str | os.PathLike, *, architecture: Any = None) -> dict[
     from_keras1 = keras1.is_keras1(attrs, config)
     if from_keras1:
         config = keras1.convert_config(path, config)
-    return {
+    config, cudnn_layers = convert_cudnn_layers(config)
+    described = {
         "format": FORMAT,
         "path": os.path.abspath(path),
         "keras_version": attrs.get("keras_version"),
@@ -188,6 +194,9 @@ def describe_file(path: str | os.PathLike, *, architecture: Any = None) -> dict[
         "layers": sum(1 for _ in iter_layer_configs(config)) - 1,
         "lambda_layers": [info.describe() for info in _lambda_layers(config, {})],
     }
+    if cudnn_layers:
+        described["cudnn_layers_run_as"] = cudnn_layers
+    return described
 
 
 def load_keras_json(

@@ -185,6 +185,7 @@ def load_keras_v3(
         "lambda_layers": lambdas,
         "loaded_via": "TF2 SavedModel written by keras.export.ExportArchive, then removed",
     }
+    loaded.keras_model = model
     return loaded
 
 

@@ -1,0 +1,322 @@
+"""export_keras: every legacy Keras fixture and corpus file becomes a native Keras 3 ``.keras`` file.
+
+Every Keras model is exported, then all files are loaded in one fresh Keras 3
+process per backend (TensorFlow, and JAX where installed) that imports neither
+tf1infer nor tf_keras, and each one's outputs are compared with an independent
+reference: tf_keras eager predict, the Keras 1 fixtures' numpy formulas, what
+cuDNN computes, Keras 3's own predict of the source, or the corpus manifest's
+reference outputs.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import tf1infer
+from tf1infer.cli import main
+from tf1infer.errors import ExportError, ExportVerificationError, MissingDependencyError
+from tf1infer.keras3_export import TENSORFLOW, KerasVerificationJob, available_backends, run_verification_jobs
+
+from conftest import (
+    CORPUS_DIR, CUDNN_MODELS, CUSTOM_OBJECTS, ZOO_DIR, ZOO_MODELS, cudnn_reference, random_inputs, zoo_path,
+)
+
+import zoo_layers_keras3  # noqa: E402  (legacy_models/ is on sys.path through conftest)
+
+ATOL = 1e-5
+ROWS = 6
+KERAS3_OBJECTS = {"Scale": zoo_layers_keras3.Scale}
+
+
+def _corpus(entry_name: str) -> dict | None:
+    manifest = CORPUS_DIR / "MANIFEST.json"
+    if not manifest.is_file():
+        return None
+    return next(e for e in json.loads(manifest.read_text())["entries"] if e["name"] == entry_name)
+
+
+# case id -> (path, export options, how to get the reference outputs)
+CASES: dict[str, tuple[Path, dict, str]] = {
+    **{
+        f"zoo-{name}": (Path(zoo_path(name)), {"custom_objects": CUSTOM_OBJECTS, "keras3_custom_objects": KERAS3_OBJECTS}, "eager")
+        for name in ZOO_MODELS
+    },
+    "zoo-thresholded_relu": (Path(zoo_path("thresholded_relu")), {}, "eager"),
+    "zoo-lambda": (ZOO_DIR / "lambda.h5", {"lambdas": {"affine": lambda x: x * 2.0 + 1.0}}, "lambda"),
+    **{f"zoo-{name}": (Path(zoo_path(name)), {}, "cudnn") for name in CUDNN_MODELS},
+    **{f"keras1-{name}": (ZOO_DIR / "keras1" / f"{name}.h5", {}, "keras1") for name in ("conv_merge", "rnn_sequential", "conv_theano")},
+    "keras3-two_in_two_out": (ZOO_DIR / "keras3" / "two_in_two_out.keras", {}, "keras3"),
+    "keras3-lambda": (ZOO_DIR / "keras3" / "lambda.keras", {"safe_mode": False}, "keras3"),
+    "tf1-keras_json": (ZOO_DIR / "tf1" / "keras_arch.json", {"weights": ZOO_DIR / "tf1" / "keras_weights.h5"}, "eager-mlp"),
+}
+if _corpus("keras205_gender_mini_xception") is not None:
+    CASES["corpus-keras205_gender_mini_xception"] = (CORPUS_DIR / _corpus("keras205_gender_mini_xception")["path"], {}, "corpus")
+
+
+# JAX compiles each model with XLA (1-6 s each here), so the suite runs one case of each kind of translation there;
+# every case runs on JAX with TF1INFER_KERAS3_JAX_ALL=1 (each export_keras call verifies on JAX by default anyway).
+JAX_CASES = set(CASES) if os.environ.get("TF1INFER_KERAS3_JAX_ALL") else {
+    "zoo-lstm",  # dropped tf_keras RNN arguments
+    "zoo-seq2seq",  # an RNN started from another's states, masking
+    "zoo-cudnn_gru",  # CuDNNGRU as GRU(reset_after=True)
+    "zoo-channels_first",  # the channels-first convolution between Permute layers
+    "zoo-custom_layer",  # a caller's Keras 3 class imported by the worker
+    "zoo-lambda",  # bytecode
+    "zoo-thresholded_relu",  # a removed layer rebuilt
+    "keras1-rnn_sequential",  # Keras 1, hard_sigmoid folded into the weights
+    "keras1-conv_theano",  # Keras 1 Theano kernels
+    "keras3-two_in_two_out",  # a .keras source
+}
+
+
+def _inputs_for(case_id: str, predictor) -> list[np.ndarray]:
+    path, _, kind = CASES[case_id]
+    if kind == "keras1":
+        stored = np.load(path.with_suffix(".npz"))
+        return [stored[f"inputs/{name}"] for name in predictor.input_names]
+    if kind == "corpus":
+        return [np.load(CORPUS_DIR / _corpus(case_id.removeprefix("corpus-"))["reference"]["input"])]
+    return random_inputs(predictor.inputs, ROWS, seed=len(case_id), free_dim=5)
+
+
+def _reference(case_id: str, inputs: list[np.ndarray], eager_model) -> list[np.ndarray]:
+    path, options, kind = CASES[case_id]
+    if kind == "eager":
+        return _as_list(eager_model(str(path)).predict(inputs, verbose=0))
+    if kind == "eager-mlp":
+        return _as_list(eager_model(zoo_path("mlp")).predict(inputs, verbose=0))
+    if kind == "lambda":  # Dense -> 2x + 1 -> Dense, from the file's own weights.
+        import h5py
+
+        with h5py.File(path, "r") as handle:
+            weights = handle["model_weights"]
+            (w1, b1), (w2, b2) = ([weights[name][name][key][()] for key in ("kernel:0", "bias:0")] for name in ("dense", "dense_1"))
+        return [((inputs[0].astype(np.float64) @ w1 + b1) * 2.0 + 1.0) @ w2 + b2]
+    if kind == "cudnn":
+        return [cudnn_reference(path.stem, inputs[0])]
+    if kind == "keras1":
+        stored = np.load(path.with_suffix(".npz"))
+        return [stored[key] for key in stored.files if key.startswith("outputs/")]
+    if kind == "keras3":
+        import keras
+
+        model = keras.saving.load_model(path, safe_mode=options.get("safe_mode", True))
+        return _as_list(model.predict(inputs if len(inputs) > 1 else inputs[0], verbose=0))
+    entry = _corpus(case_id.removeprefix("corpus-"))
+    return [np.load(CORPUS_DIR / entry["reference"]["output"])]
+
+
+def _as_list(value) -> list[np.ndarray]:
+    return list(value) if isinstance(value, (list, tuple)) else [value]
+
+
+@pytest.fixture(scope="module")
+def exported(tmp_path_factory, eager_model):
+    """Every case exported (its own verification off: here all files are verified together, against references)."""
+    out = tmp_path_factory.mktemp("keras3")
+    results, jobs = {}, []
+    for case_id, (path, options, _) in CASES.items():
+        options = dict(options)
+        keras3_objects = options.pop("keras3_custom_objects", None)
+        target = out / f"{case_id}.keras"
+        with tf1infer.load(path, **options) as predictor:
+            inputs = _inputs_for(case_id, predictor)
+            report = tf1infer.export_keras(predictor, target, keras3_custom_objects=keras3_objects, verify=False)
+        results[case_id] = {"report": report, "reference": _reference(case_id, inputs, eager_model), "outputs": {}}
+        jobs.append(KerasVerificationJob(str(target), inputs, report.load_with))
+    jobs_by_backend = {
+        backend: [job for case_id, job in zip(CASES, jobs) if backend == TENSORFLOW or case_id in JAX_CASES]
+        for backend in available_backends()
+    }
+    for backend, backend_results in run_verification_jobs(jobs_by_backend, "test").items():
+        case_ids = [case_id for case_id in CASES if backend == TENSORFLOW or case_id in JAX_CASES]
+        for case_id, (outputs, worker_report) in zip(case_ids, backend_results):
+            results[case_id]["outputs"][backend] = outputs
+            assert worker_report["backend"] == backend and not worker_report["forbidden_modules"]
+    return results
+
+
+@pytest.mark.parametrize("case_id", list(CASES))
+def test_export_reloads_in_a_clean_keras3_process_and_matches(exported, case_id):
+    result = exported[case_id]
+    assert set(result["outputs"]) == {b for b in available_backends() if b == TENSORFLOW or case_id in JAX_CASES}
+    for backend, outputs in result["outputs"].items():
+        assert len(outputs) == len(result["reference"]), backend
+        for got, want in zip(outputs, result["reference"]):
+            assert got.shape == want.shape, (backend, got.shape, want.shape)
+            np.testing.assert_allclose(got, want, atol=ATOL, rtol=0, err_msg=f"{case_id} on {backend}")
+    needs_unsafe = case_id in ("zoo-lambda", "keras3-lambda")
+    assert result["report"].load_with["safe_mode"] is (not needs_unsafe)
+
+
+def test_translations_are_reported_per_layer(exported):
+    translations = exported["zoo-thresholded_relu"]["report"].translations
+    assert translations["thresholded"] == ["ThresholdedReLU(theta=0.3) as ReLU(threshold=0.3): x where x > theta, else 0"]
+    keras1 = exported["keras1-rnn_sequential"]["report"].translations
+    assert any("hard_sigmoid: gate weights scaled by 1.2" in change for change in keras1["lstm_1"])
+    channels_first = exported["zoo-channels_first"]["report"].translations
+    assert any("channels_first as channels_last between Permute layers" in c for c in channels_first["separable_conv2d"])
+    custom = exported["zoo-custom_layer"]["report"].load_with
+    assert custom["custom_objects"][0]["module"] == "zoo_layers_keras3"
+    assert "custom_objects={'Scale': zoo_layers_keras3.Scale}" in custom["snippet"]
+
+
+@pytest.mark.parametrize("case_id", ["zoo-mlp", "zoo-cnn", "zoo-lstm", "zoo-cudnn_gru", "keras1-rnn_sequential"])
+def test_exported_model_trains_in_keras3(exported, case_id):
+    import keras
+
+    model = keras.saving.load_model(exported[case_id]["report"].path)
+    path, options, _ = CASES[case_id]
+    with tf1infer.load(path, **{k: v for k, v in options.items() if k != "keras3_custom_objects"}) as predictor:
+        inputs = random_inputs(predictor.inputs, 16, seed=5, free_dim=5)
+    targets = [np.asarray(y) + 0.1 for y in _as_list(model.predict(inputs[0], verbose=0))]
+    before = [keras.ops.convert_to_numpy(w) for w in model.trainable_weights]
+    model.compile(optimizer=keras.optimizers.Adam(1e-3), loss="mse")
+    model.fit(inputs[0], targets[0], epochs=1, batch_size=8, verbose=0)
+    after = [keras.ops.convert_to_numpy(w) for w in model.trainable_weights]
+    assert before and all(not np.array_equal(b, a) for b, a in zip(before, after))
+    assert all(np.isfinite(w).all() for w in after)
+    assert np.isfinite(np.asarray(model.predict(inputs[0], verbose=0))).all()
+
+
+def test_export_verifies_on_every_backend_and_publishes_file_and_report(tmp_path):
+    target = tmp_path / "mlp.keras"
+    report = tf1infer.export_keras(zoo_path("mlp"), target)
+    assert report.verified and set(report.backends) == set(available_backends())
+    assert report.max_abs_error <= ATOL
+    assert report.training_step["ran"] and report.training_step["changed"] == report.training_step["trainable_weights"] == 6
+    assert report.training_step["finite"]
+    assert sorted(os.listdir(tmp_path)) == ["mlp.keras", "mlp.keras.report.json"]
+    assert json.loads((tmp_path / "mlp.keras.report.json").read_text()) == json.loads(json.dumps(report.to_dict()))
+    reference = tmp_path / "plain"
+    reference.write_text("")
+    assert os.stat(target).st_mode & 0o777 == os.stat(reference).st_mode & 0o777  # The user's usual permissions.
+    assert "verified on 8 samples" in str(report) and "training step: 6 of 6" in str(report)
+
+
+def test_lambda_export_needs_safe_mode_false_in_keras3(exported):
+    import keras
+
+    path = exported["zoo-lambda"]["report"].path
+    with pytest.raises(ValueError, match="safe_mode=False"):
+        keras.saving.load_model(path)
+    assert exported["zoo-lambda"]["report"].load_with["snippet"] == "keras.saving.load_model(path, safe_mode=False)"
+
+
+def test_named_lambda_function_is_stored_by_reference(tmp_path, exported):
+    report = tf1infer.export_keras(ZOO_DIR / "lambda.h5", tmp_path / "named.keras", lambdas={"affine": zoo_layers_keras3.affine},
+                                   backends=["tensorflow"], training_step=False)
+    assert report.load_with["safe_mode"] is True
+    assert report.load_with["snippet"] == "keras.saving.load_model(path, custom_objects={'affine': zoo_layers_keras3.affine})"
+    assert report.translations["affine"] == [
+        "Lambda: the supplied function zoo_layers_keras3.affine, stored by reference to its module"
+    ]
+    assert report.backends["tensorflow"]["dense_1"]["max_abs_error"] <= ATOL
+
+
+def test_lambda_defined_in_a_script_is_refused(tmp_path):
+    def local(x):
+        return x + 1.0
+
+    with pytest.raises(ExportError, match=r"'local' .* is defined in a script or inside a function, so no other process"):
+        tf1infer.export_keras(ZOO_DIR / "lambda.h5", tmp_path / "local.keras", lambdas={"affine": local})
+    _nothing_but(tmp_path, [])
+
+
+def _nothing_but(folder: Path, names: list[str]) -> None:
+    assert sorted(os.listdir(folder)) == sorted(names)
+
+
+@pytest.mark.parametrize("path, options", [
+    (ZOO_DIR / "tf1" / "frozen.pb", {"outputs": ["logits", "probs"]}),
+    (ZOO_DIR / "tf1" / "meta_v2", {"outputs": ["logits", "probs"]}),
+    (ZOO_DIR / "tf1" / "saved_model", {}),
+], ids=["frozen-graph", "meta-graph", "saved-model"])
+def test_graph_formats_are_refused_with_the_way_to_go(tmp_path, path, options):
+    with pytest.raises(ExportError, match=r"no Keras layers to rebuild.*export_saved_model.*keras.layers.TFSMLayer"):
+        tf1infer.export_keras(path, tmp_path / "graph.keras", **options)
+    _nothing_but(tmp_path, [])
+
+
+def test_custom_layer_without_a_keras3_class_is_refused_naming_it(tmp_path):
+    with pytest.raises(ExportError, match=r"layer 'scale' is a Scale, which Keras 3 does not have: pass .*keras3_custom_objects"):
+        tf1infer.export_keras(zoo_path("custom_layer"), tmp_path / "custom.keras", custom_objects=CUSTOM_OBJECTS)
+    _nothing_but(tmp_path, [])
+
+
+def _save_tf_keras(path: Path, build) -> Path:
+    import tf_keras
+
+    model = build(tf_keras)
+    model.save(path, save_format="h5")
+    return path
+
+
+def test_removed_layer_without_equivalent_is_refused_naming_it(tmp_path):
+    source = _save_tf_keras(tmp_path / "local.h5", lambda k: k.Sequential(
+        [k.layers.InputLayer(input_shape=(8, 3)), k.layers.LocallyConnected1D(4, 3, name="local"), k.layers.Flatten()]))
+    with pytest.raises(ExportError, match=r"layer 'local' \(LocallyConnected1D\): Keras 3 removed LocallyConnected1D"):
+        tf1infer.export_keras(source, tmp_path / "local.keras")
+    _nothing_but(tmp_path, ["local.h5"])
+
+
+def test_time_major_rnn_is_refused(tmp_path):
+    source = _save_tf_keras(tmp_path / "time_major.h5", lambda k: k.Sequential(
+        [k.layers.InputLayer(input_shape=(5, 3)), k.layers.LSTM(4, time_major=True, name="tm")]))
+    with pytest.raises(ExportError, match=r"layer 'tm' \(LSTM\) has time_major=True: Keras 3 RNN layers only take batch-major"):
+        tf1infer.export_keras(source, tmp_path / "time_major.keras")
+    _nothing_but(tmp_path, ["time_major.h5"])
+
+
+def test_existing_file_is_kept_unless_overwrite_and_a_failed_verification_keeps_it(tmp_path, monkeypatch):
+    import tf1infer.keras3_export as keras3_export
+
+    target = tmp_path / "mlp.keras"
+    target.write_bytes(b"the old model")
+    with pytest.raises(ExportError, match="already exists; pass overwrite=True"):
+        tf1infer.export_keras(zoo_path("mlp"), target)
+    # A translation that loses the weights: the Keras 3 model keeps its fresh ones, and verification must catch it.
+    monkeypatch.setattr(keras3_export, "copy_weights", lambda *args: 0)
+    with pytest.raises(ExportVerificationError, match=r"output 'dense_2' of the .keras file on Keras 3's tensorflow backend differs "
+                                                      r"from the original: max abs error .* nothing was written"):
+        tf1infer.export_keras(zoo_path("mlp"), target, overwrite=True, backends=["tensorflow"])
+    assert target.read_bytes() == b"the old model"
+    _nothing_but(tmp_path, ["mlp.keras"])
+    with pytest.raises(ExportError, match=r"give a path ending in .keras"):
+        tf1infer.export_keras(zoo_path("mlp"), tmp_path / "mlp.h5")
+
+
+def test_without_keras3_the_export_says_what_it_needs(tmp_path, monkeypatch):
+    import tf1infer.keras3_export as keras3_export
+
+    monkeypatch.setattr(keras3_export, "keras3_available", lambda: None)
+    with pytest.raises(MissingDependencyError, match=r"the Keras 3 export needs Keras 3 .*TensorFlow 2.16"):
+        tf1infer.export_keras(zoo_path("mlp"), tmp_path / "mlp.keras")
+
+
+def test_cli_exports_to_keras_by_suffix_and_refuses_graphs(tmp_path, capsys):
+    assert main(["export", zoo_path("thresholded_relu"), str(tmp_path / "t.keras"), "--backends", "tensorflow", "--no-training-step"]) == 0
+    shown = capsys.readouterr().out
+    assert "thresholded: ThresholdedReLU(theta=0.3) as ReLU(threshold=0.3)" in shown
+    assert "tensorflow backend, dense_1: max abs error" in shown
+    assert (tmp_path / "t.keras").is_file()
+    assert main(["export", str(ZOO_DIR / "tf1" / "frozen.pb"), str(tmp_path / "g.keras"), "--outputs", "probs"]) == 2
+    errors = capsys.readouterr().err.splitlines()
+    assert len(errors) == 1 and errors[0].startswith("tf1infer: error:") and "keras.layers.TFSMLayer" in errors[0]
+    assert main(["export", zoo_path("mlp"), str(tmp_path / "saved"), "--to", "keras"]) == 2
+    assert "give a path ending in .keras" in capsys.readouterr().err
+    assert sorted(os.listdir(tmp_path)) == ["t.keras", "t.keras.report.json"]
+
+
+def test_inspect_says_whether_and_how_a_model_exports_to_keras3(capsys):
+    assert main(["inspect", zoo_path("thresholded_relu"), "--json"]) == 0
+    summary = json.loads(capsys.readouterr().out)["keras3_export"]
+    assert summary[0] == "yes"
+    assert "thresholded: ThresholdedReLU(theta=0.3) as ReLU(threshold=0.3): x where x > theta, else 0" in summary
+    assert main(["inspect", str(ZOO_DIR / "tf1" / "frozen.pb"), "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["keras3_export"][0].startswith("no: a TensorFlow graph without Keras layers")

@@ -1,0 +1,507 @@
+"""Export a legacy Keras model to a native Keras 3 ``.keras`` file, and prove it computes what the original did.
+
+Keras 3 (``tf.keras`` since TensorFlow 2.16) cannot open most legacy Keras files:
+Keras 1 configs, Lambda layers written by Keras 1/2, LSTMs written by tf_keras
+(``time_major``), ``CuDNNLSTM``, channels-first separable convolutions... tf1infer
+loads them all, so it can write them again as Keras 3 models:
+
+1. The model is loaded by tf1infer (Keras 1 converted, CuDNN layers as LSTM/GRU,
+   Lambda functions from ``lambdas=``), giving a built tf_keras model and its
+   weights in the Predictor's session.
+2. Its config is translated layer by layer (:mod:`tf1infer.keras3_translate`),
+   rebuilt as Keras 3 layers with ``keras.Model.from_config``, and given the
+   legacy weights, layer by layer, each shape checked.
+3. ``model.save`` writes it to a temporary sibling of the target.
+
+Verification (on by default) then loads that file in a separate Python process
+per Keras backend that imports only Keras 3, the backend and numpy (plus the
+modules of custom classes the caller supplied; :mod:`tf1infer.keras3_verify_worker`),
+feeds it the inputs the original session gets (valid random rows, never zeros,
+plus ``sample_inputs``), compares every output, and takes one training step (the
+trainable weights must move and stay finite). TensorFlow is always a backend;
+JAX is one too where it is installed. Only a verified file is renamed into
+place, its report written beside it (``<path>.report.json``); any failure or
+interruption removes the temporary file and leaves an existing one untouched.
+
+A ``.keras`` source is re-saved by Keras 3 and verified the same way. Graph
+formats (frozen GraphDef, meta graph, TF1 SavedModel) have no layers to rebuild
+and are refused: their migration target is :func:`tf1infer.export_saved_model`,
+which Keras 3 code loads with ``keras.layers.TFSMLayer``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import importlib.util
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from typing import Any, Mapping, Sequence
+
+import numpy as np
+import tensorflow as tf
+
+from tf1infer.errors import ExportError, ExportVerificationError, MissingDependencyError, tensorflow_reason
+from tf1infer.export import as_predictor, compare_outputs, main_endpoint, storable, verification_inputs
+from tf1infer.keras3_translate import CodeReference, build_keras3_model, code_reference, copy_weights, plan_keras3_model
+from tf1infer.predictor import Predictor
+
+REPORT_SUFFIX = ".report.json"
+TENSORFLOW, JAX = "tensorflow", "jax"
+_GRAPH_FORMATS = {"saved-model", "meta-graph", "frozen-graph", "session"}
+
+
+@dataclasses.dataclass
+class KerasExportReport:
+    """What :func:`export_keras` wrote and how well it matched the original.
+
+    Attributes:
+        path: the ``.keras`` file.
+        report_path: this report as JSON, beside it.
+        source, source_format: the model it came from.
+        model_class, layers, parameters: the Keras 3 model written.
+        translations: per layer, what was changed on the way to Keras 3.
+        load_with: the arguments ``keras.saving.load_model`` needs for this
+            file: ``safe_mode=False`` where a Lambda layer holds bytecode, and
+            the custom classes or functions it refers to (module and name).
+        verified: whether the outputs were compared.
+        backends: per Keras backend that loaded the file, the per-output
+            ``max_abs_error`` / ``max_rel_error``.
+        backends_skipped: Keras backends not checked, with the reason.
+        training_step: what one SGD step on the TensorFlow backend did.
+        samples: rows compared.
+        atol, rtol: ``|exported - original| <= atol + rtol * |original|``.
+        export_seconds, verify_seconds: wall time of writing and of verifying.
+        keras_version, tensorflow_version, tf1infer_version: the versions that wrote it.
+    """
+
+    path: str
+    report_path: str
+    source: str
+    source_format: str | None
+    model_class: str
+    layers: int
+    parameters: int
+    translations: dict[str, list[str]]
+    load_with: dict[str, Any]
+    verified: bool
+    backends: dict[str, dict[str, dict[str, float]]]
+    backends_skipped: dict[str, str]
+    training_step: dict[str, Any] | None
+    samples: int
+    atol: float
+    rtol: float
+    export_seconds: float
+    verify_seconds: float
+    keras_version: str = ""
+    tensorflow_version: str = tf.__version__
+    tf1infer_version: str = ""
+
+    @property
+    def max_abs_error(self) -> float:
+        return max((e["max_abs_error"] for errors in self.backends.values() for e in errors.values()), default=0.0)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    def __str__(self) -> str:
+        lines = [
+            f"exported {self.source} ({self.source_format}) to {self.path} in {self.export_seconds:.2f} s: "
+            f"Keras {self.keras_version} {self.model_class}, {self.layers} layers, {self.parameters:,} parameters"
+        ]
+        for layer, changes in self.translations.items():
+            for change in changes:
+                lines.append(f"  {layer}: {change}")
+        lines.append(f"load it with: {self.load_with['snippet']}")
+        if self.verified:
+            lines.append(
+                f"verified on {self.samples} samples in fresh Keras 3 processes ({self.verify_seconds:.2f} s), "
+                f"atol={self.atol:g} rtol={self.rtol:g}:"
+            )
+            for backend, errors in self.backends.items():
+                for name, error in errors.items():
+                    lines.append(
+                        f"  {backend} backend, {name}: max abs error {error['max_abs_error']:.3g}, "
+                        f"max rel error {error['max_rel_error']:.3g}"
+                    )
+            for backend, reason in self.backends_skipped.items():
+                lines.append(f"  {backend} backend not checked: {reason}")
+            if self.training_step:
+                step = self.training_step
+                lines.append(
+                    f"  training step: {step['changed']} of {step['trainable_weights']} trainable weights changed, finite"
+                    if step.get("ran") else f"  training step: not run ({step.get('reason')})"
+                )
+        else:
+            lines.append("not verified (verify=False)")
+        lines.append(f"report: {self.report_path}")
+        return "\n".join(lines)
+
+
+def keras3_available() -> str | None:
+    """Keras 3's version where it is installed, else None (TensorFlow up to 2.15 ships Keras 2)."""
+    if importlib.util.find_spec("keras") is None:
+        return None
+    import keras
+
+    version = getattr(keras, "__version__", "0")
+    return version if version.split(".")[0] == "3" else None
+
+
+def available_backends() -> list[str]:
+    """The Keras 3 backends the export is verified on here: TensorFlow, and JAX where it is installed."""
+    return [TENSORFLOW] + ([JAX] if importlib.util.find_spec("jax") is not None else [])
+
+
+def export_keras(
+    model_or_path: Predictor | str | os.PathLike,
+    path: str | os.PathLike,
+    *,
+    keras3_custom_objects: Mapping[str, Any] | None = None,
+    verify: bool = True,
+    atol: float = 1e-5,
+    rtol: float = 1e-4,
+    sample_inputs: Any = None,
+    overwrite: bool = False,
+    random_samples: int = 8,
+    backends: Sequence[str] | None = None,
+    training_step: bool = True,
+    **load_options: Any,
+) -> KerasExportReport:
+    """Export a legacy Keras model to a verified, trainable Keras 3 ``.keras`` file.
+
+    Args:
+        model_or_path: a Keras model path (``.h5`` from Keras 1, Keras 2 or
+            tf.keras; an architecture ``.json`` with ``weights=``; a ``.keras``
+            file), loaded with ``tf1infer.load(path, **load_options)``; or a
+            :class:`Predictor` loaded from one.
+        path: the ``.keras`` file to write.
+        keras3_custom_objects: Keras 3 implementations of the model's custom
+            layers (or of layers Keras 3 removed), by class name: subclasses of
+            ``keras.layers.Layer`` taking the legacy config and holding the same
+            weights in the same order. They must be importable from a module:
+            whoever loads the file passes them as ``custom_objects``.
+        verify: load the file in fresh Keras 3 processes and compare before keeping it.
+        atol, rtol: tolerances of that comparison.
+        sample_inputs: real inputs to verify with besides the random ones: what
+            ``predict`` takes, or a ``.npy`` / ``.npz`` path.
+        overwrite: replace an existing file (only once the new one is verified).
+        random_samples: random rows to verify with.
+        backends: Keras backends to verify on (default: ``"tensorflow"``, and
+            ``"jax"`` where installed).
+        training_step: with ``verify``, also compile the loaded file and take
+            one SGD step on the TensorFlow backend.
+        **load_options: options for ``tf1infer.load`` when a path is given
+            (``custom_objects``, ``lambdas``, ``safe_mode``, ``weights``...).
+
+    Returns:
+        A :class:`KerasExportReport`, also written to ``<path>.report.json``.
+
+    Raises:
+        MissingDependencyError: Keras 3 is not installed (TensorFlow <= 2.15).
+        ExportError: the target exists, the source has no Keras layers, or a
+            layer has no Keras 3 translation (the message names it).
+        ExportVerificationError: an output of the file differs from the original.
+
+    Example:
+        >>> import tf1infer
+        >>> report = tf1infer.export_keras("legacy_models/lstm.h5", "/tmp/lstm.keras", overwrite=True)
+        >>> report.max_abs_error < 1e-5
+        True
+        >>> import keras
+        >>> model = keras.saving.load_model("/tmp/lstm.keras")   # a native Keras 3 model, trainable
+    """
+    import tf1infer
+
+    keras_version = keras3_available()
+    if keras_version is None:
+        raise MissingDependencyError(
+            "the Keras 3 export needs Keras 3 (installed with TensorFlow 2.16 and later, or pip install 'keras>=3'); "
+            "this environment has none. export_saved_model writes a TF2 SavedModel on every TensorFlow"
+        )
+    path = os.path.abspath(os.fspath(path))
+    if not path.endswith(".keras"):
+        raise ExportError(f"{path}: Keras 3 writes models as .keras files; give a path ending in .keras")
+    if os.path.exists(path) and not overwrite:
+        raise ExportError(
+            f"{path}: already exists; pass overwrite=True (--overwrite) to replace it "
+            "(it is replaced only after the new file is verified)"
+        )
+    backends = list(backends) if backends is not None else available_backends()
+    unknown = sorted(set(backends) - {TENSORFLOW, JAX})
+    if unknown:
+        raise ExportError(f"{path}: backends= takes {TENSORFLOW!r} and {JAX!r}, got {unknown}")
+    predictor, owned = as_predictor(model_or_path, load_options)
+    try:
+        source = str(predictor.metadata.get("path") or "model")
+        started = time.perf_counter()
+        model, translations, load_with = _keras3_model(predictor, source, keras3_custom_objects, load_options)
+        parent = os.path.dirname(path)
+        os.makedirs(parent, exist_ok=True)
+        staging = _sibling(path, "tf1infer-export", ".keras")
+        try:
+            _save(model, staging, source)
+            export_seconds = time.perf_counter() - started
+            errors: dict[str, dict[str, dict[str, float]]] = {}
+            skipped: dict[str, str] = {}
+            step, samples, verify_seconds = None, 0, 0.0
+            if verify:
+                started = time.perf_counter()
+                errors, skipped, step, samples = _verify(
+                    predictor, staging, load_with, backends, training_step, atol, rtol, sample_inputs, random_samples, source
+                )
+                verify_seconds = time.perf_counter() - started
+            report = KerasExportReport(
+                path=path,
+                report_path=path + REPORT_SUFFIX,
+                source=source,
+                source_format=predictor.metadata.get("format"),
+                model_class=type(model).__name__,
+                layers=len(model.layers),
+                parameters=int(model.count_params()),
+                translations=translations,
+                load_with=load_with,
+                verified=verify,
+                backends=errors,
+                backends_skipped=skipped,
+                training_step=step,
+                samples=samples,
+                atol=atol,
+                rtol=rtol,
+                export_seconds=round(export_seconds, 3),
+                verify_seconds=round(verify_seconds, 3),
+                keras_version=keras_version,
+                tf1infer_version=tf1infer.__version__,
+            )
+            os.replace(staging, path)
+        except BaseException:
+            if os.path.exists(staging):
+                os.remove(staging)
+            raise
+        _write_report(report)
+    finally:
+        if owned:
+            predictor.close()
+    return report
+
+
+def keras3_export_summary(predictor: Predictor, keras3_custom_objects: Mapping[str, Any] | None = None) -> list[str]:
+    """Whether :func:`export_keras` can export ``predictor``'s model, and what it would translate, as report lines.
+
+    Nothing is built or written: the translation is planned from the loaded
+    model's config (for ``tf1infer inspect``).
+    """
+    source = str(predictor.metadata.get("path") or "model")
+    if keras3_available() is None:
+        return ["no: needs Keras 3 (TensorFlow 2.16 or later)"]
+    model = getattr(predictor, "_keras_model", None)
+    if model is None:
+        return ["no: a TensorFlow graph without Keras layers; export a TF2 SavedModel (Keras 3: keras.layers.TFSMLayer)"]
+    if type(model).__module__.startswith("keras."):
+        return ["yes: already a Keras 3 model (re-saved as it is)"]
+    try:
+        plan = plan_keras3_model(source, model, keras3_custom_objects)
+    except ExportError as exc:
+        return [f"no: {str(exc).split(': cannot export to Keras 3: ', 1)[-1]}"]
+    lines = ["yes" + (f", loaded with {_load_with(plan.bytecode_lambdas, plan.code_references)['snippet']}" if plan.bytecode_lambdas else "")]
+    lines.extend(str(translation) for translation in plan.translations)
+    return lines
+
+
+# -- building the Keras 3 model ---------------------------------------------------------------------------------
+
+
+def _keras3_model(predictor: Predictor, source: str, keras3_custom_objects, load_options) -> tuple[Any, dict, dict]:
+    """The Keras 3 model to save, what was translated per layer, and how the file must be loaded."""
+    if predictor.closed:
+        raise ExportError(f"{source}: the Predictor is closed")
+    fmt = predictor.metadata.get("format")
+    model = getattr(predictor, "_keras_model", None)
+    if fmt in _GRAPH_FORMATS or model is None:
+        if predictor.metadata.get("precision", "float32") != "float32":
+            raise ExportError(
+                f"{source}: loaded at precision={predictor.metadata['precision']!r}; the Keras 3 export rebuilds the "
+                "float32 model: pass the path (or a Predictor loaded at float32)"
+            )
+        raise ExportError(
+            f"{source}: a {fmt} is a TensorFlow graph with no Keras layers to rebuild, so it cannot become a Keras 3 "
+            "model; export it as a TF2 SavedModel instead (tf1infer.export_saved_model(model, 'out_dir'), or "
+            "tf1infer export MODEL OUT_DIR) and call it from Keras 3 with "
+            "keras.layers.TFSMLayer('out_dir', call_endpoint='serving_default')"
+        )
+    if type(model).__module__.startswith("keras."):  # A .keras source: already a Keras 3 model.
+        objects = dict(load_options.get("custom_objects") or {})
+        references = [code_reference(source, key, value) for key, value in sorted(objects.items())]
+        bytecode = list(predictor.metadata.get("lambda_layers") or [])
+        return model, {}, _load_with(bytecode, references)
+    plan = plan_keras3_model(source, model, keras3_custom_objects)
+    keras3_model = build_keras3_model(source, plan)
+    try:
+        copy_weights(source, plan, model, predictor.session, keras3_model)
+    except tf.errors.OpError as exc:
+        raise ExportError(f"{source}: cannot read the legacy weights from the session: {tensorflow_reason(exc)}") from exc
+    translations: dict[str, list[str]] = {}
+    for translation in plan.translations:
+        translations.setdefault(translation.layer, []).append(translation.change)
+    return keras3_model, translations, _load_with(plan.bytecode_lambdas, plan.code_references)
+
+
+def _load_with(bytecode_lambdas: list[str], references: list[CodeReference]) -> dict[str, Any]:
+    arguments = []
+    if references:
+        objects = ", ".join(f"{ref.key!r}: {ref.module}.{ref.qualname}" for ref in references)
+        arguments.append(f"custom_objects={{{objects}}}")
+    if bytecode_lambdas:
+        arguments.append("safe_mode=False")
+    snippet = f"keras.saving.load_model(path{''.join(', ' + argument for argument in arguments)})"
+    return {
+        "safe_mode": not bytecode_lambdas,
+        "bytecode_lambda_layers": list(bytecode_lambdas),
+        "custom_objects": [dataclasses.asdict(reference) for reference in references],
+        "snippet": snippet,
+    }
+
+
+def _save(model: Any, staging: str, source: str) -> None:
+    try:
+        model.save(staging)
+    except (ValueError, TypeError, NotImplementedError, OSError) as exc:
+        raise ExportError(f"{source}: Keras 3 cannot save the rebuilt model: {type(exc).__name__}: {exc}") from exc
+
+
+def _sibling(path: str, purpose: str, suffix: str) -> str:
+    """A hidden, unused name beside ``path``, created by whoever writes it (so with the user's usual permissions)."""
+    return os.path.join(os.path.dirname(path), f".{os.path.basename(path)}.{purpose}-{os.getpid()}-{uuid.uuid4().hex[:12]}{suffix}")
+
+
+def _write_report(report: KerasExportReport) -> None:
+    temporary = _sibling(report.report_path, "tf1infer-report", ".json")
+    try:
+        with open(temporary, "w", encoding="utf-8") as stream:
+            json.dump(report.to_dict(), stream, indent=2)
+        os.replace(temporary, report.report_path)
+    except BaseException:
+        if os.path.exists(temporary):
+            os.remove(temporary)
+        raise
+
+
+# -- verification ---------------------------------------------------------------------------------------------------
+
+
+def _verify(predictor, staging, load_with, backends, training_step, atol, rtol, sample_inputs, random_samples, source):
+    endpoint = main_endpoint(predictor)
+    arrays = verification_inputs(predictor, endpoint, sample_inputs, random_samples, source)
+    try:
+        values = predictor.session.run(endpoint.outputs, dict(zip(endpoint.inputs, arrays)))
+    except tf.errors.OpError as exc:
+        raise ExportVerificationError(
+            f"{source}: the original model fails on the verification inputs ({tensorflow_reason(exc)}); "
+            "pass real inputs with sample_inputs="
+        ) from exc
+    expected = dict(zip(endpoint.output_names, values))
+    errors, skipped, step = {}, {}, None
+    jobs = {}
+    for backend in backends:
+        if backend == JAX and importlib.util.find_spec("jax") is None:
+            skipped[backend] = "jax is not installed"
+            continue
+        jobs[backend] = [KerasVerificationJob(staging, arrays, load_with, train=training_step and backend == TENSORFLOW)]
+    for backend, ((got, report),) in run_verification_jobs(jobs, source).items():
+        named = {name: got[index] for index, name in enumerate(endpoint.output_names) if index < len(got)}
+        errors[backend] = compare_outputs(expected, named, atol, rtol, source, f"the .keras file on Keras 3's {backend} backend")
+        if report.get("training") is not None:
+            step = report["training"]
+            if step.get("ran") and not (step["finite"] and step["changed"] > 0):
+                raise ExportVerificationError(
+                    f"{source}: the exported model does not train in Keras 3: one SGD step changed {step['changed']} of "
+                    f"{step['trainable_weights']} trainable weights, finite: {step['finite']}; nothing was written"
+                )
+    rows = len(arrays[0]) if arrays else 0
+    return errors, skipped, step, rows
+
+
+@dataclasses.dataclass
+class KerasVerificationJob:
+    """One ``.keras`` file for the verification worker: its inputs and how to load it."""
+
+    model_path: str
+    inputs: list[np.ndarray]
+    load_with: dict[str, Any]
+    train: bool = False
+
+
+def run_verification_jobs(
+    jobs_by_backend: Mapping[str, Sequence[KerasVerificationJob]], source: str
+) -> dict[str, list[tuple[list[np.ndarray], dict[str, Any]]]]:
+    """Load and run each job's file in a fresh Keras 3 process per backend, the processes side by side.
+
+    Returns:
+        Per backend, per job: (its outputs in the model's order, the worker's report).
+
+    Raises:
+        ExportVerificationError: a process failed (the message holds the end of its error output), or a
+            forbidden module (tf1infer, tf_keras) was imported there.
+    """
+    with tempfile.TemporaryDirectory(prefix="tf1infer-keras3-verify-") as scratch:
+        specs: dict[str, list[dict[str, Any]]] = {}
+        running = {}
+        for backend, jobs in jobs_by_backend.items():
+            specs[backend] = []
+            for index, job in enumerate(jobs):
+                inputs_path = os.path.join(scratch, f"{backend}-inputs{index}.npz")
+                np.savez(inputs_path, **{str(position): storable(array) for position, array in enumerate(job.inputs)})
+                specs[backend].append({
+                    "model": job.model_path,
+                    "inputs": inputs_path,
+                    "outputs": os.path.join(scratch, f"{backend}-outputs{index}.npz"),
+                    "safe_mode": job.load_with["safe_mode"],
+                    "references": job.load_with["custom_objects"],
+                    "train": job.train,
+                })
+            jobs_path = os.path.join(scratch, f"{backend}-jobs.json")
+            with open(jobs_path, "w", encoding="utf-8") as handle:
+                json.dump(specs[backend], handle)
+            running[backend] = _start_worker(backend, jobs_path)
+        failures = {}
+        for backend, process in running.items():
+            _, stderr = process.communicate()
+            if process.returncode != 0:
+                failures[backend] = (process.returncode, "\n".join(stderr.strip().splitlines()[-8:]))
+        if failures:
+            backend, (status, tail) = next(iter(failures.items()))
+            raise ExportVerificationError(
+                f"{source}: the .keras file does not load or run in a fresh Keras 3 process on the {backend} backend "
+                f"(exit status {status}):\n{tail}"
+            )
+        results: dict[str, list[tuple[list[np.ndarray], dict[str, Any]]]] = {}
+        for backend, backend_specs in specs.items():
+            results[backend] = []
+            for spec in backend_specs:
+                with np.load(spec["outputs"], allow_pickle=False) as stored:
+                    report = json.loads(str(stored["__report__"]))
+                    outputs = [stored[str(index)] for index in range(len(stored.files) - 1)]
+                if report["forbidden_modules"]:
+                    raise ExportVerificationError(f"{source}: loading the .keras file imported {report['forbidden_modules']}")
+                results[backend].append((outputs, report))
+    return results
+
+
+def _start_worker(backend: str, jobs_path: str) -> subprocess.Popen:
+    worker = os.path.join(os.path.dirname(os.path.abspath(__file__)), "keras3_verify_worker.py")
+    env = {**os.environ, "KERAS_BACKEND": backend, "TF_CPP_MIN_LOG_LEVEL": os.environ.get("TF_CPP_MIN_LOG_LEVEL", "2")}
+    if backend == JAX:
+        env.setdefault("JAX_PLATFORMS", "cpu")
+    # -I: the worker's folder is not put on sys.path, so tf1infer cannot be imported by accident.
+    return subprocess.Popen(
+        [sys.executable, "-I", worker, jobs_path], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, env=env
+    )
+
+
+__all__ = [
+    "KerasExportReport", "available_backends", "export_keras", "keras3_available", "keras3_export_summary", "run_verification_jobs",
+]
