@@ -492,7 +492,7 @@ def _verify(predictor, endpoints, staging, atol, rtol, sample_inputs, random_sam
             ) from exc
         expected.update({f"{endpoint.name}/{name}": value for name, value in zip(endpoint.output_names, values)})
     got = _run_in_fresh_process(staging, endpoints, feeds, source)
-    errors = compare_outputs(expected, got, atol, rtol, source, "the exported SavedModel")
+    errors = compare_outputs(expected, got, atol, rtol, source, "the export")
     rows = len(next(iter(feeds[endpoints[0].name]))) if endpoints[0].inputs else 0
     return errors, rows
 

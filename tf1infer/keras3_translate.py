@@ -500,7 +500,7 @@ class _State:
             self.bytecode_lambdas.append(name)
             self.note(name, "Lambda: the supplied Python lambda, stored by Keras 3 as bytecode (load with safe_mode=False)")
         else:
-            self.references[getattr(function, "__name__", key)] = function
+            self.references[_lookup_name(function)] = function
             self.note(name, f"Lambda: the supplied function {_qualified(function)}, stored by reference to its module")
         return new
 
@@ -509,7 +509,7 @@ class _State:
 
         if class_name in self.caller_objects or hasattr(keras.layers, class_name) or class_name in _MODEL_CLASSES:
             if class_name in self.caller_objects:
-                self.references[class_name] = self.caller_objects[class_name]
+                self.references[_lookup_name(self.caller_objects[class_name])] = self.caller_objects[class_name]
             return
         raise _Refusal(
             f"layer {name!r} is a {class_name}, which Keras 3 does not have: pass its Keras 3 implementation with "
@@ -660,6 +660,13 @@ def _layer_pairs(source: str, old_model: Any, new_model: Any, prefix: str, renam
             yield from _layer_pairs(source, old, new, path + "/", renamed)
         else:
             yield old, new, path
+
+
+def _lookup_name(value: Any) -> str:
+    """The name Keras 3 records for a class or function it saves, and looks up in custom_objects when loading."""
+    import keras
+
+    return keras.saving.get_registered_name(value)
 
 
 def _qualified(function: Any) -> str:

@@ -7,12 +7,13 @@ tf_keras, no state of the exporting process. ``JOBS.json`` is a list of jobs::
 
     {"model": "out.keras", "inputs": "inputs.npz", "outputs": "outputs.npz",
      "safe_mode": true, "references": [{"key", "module", "qualname", "search_path"}],
-     "train": true}
+     "train": true, "training": "training.json", "train_only": false}
 
 ``inputs.npz`` holds the model's inputs in order as ``0``, ``1``...; each job's outputs
 are written to its ``outputs.npz`` as ``0``, ``1``... in the model's output order, with
-a ``__report__`` entry (JSON): the backend, Keras's version, the output names, any
-forbidden module that got imported, and, with ``train``, what one training step did.
+a ``__report__`` entry (JSON): the backend, Keras's version, the output names and any
+forbidden module that got imported. With ``train``, what one training step did is then
+written to ``training.json`` (``train_only``: only that).
 """
 
 import importlib
@@ -80,17 +81,22 @@ def run_job(job):
     stored = np.load(job["inputs"])
     arrays = [stored[str(index)] for index in range(len(stored.files))]
     outputs = _predict(model, arrays)
-    results = {str(index): output for index, output in enumerate(outputs)}
-    functional = getattr(model, "_functional", None) or model
-    report = {
-        "backend": keras.backend.backend(),
-        "keras_version": keras.__version__,
-        "output_names": list(getattr(functional, "output_names", None) or []),
-        "training": _training_step(model, arrays, outputs) if job.get("train") else None,
-    }
-    report["forbidden_modules"] = sorted(name for name in sys.modules if name.split(".")[0] in ("tf1infer", "tf_keras"))
-    results["__report__"] = np.array(json.dumps(report))
-    np.savez(job["outputs"], **results)
+    if not job.get("train_only"):
+        results = {str(index): output for index, output in enumerate(outputs)}
+        functional = getattr(model, "_functional", None) or model
+        report = {
+            "backend": keras.backend.backend(),
+            "keras_version": keras.__version__,
+            "output_names": list(getattr(functional, "output_names", None) or []),
+            "forbidden_modules": sorted(name for name in sys.modules if name.split(".")[0] in ("tf1infer", "tf_keras")),
+        }
+        results["__report__"] = np.array(json.dumps(report))
+        np.savez(job["outputs"], **results)
+    if job.get("train"):
+        # Written after the outputs, and apart: a backend that dies in the step leaves the outputs readable.
+        step = _training_step(model, arrays, outputs)
+        with open(job["training"], "w", encoding="utf-8") as handle:
+            json.dump(step, handle)
 
 
 def main(jobs_path):
