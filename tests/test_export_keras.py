@@ -276,6 +276,38 @@ def _save_tf_keras(path: Path, build) -> Path:
     return path
 
 
+def test_nested_models_wrappers_masking_and_keras2_hard_sigmoid(tmp_path):
+    """A functional model calling a nested Sequential (TimeDistributed inside), a Bidirectional LSTM and a GRU with
+    Keras 2's hard_sigmoid gates, a hard_sigmoid Dense, over masked steps: against tf_keras eager predict."""
+    import keras
+    import tf_keras
+
+    layers = tf_keras.layers
+    inner = tf_keras.Sequential(
+        [layers.InputLayer(input_shape=(6, 4)), layers.TimeDistributed(layers.Dense(5, activation="tanh"), name="per_step")],
+        name="encoder",
+    )
+    steps = layers.Input((6, 4), name="steps")
+    hidden = inner(layers.Masking(mask_value=0.0)(steps))
+    hidden = layers.Bidirectional(layers.LSTM(3, recurrent_activation="hard_sigmoid", return_sequences=True), name="bilstm")(hidden)
+    hidden = layers.GRU(4, recurrent_activation="hard_sigmoid", name="gru")(hidden)
+    model = tf_keras.Model(steps, layers.Dense(2, activation="hard_sigmoid", name="out")(hidden), name="nested")
+    rng = np.random.default_rng(0)
+    for weight in model.weights:
+        weight.assign(weight.numpy() + rng.normal(0.0, 0.3, weight.shape).astype("float32"))
+    model.save(tmp_path / "nested.h5", save_format="h5")
+    data = rng.normal(size=(5, 6, 4)).astype("float32")
+    data[0, 4:] = 0.0  # Masked steps.
+    report = tf1infer.export_keras(tmp_path / "nested.h5", tmp_path / "nested.keras", sample_inputs=data)
+    assert report.max_abs_error <= ATOL
+    assert any("gate weights scaled by 1.2" in change for change in report.translations["lstm"])
+    assert report.translations["out"] == [
+        "activation hard_sigmoid: weights scaled by 1.2 for Keras 3's hard_sigmoid (x/6 + 0.5, Keras 2's was 0.2 x + 0.5)"
+    ]
+    exported_model = keras.saving.load_model(tmp_path / "nested.keras")
+    np.testing.assert_allclose(exported_model.predict(data, verbose=0), model.predict(data, verbose=0), atol=ATOL, rtol=0)
+
+
 def test_removed_layer_without_equivalent_is_refused_naming_it(tmp_path):
     source = _save_tf_keras(tmp_path / "local.h5", lambda k: k.Sequential(
         [k.layers.InputLayer(input_shape=(8, 3)), k.layers.LocallyConnected1D(4, 3, name="local"), k.layers.Flatten()]))

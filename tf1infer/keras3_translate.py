@@ -39,6 +39,7 @@ from typing import Any, Callable, Iterator, Mapping
 import numpy as np
 
 from tf1infer.errors import ExportError
+from tf1infer.loaders.keras_h5 import skips_first_node
 
 # Keras 3's model classes, and what tf_keras calls them in configs.
 _MODEL_CLASSES = {"Sequential", "Functional", "Model"}
@@ -392,10 +393,14 @@ class _State:
             names = {str(item.get("config", {}).get("name", item.get("name"))) for item in layers} | {
                 str(item.get("name")) for item in layers
             }
+            # tf_keras counts a nested model's call on its own InputLayer as its node 0; Keras 3 does not.
+            first_nodes = {str(item.get("name", item.get("config", {}).get("name"))): 1 for item in layers if skips_first_node(item)}
             for item in layers:
                 if item.get("inbound_nodes"):
                     recurrent = item["class_name"] in _RECURRENT_LAYERS
-                    item["inbound_nodes"] = [_current_node(node, names, recurrent) for node in item["inbound_nodes"]]
+                    item["inbound_nodes"] = [_current_node(node, names, recurrent, first_nodes) for node in item["inbound_nodes"]]
+            for key in ("input_layers", "output_layers"):
+                config[key] = _renumbered(config.get(key), first_nodes)
         config["layers"] = [part for item in layers for part in self._with_bias_on_channels(item, class_name)]
         translated = {key: value for key, value in layer.items() if key not in ("module", "registered_name", "build_config")}
         translated["class_name"] = class_name
@@ -533,7 +538,16 @@ def _sequential_input_first(layers: list[dict], state: _State) -> list[dict]:
     return layers
 
 
-def _current_node(node: Any, layer_names: set[str], recurrent: bool) -> Any:
+def _renumbered(references: Any, first_nodes: Mapping[str, int]) -> Any:
+    """``[[layer, node, tensor], ...]`` (or one such entry) with nested models' node indices counted from 0."""
+    if isinstance(references, list) and len(references) >= 3 and isinstance(references[0], str) and isinstance(references[1], int):
+        return [references[0], references[1] - first_nodes.get(references[0], 0), *references[2:]]
+    if isinstance(references, list):
+        return [_renumbered(item, first_nodes) for item in references]
+    return references
+
+
+def _current_node(node: Any, layer_names: set[str], recurrent: bool, first_nodes: Mapping[str, int]) -> Any:
     """A tf_keras ``[[layer, node, tensor, kwargs], ...]`` inbound node in Keras 3's ``{"args", "kwargs"}`` form.
 
     Keras 3 reads the old form too, but hands its call kwargs over as written
@@ -546,14 +560,14 @@ def _current_node(node: Any, layer_names: set[str], recurrent: bool) -> Any:
         return node
     tensors, kwargs = [], {}
     for entry in node:
-        tensors.append(_tensor_reference(entry[:3]))
+        tensors.append(_tensor_reference(_renumbered(list(entry[:3]), first_nodes)))
         if len(entry) > 3 and isinstance(entry[3], dict):
             kwargs.update(entry[3])
     if recurrent and len(tensors) > 1:
         tensors, kwargs["initial_state"] = tensors[:1], tensors[1:]
     return {
         "args": [tensors[0] if len(tensors) == 1 else tensors],
-        "kwargs": _references_in(kwargs, layer_names),
+        "kwargs": _references_in(kwargs, layer_names, first_nodes),
     }
 
 
@@ -562,19 +576,22 @@ def _tensor_reference(history: list) -> dict:
     return {"class_name": "__keras_tensor__", "config": {"shape": [], "dtype": "float32", "keras_history": list(history)}}
 
 
-def _references_in(value: Any, layer_names: set[str]) -> Any:
+def _references_in(value: Any, layer_names: set[str], first_nodes: Mapping[str, int]) -> Any:
     if isinstance(value, list):
         if len(value) in (3, 4) and isinstance(value[0], str) and value[0] in layer_names and all(
             isinstance(item, int) for item in value[1:3]
         ):
-            return _tensor_reference(value[:3])
+            return _tensor_reference(_renumbered(list(value[:3]), first_nodes))
         if len(value) == 3 and value[0] == "_CONSTANT_VALUE":
             return value[2]
-        return [_references_in(item, layer_names) for item in value]
+        return [_references_in(item, layer_names, first_nodes) for item in value]
     if isinstance(value, dict):
         if value.get("class_name") == "__keras_tensor__":  # tf_keras 2.13+ writes kwargs tensors this way already.
+            history = value.get("config", {}).get("keras_history")
+            if isinstance(history, list):
+                value = {**value, "config": {**value["config"], "keras_history": _renumbered(history, first_nodes)}}
             return value
-        return {key: _references_in(item, layer_names) for key, item in value.items()}
+        return {key: _references_in(item, layer_names, first_nodes) for key, item in value.items()}
     return value
 
 

@@ -442,7 +442,7 @@ def _connection_problem(config: Any) -> str | None:
                 return False
             if layer.get("class_name") == "InputLayer":
                 return True
-            first = 1 if _skips_first_node(layer) else 0
+            first = 1 if skips_first_node(layer) else 0
             return node_index < first + processed[name]
 
         while any(pending.values()):
@@ -471,7 +471,7 @@ def _functional_configs(config: Any) -> Iterator[dict]:
             yield layer
 
 
-def _skips_first_node(layer: dict) -> bool:
+def skips_first_node(layer: dict) -> bool:
     """Whether tf_keras numbers this layer's config nodes from 1: a nested model built on its own InputLayer."""
     if layer.get("class_name") in ("Functional", "Model"):
         return True
