@@ -116,6 +116,14 @@ def eager_model():
 CORPUS_ABSENT = f"shared corpus not found at {CORPUS_DIR} (CI has it beside the checkout)"
 
 
+def corpus_entry(name: str) -> dict | None:
+    """The manifest entry called ``name``, or None when the corpus is absent."""
+    manifest = CORPUS_DIR / "MANIFEST.json"
+    if not manifest.is_file():
+        return None
+    return next(entry for entry in json.loads(manifest.read_text())["entries"] if entry["name"] == name)
+
+
 def corpus_entries(fmt: str) -> list:
     """Manifest entries of one format as pytest params, ids by entry name; one skipped param if the corpus is absent."""
     manifest = CORPUS_DIR / "MANIFEST.json"

@@ -22,17 +22,10 @@ import tensorflow as tf
 import tf1infer
 from tf1infer.errors import ExportError, ExportVerificationError
 
-from conftest import CORPUS_DIR, CUSTOM_OBJECTS, HALF_PLUS, ZOO_DIR, ZOO_MODELS, random_inputs, tf1_formula, zoo_path
+from conftest import CORPUS_DIR, CUSTOM_OBJECTS, HALF_PLUS, ZOO_DIR, ZOO_MODELS, corpus_entry, random_inputs, tf1_formula, zoo_path
 
 ATOL = 1e-5
 ROWS = 6
-
-
-def _corpus(entry_name: str) -> dict | None:
-    manifest = CORPUS_DIR / "MANIFEST.json"
-    if not manifest.is_file():
-        return None
-    return next(e for e in json.loads(manifest.read_text())["entries"] if e["name"] == entry_name)
 
 
 # case id -> (path, load options, how to get the reference outputs)
@@ -57,7 +50,7 @@ CORPUS_CASES = {
     "tfserving_bad_half_plus_two": {"inputs": ["Placeholder:0"], "outputs": ["Add:0"]},
 }
 for _name, _options in CORPUS_CASES.items():
-    _entry = _corpus(_name)
+    _entry = corpus_entry(_name)
     if _entry is not None:
         CASES[f"corpus-{_name}"] = (CORPUS_DIR / _entry["path"], _options, "corpus")
 
@@ -68,7 +61,7 @@ def _inputs_for(case_id: str, predictor) -> list[np.ndarray]:
         stored = np.load(path.with_suffix(".npz"))
         return [stored[f"inputs/{name}"] for name in predictor.input_names]
     if kind == "corpus":
-        return [np.load(CORPUS_DIR / _corpus(case_id.removeprefix("corpus-"))["reference"]["input"])]
+        return [np.load(CORPUS_DIR / corpus_entry(case_id.removeprefix("corpus-"))["reference"]["input"])]
     return random_inputs(predictor.inputs, ROWS, seed=len(case_id), free_dim=5)
 
 
@@ -89,7 +82,7 @@ def _reference(case_id: str, inputs: list[np.ndarray], original: list[np.ndarray
         expected = tf1_formula(inputs[0])
         return [expected["logits"], expected["probs"]]
     if kind == "corpus":
-        entry = _corpus(case_id.removeprefix("corpus-"))
+        entry = corpus_entry(case_id.removeprefix("corpus-"))
         if "output" in entry["reference"]:
             return [np.load(CORPUS_DIR / entry["reference"]["output"])]
         text = next(iter(entry["reference"]["formula"].values()))
@@ -185,9 +178,9 @@ def test_saved_model_cli_shows_the_signature(round_trips):
         assert expected in shown, expected
 
 
-@pytest.mark.skipif(_corpus("tfserving_saved_model_half_plus_two_cpu") is None, reason="shared corpus absent")
+@pytest.mark.skipif(corpus_entry("tfserving_saved_model_half_plus_two_cpu") is None, reason="shared corpus absent")
 def test_all_signatures_exports_the_predict_style_ones(tmp_path):
-    entry = _corpus("tfserving_saved_model_half_plus_two_cpu")
+    entry = corpus_entry("tfserving_saved_model_half_plus_two_cpu")
     report = tf1infer.export_saved_model(CORPUS_DIR / entry["path"], tmp_path / "all", all_signatures=True)
     assert sorted(report.signatures) == ["regress_x2_to_y3", "serving_default"]
     assert sorted(report.skipped_signatures) == ["classify_x_to_y", "regress_x_to_y", "regress_x_to_y2"]

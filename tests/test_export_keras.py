@@ -23,7 +23,7 @@ from tf1infer.errors import ExportError, ExportVerificationError, MissingDepende
 from tf1infer.keras3_export import TENSORFLOW, KerasVerificationJob, available_backends, run_verification_jobs
 
 from conftest import (
-    CORPUS_DIR, CUDNN_MODELS, CUSTOM_OBJECTS, ZOO_DIR, ZOO_MODELS, cudnn_reference, random_inputs, zoo_path,
+    CORPUS_DIR, CUDNN_MODELS, CUSTOM_OBJECTS, ZOO_DIR, ZOO_MODELS, corpus_entry, cudnn_reference, random_inputs, zoo_path,
 )
 
 import zoo_layers_keras3  # noqa: E402  (legacy_models/ is on sys.path through conftest)
@@ -31,13 +31,6 @@ import zoo_layers_keras3  # noqa: E402  (legacy_models/ is on sys.path through c
 ATOL = 1e-5
 ROWS = 6
 KERAS3_OBJECTS = {"Scale": zoo_layers_keras3.Scale}
-
-
-def _corpus(entry_name: str) -> dict | None:
-    manifest = CORPUS_DIR / "MANIFEST.json"
-    if not manifest.is_file():
-        return None
-    return next(e for e in json.loads(manifest.read_text())["entries"] if e["name"] == entry_name)
 
 
 # case id -> (path, export options, how to get the reference outputs)
@@ -54,8 +47,8 @@ CASES: dict[str, tuple[Path, dict, str]] = {
     "keras3-lambda": (ZOO_DIR / "keras3" / "lambda.keras", {"safe_mode": False}, "keras3"),
     "tf1-keras_json": (ZOO_DIR / "tf1" / "keras_arch.json", {"weights": ZOO_DIR / "tf1" / "keras_weights.h5"}, "eager-mlp"),
 }
-if _corpus("keras205_gender_mini_xception") is not None:
-    CASES["corpus-keras205_gender_mini_xception"] = (CORPUS_DIR / _corpus("keras205_gender_mini_xception")["path"], {}, "corpus")
+if corpus_entry("keras205_gender_mini_xception") is not None:
+    CASES["corpus-keras205_gender_mini_xception"] = (CORPUS_DIR / corpus_entry("keras205_gender_mini_xception")["path"], {}, "corpus")
 
 
 # JAX compiles each model with XLA (1-6 s each here), so the suite runs one case of each kind of translation there;
@@ -80,7 +73,7 @@ def _inputs_for(case_id: str, predictor) -> list[np.ndarray]:
         stored = np.load(path.with_suffix(".npz"))
         return [stored[f"inputs/{name}"] for name in predictor.input_names]
     if kind == "corpus":
-        return [np.load(CORPUS_DIR / _corpus(case_id.removeprefix("corpus-"))["reference"]["input"])]
+        return [np.load(CORPUS_DIR / corpus_entry(case_id.removeprefix("corpus-"))["reference"]["input"])]
     return random_inputs(predictor.inputs, ROWS, seed=len(case_id), free_dim=5)
 
 
@@ -107,7 +100,7 @@ def _reference(case_id: str, inputs: list[np.ndarray], eager_model) -> list[np.n
 
         model = keras.saving.load_model(path, safe_mode=options.get("safe_mode", True))
         return _as_list(model.predict(inputs if len(inputs) > 1 else inputs[0], verbose=0))
-    entry = _corpus(case_id.removeprefix("corpus-"))
+    entry = corpus_entry(case_id.removeprefix("corpus-"))
     return [np.load(CORPUS_DIR / entry["reference"]["output"])]
 
 
