@@ -7,6 +7,7 @@ The public surface::
     tf1infer.export_saved_model(model, out_dir)     # a verified TF2 SavedModel -> ExportReport
     tf1infer.export_keras(model, "out.keras")        # a verified, trainable Keras 3 model -> KerasExportReport
     tf1infer.images(folder, ...)                    # an image folder to stream through predict_iter / predict_to
+    tf1infer.model_from_json(text).load_weights(p)  # Keras 2's two-step load
     tf1infer.errors                                 # Tf1InferError and its subclasses
 
 Example:
@@ -27,6 +28,7 @@ from tf1infer.export import ExportReport, export_saved_model
 from tf1infer.keras3_export import KerasExportReport, export_keras
 from tf1infer.feeds import TensorSpec
 from tf1infer.images import ImageFolder, images
+from tf1infer.keras_face import LayerView, model_from_json
 from tf1infer.loaders import detect_format, load_graph
 from tf1infer.microbatch import MicroBatchingSettings
 from tf1infer.precision import FLOAT32, INT8, check_precision, reduce_precision
@@ -58,12 +60,14 @@ def load(
             ``"meta-graph"``, ``"frozen-graph"``.
         **options: format options. Keras HDF5: ``custom_objects``,
             ``lambdas``, ``safe_mode``, ``architecture``, ``compile``
-            (ignored); Keras JSON: the same plus ``weights``. SavedModel:
+            (ignored), ``outputs`` (layer or tensor names to fetch instead of
+            the model's outputs); Keras JSON: the same plus ``weights``. SavedModel:
             ``tags``, ``signature``, ``allow_stateful``. Keras 3 ``.keras``:
             ``custom_objects``, ``safe_mode``, ``compile``. Meta graph:
             ``checkpoint``, ``inputs``, ``outputs``, ``signature``,
-            ``allow_stateful``. Frozen graph: ``inputs``, ``outputs``,
-            ``allow_stateful``. Every format: ``session_config`` (a
+            ``constants`` (scalar placeholders' values, such as
+            ``{"keep_prob": 1.0}``), ``allow_stateful``. Frozen graph:
+            ``inputs``, ``outputs``, ``constants``, ``allow_stateful``. Every format: ``session_config`` (a
             ``tf.compat.v1.ConfigProto``), ``intra_op_threads``,
             ``inter_op_threads`` (default: ops run in the calling thread,
             ``-1``, unless the ConfigProto or ``TF_NUM_INTEROP_THREADS``
@@ -172,6 +176,7 @@ __all__ = [
     "ExportReport",
     "ImageFolder",
     "KerasExportReport",
+    "LayerView",
     "PredictionSummary",
     "Predictor",
     "TensorSpec",
@@ -182,5 +187,6 @@ __all__ = [
     "images",
     "load",
     "load_model",
+    "model_from_json",
     "__version__",
 ]

@@ -66,6 +66,17 @@ class QueueFullError(Tf1InferError, RuntimeError):
     """Micro-batching's request queue is full and the caller asked not to wait (``block=False``)."""
 
 
+class UnsupportedOperationError(Tf1InferError, NotImplementedError):
+    """A Keras or TF1 call that makes no sense for a frozen inference model (``fit``, ``train_on_batch``...).
+
+    The message says why and what to use instead (the Keras 3 export, for training).
+    """
+
+
+class LayerNotFoundError(Tf1InferError, ValueError):
+    """``get_layer``, ``outputs=`` or ``function`` named a layer or tensor the model does not have."""
+
+
 class MissingDependencyError(Tf1InferError, ImportError):
     """An optional integration needs a package or program that is not installed (the message says which)."""
 

@@ -338,6 +338,11 @@ def _keras3_model(predictor: Predictor, source: str, keras3_custom_objects, load
             "tf1infer export MODEL OUT_DIR) and call it from Keras 3 with "
             "keras.layers.TFSMLayer('out_dir', call_endpoint='serving_default')"
         )
+    if predictor.metadata.get("chosen_outputs"):
+        raise ExportError(
+            f"{source}: loaded with outputs={predictor.metadata['chosen_outputs']}; the Keras 3 export rebuilds the whole "
+            "model with its own outputs: pass the path, or a Predictor loaded without outputs="
+        )
     if type(model).__module__.startswith("keras."):  # A .keras source: already a Keras 3 model.
         import keras
 

@@ -12,8 +12,9 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import re
 import warnings
-from typing import TYPE_CHECKING, Any, Iterator, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Iterator, Mapping, Sequence
 
 import numpy as np
 import tensorflow as tf
@@ -21,6 +22,8 @@ import tensorflow as tf
 from tf1infer import backends, batching, streaming
 from tf1infer.errors import InputError, InvalidOptionError, PredictionError, PredictorClosedError, Tf1InferError, tensorflow_reason
 from tf1infer.feeds import FeedConverter, TensorSpec
+from tf1infer.keras_face import KerasModelFace
+from tf1infer.session_face import SessionFace
 from tf1infer.loaders.base import LoadedGraph, resolve_tensor, short_name
 from tf1infer.loaders.graph_tools import state_writers
 from tf1infer.memory import DEFAULT_MAX_BATCH_SIZE, choose_batch_size
@@ -46,7 +49,7 @@ logger = logging.getLogger(__name__)
 _RUNTIME_NAMES = {backends.SESSION: "the session", backends.TFLITE: "the TF Lite interpreter"}
 
 
-class Predictor:
+class Predictor(KerasModelFace, SessionFace):
     """Runs a legacy model from a persistent TF1 Session with Keras's predict API.
 
     Create one with :func:`tf1infer.load` (or :meth:`from_session` for a graph
@@ -662,21 +665,35 @@ class Predictor:
     def _run(self, feeds: list[np.ndarray]) -> list[np.ndarray]:
         if feeds[0].ndim and feeds[0].shape[0] == 0:
             return self._empty_outputs(feeds)
+        return self._run_with(self._callable, feeds)
+
+    def _run_with(
+        self, runner: Callable[..., list[np.ndarray]], feeds: list[np.ndarray], what: str | None = None
+    ) -> list[np.ndarray]:
+        """``runner(*feeds)``, TensorFlow's and the runtime's failures reported as PredictionError.
+
+        ``what`` names the call in the message (default: the model on its inputs' shapes).
+        """
+        if self.closed:
+            _closed()
         try:
-            return self._callable(*feeds)
+            return runner(*feeds)
         except tf.errors.OpError as exc:
-            shapes = ", ".join(f"'{name}': {feed.shape}" for name, feed in zip(self._input_names, feeds))
             raise PredictionError(
-                f"{self._source}: TensorFlow failed running the model on inputs {shapes}: {tensorflow_reason(exc)}"
+                f"{self._source}: TensorFlow failed running {what or self._call_text(feeds)}: {tensorflow_reason(exc)}"
+                f"{_unfed_placeholder_hint(exc)}"
             ) from exc
         except Tf1InferError:
             raise  # PredictorClosedError is a RuntimeError too; it needs no rewording.
         except RuntimeError as exc:  # The TF Lite interpreter's failures; a caller's session closed under it.
-            shapes = ", ".join(f"'{name}': {feed.shape}" for name, feed in zip(self._input_names, feeds))
             runtime = _RUNTIME_NAMES.get(self.backend, "the runtime")
             raise PredictionError(
-                f"{self._source}: {runtime} failed running the model on inputs {shapes}: {tensorflow_reason(exc)}"
+                f"{self._source}: {runtime} failed running {what or self._call_text(feeds)}: {tensorflow_reason(exc)}"
             ) from exc
+
+    def _call_text(self, feeds: list[np.ndarray]) -> str:
+        shapes = ", ".join(f"'{name}': {feed.shape}" for name, feed in zip(self._input_names, feeds))
+        return f"the model on inputs {shapes}"
 
     def _empty_outputs(self, feeds: list[np.ndarray]) -> list[np.ndarray]:
         """Outputs for a batch of zero rows, without running kernels that may reject it."""
@@ -754,6 +771,22 @@ class Predictor:
                 f"({', '.join(self._output_names)}): use predict() and pick the output"
             )
         return result
+
+
+def _unfed_placeholder_hint(exc: BaseException) -> str:
+    """How to feed a placeholder the outputs need that is no input (a dropout keep_prob, a training flag)."""
+    match = _UNFED_PLACEHOLDER.search(str(exc))
+    if not match:
+        return ""
+    name = match.group(1)
+    return (
+        f". Placeholder {name!r} is not an input of this Predictor: give it the value it takes on every call at load, "
+        f"tf1infer.load(path, constants={{{name!r}: ...}}) (a dropout keep_prob: 1.0), or feed it per call with "
+        f"predictor.run(fetches, {{'{name}:0': value, ...}})"
+    )
+
+
+_UNFED_PLACEHOLDER = re.compile(r"must feed a value for placeholder tensor '([^']+)'")
 
 
 def _closed(*_: Any) -> Any:

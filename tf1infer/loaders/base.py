@@ -94,7 +94,32 @@ def new_session(
     rewrites = config.graph_options.rewrite_options
     if rewrites.cpu_layout_conversion == rewriter_config_pb2.RewriterConfig.NO_CONVERSION_ON_CPU:
         rewrites.cpu_layout_conversion = CHANNELS_LAST_ON_CPU
-    return tf.compat.v1.Session(graph=graph, config=config)
+    return PersistentSession(graph=graph, config=config)
+
+
+class PersistentSession(tf.compat.v1.Session):
+    """The Session a Predictor owns: a ``with session:`` block does not close it.
+
+    TF1 code holds a session with ``with sess:`` / ``with predictor.session as
+    sess:``, and ``Session.__exit__`` closes it, leaving the Predictor with a
+    dead session. Here the block still makes the session and its graph the
+    defaults, and leaves them, but only :meth:`close` (called by
+    ``Predictor.close()``) closes it.
+    """
+
+    _in_exit = False
+
+    def __exit__(self, exec_type, exec_value, exec_tb):
+        self._in_exit = True
+        try:
+            super().__exit__(exec_type, exec_value, exec_tb)
+        finally:
+            self._in_exit = False
+
+    def close(self) -> None:
+        if self._in_exit:  # Session.__exit__ closing it: the Predictor closes it when it is done.
+            return
+        super().close()
 
 
 @contextmanager

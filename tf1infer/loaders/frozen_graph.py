@@ -3,14 +3,14 @@
 from __future__ import annotations
 
 import os
-from typing import Any, Sequence
+from typing import Any, Mapping, Sequence
 
 import tensorflow as tf
 from google.protobuf import message, text_format
 
 from tf1infer.errors import ModelLoadError
 from tf1infer.loaders.base import LoadedGraph, graph_and_session, require_path
-from tf1infer.loaders.graph_tools import check_no_state_changes, count_parameters
+from tf1infer.loaders.graph_tools import check_no_state_changes, constant_input_map, constants_metadata, count_parameters
 from tf1infer.loaders.meta_graph import endpoints_by_name
 
 FORMAT = "frozen-graph"
@@ -42,6 +42,7 @@ def load_frozen_graph(
     *,
     inputs: Sequence[Any] | None = None,
     outputs: Sequence[Any] | None = None,
+    constants: Mapping[str, Any] | None = None,
     allow_stateful: bool = False,
     session_config: tf.compat.v1.ConfigProto | None = None,
     intra_op_threads: int | None = None,
@@ -51,9 +52,12 @@ def load_frozen_graph(
 
     Args:
         path: the ``.pb`` (binary) or ``.pbtxt`` (text) file.
-        inputs: tensor or op names; default: every placeholder.
+        inputs: tensor or op names; default: every placeholder that takes
+            batches (scalar placeholders are not).
         outputs: tensor or op names; default: the ops that depend on the
             inputs and whose results nothing consumes.
+        constants: placeholder names to the value they take on every call
+            (``{"keep_prob": 1.0}``), folded into the graph at load.
         allow_stateful: allow outputs whose computation assigns to variables.
         session_config, intra_op_threads, inter_op_threads: as for every format.
     """
@@ -62,7 +66,8 @@ def load_frozen_graph(
     with graph_and_session(session_config, intra_op_threads, inter_op_threads) as (graph, session):
         with graph.as_default():
             try:
-                tf.graph_util.import_graph_def(graph_def, name="")
+                input_map = constant_input_map(graph_def, constants, path)
+                tf.graph_util.import_graph_def(graph_def, input_map=input_map or None, name="")
             except (ValueError, TypeError, tf.errors.OpError) as exc:
                 raise ModelLoadError(f"{path}: cannot import the GraphDef: {type(exc).__name__}: {exc}") from exc
             input_names, input_tensors, output_names, output_tensors = endpoints_by_name(graph, inputs, outputs, path)
@@ -80,4 +85,6 @@ def load_frozen_graph(
         "nodes": len(graph_def.node),
         "parameters": count_parameters(graph),  # Its weights are constants: those are counted.
     }
+    if constants:
+        metadata["constants"] = constants_metadata(constants)
     return LoadedGraph(graph, session, input_tensors, output_tensors, input_names, output_names, metadata)

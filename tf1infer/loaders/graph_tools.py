@@ -9,8 +9,9 @@ from __future__ import annotations
 
 import copy
 
-from typing import Any, Iterable
+from typing import Any, Iterable, Mapping
 
+import numpy as np
 import tensorflow as tf
 
 from tf1infer.errors import ModelLoadError
@@ -65,8 +66,114 @@ def signature_endpoints(graph: tf.Graph, signature) -> tuple[list[str], list[tf.
 
 
 def default_inputs(graph: tf.Graph) -> list[tf.Tensor]:
-    """Every placeholder of the graph, in graph order (the usual inputs of a frozen graph)."""
-    return [op.outputs[0] for op in graph.get_operations() if op.type == "Placeholder"]
+    """Every placeholder of the graph that takes batches, in graph order (the usual inputs of a frozen graph).
+
+    Scalar placeholders (a dropout ``keep_prob``, a ``phase_train`` flag) are
+    not batched inputs: they hold one value for every row, given at load with
+    ``constants=`` (see :func:`constant_input_map`) or per call through ``run``.
+    """
+    return [
+        op.outputs[0] for op in graph.get_operations()
+        if op.type == "Placeholder" and op.outputs[0].shape.rank != 0
+    ]
+
+
+# Ops only a training graph has: optimizer updates and summaries (gradients are recognised by their scope).
+_TRAINING_OP_TYPES = {
+    f"{prefix}{name}"
+    for prefix in ("Apply", "ResourceApply", "SparseApply", "ResourceSparseApply")
+    for name in ("Adam", "GradientDescent", "Momentum", "RMSProp", "CenteredRMSProp", "Adagrad", "AdagradV2", "Adadelta",
+                 "Ftrl", "FtrlV2", "AdaMax", "PowerSign", "AddSign", "ProximalAdagrad", "ProximalGradientDescent")
+}
+_SUMMARY_OP_TYPES = {"ScalarSummary", "HistogramSummary", "ImageSummary", "AudioSummary", "AudioSummaryV2", "MergeSummary",
+                     "TensorSummary", "TensorSummaryV2", "WriteScalarSummary", "WriteHistogramSummary", "WriteSummary"}
+# Op types that usually end an inference graph: what a message suggests as outputs.
+_OUTPUT_LIKE_TYPES = ("Softmax", "Sigmoid", "ArgMax", "TopKV2", "Identity", "Tanh", "BiasAdd", "Add", "AddV2", "MatMul")
+
+
+def training_parts(graph: tf.Graph) -> list[str]:
+    """Names of a few ops that only training uses (gradients, optimizer updates, summaries), or [] for an inference graph."""
+    found = [
+        op.name for op in graph.get_operations()
+        if _in_gradient_scope(op.name) or op.type in _TRAINING_OP_TYPES or op.type in _SUMMARY_OP_TYPES
+    ]
+    return found[:3]
+
+
+def _in_gradient_scope(name: str) -> bool:
+    return any(part == "gradients" or part.startswith("gradients_") for part in name.split("/"))
+
+
+def needed_placeholders(graph: tf.Graph, outputs: Iterable[tf.Tensor]) -> list[tf.Tensor]:
+    """The placeholders that computing ``outputs`` reads, in graph order: not the labels a loss alone reads."""
+    seen: set[tf.Operation] = set()
+    stack = [tensor.op for tensor in outputs]
+    while stack:
+        op = stack.pop()
+        if op in seen:
+            continue
+        seen.add(op)
+        stack.extend(tensor.op for tensor in op.inputs)
+        stack.extend(op.control_inputs)
+    return [op.outputs[0] for op in graph.get_operations() if op in seen and op.type == "Placeholder"]
+
+
+def training_graph_error(graph: tf.Graph, training: list[str], source: str) -> ModelLoadError:
+    """The refusal to guess the outputs of a graph saved with its training ops, listing what to pass instead."""
+    placeholders = [op for op in graph.get_operations() if op.type == "Placeholder"]
+    described = ", ".join(f"{op.name} ({op.outputs[0].dtype.name} {op.outputs[0].shape})" for op in placeholders) or "none"
+    candidates = [
+        op for op in graph.get_operations()
+        if op.type in _OUTPUT_LIKE_TYPES and op.outputs and not _in_gradient_scope(op.name)
+        and not op.name.startswith(("save/", "init"))
+        and any(placeholder in needed_placeholders(graph, op.outputs) for placeholder in [p.outputs[0] for p in placeholders])
+    ]
+    ranks = {"Softmax": 0, "Sigmoid": 0, "TopKV2": 1, "ArgMax": 2}  # Probabilities first, then what is read off them.
+    preferred = sorted((op for op in candidates if op.type in ranks), key=lambda op: ranks[op.type]) or candidates[-8:]
+    likely = ", ".join(f"{op.name} ({op.type})" for op in preferred[:8]) or "none found"
+    example_input = placeholders[0].name if placeholders else "x"
+    example_output = preferred[0].name if preferred else "probs"
+    return ModelLoadError(
+        f"{source}: the graph was saved with its training ops ({', '.join(training)}...), so the tensors nothing "
+        f"consumes are gradients, updates and summaries, not the model's outputs, and some placeholders are labels. "
+        f"Name them: tf1infer.load(path, inputs=[{example_input!r}], outputs=[{example_output!r}]). "
+        f"Placeholders: {described}. Likely outputs: {likely}"
+    )
+
+
+def constant_input_map(graph_def, constants: Mapping[str, Any] | None, source: str) -> dict[str, tf.Tensor]:
+    """``import_graph_def``'s ``input_map`` replacing each named placeholder by a constant of its dtype.
+
+    Called inside the graph being built. Names may carry ``:0`` and the
+    ``import/`` prefix old scripts wrote.
+
+    Raises:
+        ModelLoadError: a name is not a placeholder of ``graph_def``, or its value does not fit the dtype.
+    """
+    if not constants:
+        return {}
+    placeholders = {node.name: node for node in graph_def.node if node.op in ("Placeholder", "PlaceholderWithDefault")}
+    input_map = {}
+    for name, value in constants.items():
+        op_name = str(name).split(":")[0].removeprefix("import/")
+        node = placeholders.get(op_name)
+        if node is None:
+            raise ModelLoadError(
+                f"{source}: constants= names {name!r}, which is not a placeholder of the graph; "
+                f"its placeholders: {sorted(placeholders)[:20]}"
+            )
+        dtype = tf.as_dtype(node.attr["dtype"].type)
+        try:
+            input_map[f"{op_name}:0"] = tf.constant(np.asarray(value, dtype=dtype.as_numpy_dtype), name=f"tf1infer_constant/{op_name}")
+        except (TypeError, ValueError) as exc:
+            raise ModelLoadError(f"{source}: constants={{{name!r}: {value!r}}} is not a {dtype.name} value: {exc}") from exc
+    return input_map
+
+
+def constants_metadata(constants: Mapping[str, Any]) -> dict[str, Any]:
+    """The ``constants=`` of a load as plain values, for the metadata ``inspect`` prints."""
+    values = {str(name): np.asarray(value) for name, value in constants.items()}
+    return {name: value.item() if value.ndim == 0 else value.tolist() for name, value in values.items()}
 
 
 def default_outputs(graph: tf.Graph, inputs: Iterable[tf.Tensor]) -> list[tf.Tensor]:

@@ -24,7 +24,7 @@ import os
 import warnings
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Any, Callable, Iterator, Mapping
+from typing import Any, Callable, Iterator, Mapping, Sequence
 
 import h5py
 import numpy as np
@@ -85,6 +85,7 @@ def load_keras_h5(
     safe_mode: bool = True,
     architecture: Any = None,
     compile: Any = None,
+    outputs: Sequence[Any] | None = None,
     session_config: tf.compat.v1.ConfigProto | None = None,
     intra_op_threads: int | None = None,
     inter_op_threads: int | None = None,
@@ -103,6 +104,9 @@ def load_keras_h5(
             (called inside the Predictor's graph).
         compile: accepted for ``keras.models.load_model`` compatibility and
             ignored: inference needs no optimizer or loss.
+        outputs: what to fetch instead of the model's outputs: layer names
+            (their output, as ``Model(model.input, layer.output)`` gives it) or
+            tensor names of the graph, in order; they are named as given.
         session_config: ``tf.compat.v1.ConfigProto`` for the session.
         intra_op_threads, inter_op_threads: thread pool sizes, overriding
             ``session_config``.
@@ -148,7 +152,12 @@ def load_keras_h5(
                 keras1.load_weights(path, model, attrs.get("backend"))
             else:
                 _load_weights(path, model)
-            inputs, outputs = list(model.inputs), list(model.outputs)
+            inputs = list(model.inputs)
+            output_names = list(model.output_names)
+            if outputs is None:
+                output_tensors = list(model.outputs)
+            else:
+                output_names, output_tensors = _chosen_outputs(path, model, graph, outputs)
             metadata = {
                 "format": FORMAT,
                 "path": os.path.abspath(path),
@@ -161,9 +170,40 @@ def load_keras_h5(
             }
             if cudnn_layers:
                 metadata["cudnn_layers_run_as"] = cudnn_layers
-            input_names, output_names = list(model.input_names), list(model.output_names)
+            if outputs is not None:
+                metadata["chosen_outputs"] = output_names
+            input_names = list(model.input_names)
         restore_keras_class_versions(model)
-    return LoadedGraph(graph, session, inputs, outputs, input_names, output_names, metadata, keras_model=model)
+    return LoadedGraph(graph, session, inputs, output_tensors, input_names, output_names, metadata, keras_model=model)
+
+
+def _chosen_outputs(path: str, model: Any, graph: tf.Graph, outputs: Sequence[Any]) -> tuple[list[str], list[tf.Tensor]]:
+    """Names and tensors of ``outputs=``: a layer's output by layer name, else a tensor or op of the graph."""
+    from tf1infer.loaders.base import resolve_tensor
+
+    items = [outputs] if isinstance(outputs, str) else list(outputs)
+    if not items:
+        raise ModelLoadError(f"{path}: outputs= is empty; name layers (or tensors) to fetch")
+    layers = {layer.name: layer for layer in _all_layers(model)}
+    names, tensors = [], []
+    for item in items:
+        if isinstance(item, str) and item in layers:
+            tensor = layers[item].output
+            if isinstance(tensor, (list, tuple)):
+                raise ModelLoadError(
+                    f"{path}: layer {item!r} has {len(tensor)} outputs; name one of its tensors instead: "
+                    f"{[t.name for t in tensor]}"
+                )
+            names.append(item)
+            tensors.append(tensor)
+            continue
+        try:
+            tensor = resolve_tensor(graph, item, "output", path)
+        except ModelLoadError as exc:
+            raise ModelLoadError(f"{exc}; it is not a layer either (layers: {list(layers)})") from None
+        names.append(item if isinstance(item, str) else tensor.name)
+        tensors.append(tensor)
+    return names, tensors
 
 
 def describe_file(path: str | os.PathLike, *, architecture: Any = None) -> dict[str, Any]:
@@ -207,6 +247,7 @@ def load_keras_json(
     lambdas: Mapping[str, Callable] | None = None,
     safe_mode: bool = True,
     compile: Any = None,
+    outputs: Sequence[Any] | None = None,
     session_config: tf.compat.v1.ConfigProto | None = None,
     intra_op_threads: int | None = None,
     inter_op_threads: int | None = None,
@@ -225,6 +266,7 @@ def load_keras_json(
         lambdas=lambdas,
         safe_mode=safe_mode,
         compile=compile,
+        outputs=outputs,
         session_config=session_config,
         intra_op_threads=intra_op_threads,
         inter_op_threads=inter_op_threads,

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import glob
 import os
-from typing import Any, Sequence
+from typing import Any, Mapping, Sequence
 
 import tensorflow as tf
 from google.protobuf import message, text_format
@@ -28,11 +28,16 @@ from tf1infer.errors import ModelLoadError, tensorflow_reason
 from tf1infer.loaders.base import LoadedGraph, graph_and_session, require_path, resolve_tensor, short_name
 from tf1infer.loaders.graph_tools import (
     check_no_state_changes,
+    constant_input_map,
+    constants_metadata,
     count_parameters,
     default_inputs,
     default_outputs,
+    needed_placeholders,
     require_outputs,
     signature_endpoints,
+    training_graph_error,
+    training_parts,
 )
 
 FORMAT = "meta-graph"
@@ -76,6 +81,7 @@ def load_meta_graph(
     inputs: Sequence[Any] | None = None,
     outputs: Sequence[Any] | None = None,
     signature: str | None = None,
+    constants: Mapping[str, Any] | None = None,
     allow_stateful: bool = False,
     session_config: tf.compat.v1.ConfigProto | None = None,
     intra_op_threads: int | None = None,
@@ -90,6 +96,8 @@ def load_meta_graph(
             (``signature=`` or ``serving_default``) if the meta graph has
             signatures, else the placeholders and the sink ops.
         signature: a signature stored in the meta graph.
+        constants: placeholder names to the value they take on every call
+            (``{"keep_prob": 1.0}``), folded into the graph at load.
         allow_stateful: allow outputs whose computation assigns to variables.
         session_config, intra_op_threads, inter_op_threads: as for every format.
 
@@ -108,7 +116,8 @@ def load_meta_graph(
     with graph_and_session(session_config, intra_op_threads, inter_op_threads) as (graph, session):
         with graph.as_default():
             try:
-                saver = tf.compat.v1.train.import_meta_graph(proto, clear_devices=True)
+                input_map = constant_input_map(proto.graph_def, constants, meta_path)
+                saver = tf.compat.v1.train.import_meta_graph(proto, clear_devices=True, input_map=input_map or None)
             except (ValueError, TypeError, KeyError, tf.errors.OpError, message.DecodeError) as exc:
                 # DecodeError: a collection (variables, saver) holds protos that are parsed only now.
                 raise ModelLoadError(f"{meta_path}: cannot import the meta graph: {tensorflow_reason(exc)}") from exc
@@ -128,6 +137,8 @@ def load_meta_graph(
         "signatures": sorted(proto.signature_def),
         "parameters": count_parameters(graph),
     }
+    if constants:
+        metadata["constants"] = constants_metadata(constants)
     return LoadedGraph(graph, session, input_tensors, output_tensors, input_names, output_names, metadata)
 
 
@@ -203,17 +214,28 @@ def _endpoints(graph, proto, inputs, outputs, signature, source):
 
 
 def endpoints_by_name(graph, inputs, outputs, source):
-    """Inputs and outputs named by the caller, or the graph's placeholders and sinks."""
-    input_tensors = (
-        [resolve_tensor(graph, ref, "input", source) for ref in inputs] if inputs is not None else default_inputs(graph)
-    )
+    """Inputs and outputs named by the caller, or the graph's placeholders and sinks.
+
+    Named outputs without named inputs take the placeholders they read (not
+    the labels only a loss reads). Neither named, a graph saved with its
+    training ops is refused with the placeholders and likely outputs listed:
+    its sinks are gradients and summaries.
+    """
+    output_tensors = [resolve_tensor(graph, ref, "output", source) for ref in outputs] if outputs is not None else None
+    if inputs is not None:
+        input_tensors = [resolve_tensor(graph, ref, "input", source) for ref in inputs]
+    elif output_tensors is not None:
+        batched = set(default_inputs(graph))
+        input_tensors = [tensor for tensor in needed_placeholders(graph, output_tensors) if tensor in batched]
+    else:
+        training = training_parts(graph)
+        if training:
+            raise training_graph_error(graph, training, source)
+        input_tensors = default_inputs(graph)
     if not input_tensors:
         raise ModelLoadError(f"{source}: the graph has no placeholders; name the inputs with inputs=[...]")
-    output_tensors = (
-        [resolve_tensor(graph, ref, "output", source) for ref in outputs]
-        if outputs is not None
-        else require_outputs(default_outputs(graph, input_tensors), source)
-    )
+    if output_tensors is None:
+        output_tensors = require_outputs(default_outputs(graph, input_tensors), source)
     return (
         [short_name(t) for t in input_tensors],
         input_tensors,
