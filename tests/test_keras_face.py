@@ -10,7 +10,7 @@ import pytest
 import tf1infer
 from tf1infer.errors import LayerNotFoundError, ModelLoadError, UnsupportedOperationError
 
-from conftest import ZOO_DIR, random_inputs, zoo_path
+from conftest import CORPUS_ABSENT, CORPUS_DIR, ZOO_DIR, corpus_entry, random_inputs, zoo_path
 
 ATOL = 1e-5
 
@@ -144,3 +144,35 @@ def test_model_from_json_then_load_weights(eager_model):
     with pytest.raises(UnsupportedOperationError, match="by_name=True"):
         model.load_weights(ZOO_DIR / "tf1" / "keras_weights.h5", by_name=True)
     model.close()
+
+
+@pytest.mark.skipif(corpus_entry("keras205_gender_mini_xception") is None, reason=CORPUS_ABSENT)
+def test_corpus_model_layers_and_features_as_keras_gives_them():
+    """The face_classification mini-Xception (Keras 2.0.5): its layers and an inner feature map, against tf_keras."""
+    import tf_keras
+
+    path = CORPUS_DIR / corpus_entry("keras205_gender_mini_xception")["path"]
+    reference = tf_keras.models.load_model(path, compile=False)
+    x = np.load(CORPUS_DIR / corpus_entry("keras205_gender_mini_xception")["reference"]["input"])
+    with tf1infer.load_model(path) as model:
+        assert [layer.name for layer in model.layers] == [layer.name for layer in reference.layers]
+        assert [layer.output_shape for layer in model.layers] == [layer.output_shape for layer in reference.layers]
+        [features] = model.function([model.layers[-3].output])([x, 0])
+        want = tf_keras.Model(reference.input, reference.layers[-3].output).predict(x, verbose=0)
+        np.testing.assert_allclose(features, want, atol=ATOL, rtol=0)
+
+
+def test_keras3_file_with_layer_outputs():
+    import keras
+
+    path = ZOO_DIR / "keras3" / "two_in_two_out.keras"
+    reference = keras.saving.load_model(path)
+    inner = reference.layers[-3].name
+    with tf1infer.load(path, outputs=[inner, "probs"]) as predictor:
+        assert predictor.output_names == [inner, "probs"]
+        x = random_inputs(predictor.inputs, 5, seed=8)
+        want = keras.Model(reference.inputs, [reference.get_layer(inner).output, reference.get_layer("probs").output]).predict(x, verbose=0)
+        for have, expected in zip(predictor.predict(x), want):
+            np.testing.assert_allclose(have, expected, atol=ATOL, rtol=0)
+    with pytest.raises(ModelLoadError, match=r"outputs= names \['fc2'\]; the model's layers are"):
+        tf1infer.load(path, outputs=["fc2"])

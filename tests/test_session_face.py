@@ -38,6 +38,16 @@ def test_names_as_old_scripts_write_them(frozen, fetch, feed):
     np.testing.assert_allclose(have, tf1_formula(x)["probs"], atol=1e-5, rtol=0)
 
 
+def test_graph_and_session_answer_to_import_prefixed_names(frozen):
+    graph = frozen.graph
+    assert graph.get_tensor_by_name("import/x:0") is graph.get_tensor_by_name("x:0")
+    assert graph.get_operation_by_name("import/probs") is graph.get_operation_by_name("probs")
+    x = _rows(4, seed=9)
+    np.testing.assert_array_equal(frozen.session.run("import/probs:0", {"import/x:0": x}), frozen.run("probs:0", {"x:0": x}))
+    with pytest.raises(KeyError, match="import/nothing"):
+        graph.get_tensor_by_name("import/nothing:0")
+
+
 def test_structures_of_fetches_come_back_as_given(frozen):
     x = _rows(3, seed=1)
     want = frozen.session.run(["logits:0", "probs:0"], {"x:0": x})

@@ -15,6 +15,14 @@ supplied. What is left is what Keras 3 changed since tf_keras 2.x:
 - layers it removed: ``ThresholdedReLU`` is ``ReLU(threshold=theta)``;
   ``LocallyConnected1D/2D`` and others without an equivalent are refused with
   the layer named;
+- functions it redefined: Keras 2's ``hard_sigmoid`` (``0.2 x + 0.5``) is
+  Keras 3's (``x / 6 + 0.5``) of 1.2 times its argument, so the weights of the
+  gates or layer before it are scaled by 1.2;
+- how it connects layers: tf_keras's inbound nodes as Keras 3's current form
+  (an RNN's extra inputs as ``initial_state``, nested models' node indices
+  counted from 0), and channels-first convolutions whose bias Keras 3's
+  TensorFlow backend would add along the wrong axis run channels-last between
+  two ``Permute`` layers;
 - Lambda layers: the function the tf_keras model runs is handed to Keras 3 as
   it is (Keras 3 stores a Python lambda as bytecode, which only loads with
   ``safe_mode=False``, and a named function as a reference to its module);
@@ -171,9 +179,10 @@ _HARD_SIGMOID_SCALE = np.float32(1.2)
 _GATES = {"LSTM": ("i", "f", "c", "o"), "ConvLSTM1D": ("i", "f", "c", "o"), "ConvLSTM2D": ("i", "f", "c", "o"),
           "ConvLSTM3D": ("i", "f", "c", "o"), "GRU": ("z", "r", "h")}
 _RECURRENT_GATES = {"i", "f", "o", "z", "r"}
-# Layers tf_keras called on [sequence, *initial states] when started from other tensors.
+# Layers that add a bias per channel (see _with_bias_on_channels).
 _CONVOLUTIONS = {"Conv1D", "Conv2D", "Conv3D", "SeparableConv1D", "SeparableConv2D", "DepthwiseConv1D", "DepthwiseConv2D",
                  "Conv1DTranspose", "Conv2DTranspose", "Conv3DTranspose"}
+# Layers tf_keras called on [sequence, *initial states] when started from other tensors.
 _RECURRENT_LAYERS = {"LSTM", "GRU", "SimpleRNN", "RNN", "Bidirectional", "ConvLSTM1D", "ConvLSTM2D", "ConvLSTM3D"}
 _LINEAR_MAPS = ("Dense", "Conv1D", "Conv2D", "Conv3D", "Conv1DTranspose", "Conv2DTranspose", "Conv3DTranspose")
 

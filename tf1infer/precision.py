@@ -34,7 +34,7 @@ from tf1infer.errors import InvalidOptionError, ModelLoadError
 from tf1infer.feeds import FeedConverter, TensorSpec
 from tf1infer.synthetic import random_array
 from tf1infer.kernels import onednn_enabled
-from tf1infer.loaders.base import LoadedGraph, new_session, quiet_deprecation
+from tf1infer.loaders.base import LoadedGraph, ModelGraph, new_session, quiet_deprecation
 from tf1infer.loaders.graph_tools import (
     STATEFUL_WRITE_OPS,
     TABLE_OPS,
@@ -171,7 +171,7 @@ def reduce_precision(
     source = loaded.metadata.get("path", "model")
     graph_def, feeds = frozen_inference_graph(loaded.graph, loaded.session, loaded.inputs, loaded.outputs, source)
     check_rewritable(graph_def, precision, source)
-    graph = tf.Graph()
+    graph = ModelGraph()
     with graph.as_default():
         tf.import_graph_def(graph_def, name="")
     reduced = LoadedGraph(

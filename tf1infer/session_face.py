@@ -21,9 +21,8 @@ import numpy as np
 import tensorflow as tf
 
 from tf1infer.errors import InputError, LayerNotFoundError
+from tf1infer.loaders.base import IMPORT_PREFIX
 
-# import_graph_def's default name scope, which scripts written against it put in front of every name.
-_IMPORT_PREFIX = "import/"
 # Runners kept per (feeds, fetches); a loop uses one or two, a script a handful.
 _RUNNERS_KEPT = 64
 
@@ -110,18 +109,14 @@ class SessionFace:
             return op.outputs[0] if op.outputs else op
         from tf1infer.loaders.base import closest_names
 
-        suggestions = closest_names(ref.split(":")[0].removeprefix(_IMPORT_PREFIX), [op.name for op in graph.get_operations()])
+        suggestions = closest_names(ref.split(":")[0].removeprefix(IMPORT_PREFIX), [op.name for op in graph.get_operations()])
         hint = f"; closest names: {', '.join(suggestions)}" if suggestions else ""
         raise LayerNotFoundError(f"{self._source}: {role} {ref!r} is not in the graph{hint}")
 
 
 def _candidate_names(name: str) -> list[str]:
-    names = [name]
-    if name.startswith(_IMPORT_PREFIX):
-        names.append(name[len(_IMPORT_PREFIX):])
-    else:
-        names.append(_IMPORT_PREFIX + name)
-    return names
+    """The name, then the same with ``import/`` removed or added (what scripts wrote against import_graph_def)."""
+    return [name, name[len(IMPORT_PREFIX):] if name.startswith(IMPORT_PREFIX) else IMPORT_PREFIX + name]
 
 
 def _as_feed(tensor: tf.Tensor, value: Any) -> Any:

@@ -97,6 +97,45 @@ def new_session(
     return PersistentSession(graph=graph, config=config)
 
 
+# tf.import_graph_def's default name scope, which scripts written against it put in front of every name.
+IMPORT_PREFIX = "import/"
+
+
+class ModelGraph(tf.Graph):
+    """A Predictor's graph, which also answers to the names TF1 scripts wrote against ``tf.import_graph_def``.
+
+    ``tf.import_graph_def(graph_def)`` puts every op under ``import/``, and
+    scripts look tensors up as ``"import/input:0"``; tf1infer imports them
+    without the prefix. A name that is not found is tried again with the
+    prefix removed (or added), so ``predictor.graph.get_tensor_by_name``,
+    ``get_operation_by_name`` and ``predictor.session.run`` take both. Names
+    that exist are resolved exactly as ``tf.Graph`` does.
+    """
+
+    def get_tensor_by_name(self, name):
+        return self._either_name(super().get_tensor_by_name, name)
+
+    def get_operation_by_name(self, name):
+        return self._either_name(super().get_operation_by_name, name)
+
+    def as_graph_element(self, obj, allow_tensor=True, allow_operation=True):
+        return self._either_name(lambda ref: super(ModelGraph, self).as_graph_element(ref, allow_tensor, allow_operation), obj)
+
+    @staticmethod
+    def _either_name(lookup, name):
+        try:
+            return lookup(name)
+        except (KeyError, ValueError):
+            if not isinstance(name, str):
+                raise
+            other = name[len(IMPORT_PREFIX):] if name.startswith(IMPORT_PREFIX) else IMPORT_PREFIX + name
+            try:
+                return lookup(other)
+            except (KeyError, ValueError):
+                pass
+            raise
+
+
 class PersistentSession(tf.compat.v1.Session):
     """The Session a Predictor owns: a ``with session:`` block does not close it.
 
@@ -133,7 +172,7 @@ def graph_and_session(
     Loops built inside (Keras recurrent layers) keep no intermediates for
     gradients: see :func:`inference_loops`.
     """
-    graph = tf.Graph()
+    graph = ModelGraph()
     session = new_session(graph, session_config, intra_op_threads, inter_op_threads)
     try:
         with inference_loops():

@@ -20,7 +20,7 @@ import os
 import tempfile
 import warnings
 import zipfile
-from typing import Any, Iterator, Mapping
+from typing import Any, Iterator, Mapping, Sequence
 
 import tensorflow as tf
 
@@ -134,6 +134,7 @@ def load_keras_v3(
     custom_objects: Mapping[str, Any] | None = None,
     safe_mode: bool = True,
     compile: Any = None,
+    outputs: Sequence[str] | None = None,
     session_config: tf.compat.v1.ConfigProto | None = None,
     intra_op_threads: int | None = None,
     inter_op_threads: int | None = None,
@@ -145,6 +146,7 @@ def load_keras_v3(
         custom_objects: custom classes and functions, as for ``keras.saving.load_model``.
         safe_mode: refuse Lambda layers, whose functions are stored as bytecode.
         compile: accepted for compatibility and ignored.
+        outputs: layer names whose outputs to fetch instead of the model's.
         session_config, intra_op_threads, inter_op_threads: as for every format.
 
     Raises:
@@ -163,8 +165,11 @@ def load_keras_v3(
         )
     model = _load_with_keras(path, custom_objects, safe_mode)
     input_names, output_names = _endpoint_names(path, model)
+    served = model
+    if outputs is not None:
+        served, output_names = _layer_outputs_model(path, model, outputs)
     with tempfile.TemporaryDirectory(prefix="tf1infer-keras3-") as export_dir:
-        _export_serving_function(path, model, input_names, output_names, export_dir)
+        _export_serving_function(path, served, input_names, output_names, export_dir)
         loaded = load_saved_model(
             export_dir,
             session_config=session_config,
@@ -185,8 +190,22 @@ def load_keras_v3(
         "lambda_layers": lambdas,
         "loaded_via": "TF2 SavedModel written by keras.export.ExportArchive, then removed",
     }
+    if outputs is not None:
+        loaded.metadata["chosen_outputs"] = output_names
     loaded.keras_model = model
     return loaded
+
+
+def _layer_outputs_model(path: str, model, outputs: Sequence[str]):
+    """A Keras 3 model on ``model``'s inputs returning the named layers' outputs, and their names."""
+    import keras
+
+    names = [outputs] if isinstance(outputs, str) else list(outputs)
+    layers = {layer.name: layer for layer in model.layers}
+    unknown = [name for name in names if name not in layers]
+    if unknown or not names:
+        raise ModelLoadError(f"{path}: outputs= names {unknown or 'nothing'}; the model's layers are {list(layers)}")
+    return keras.Model(model.inputs, [layers[name].output for name in names]), names
 
 
 def _load_with_keras(path: str, custom_objects, safe_mode: bool):
