@@ -312,6 +312,8 @@ def keras3_export_summary(predictor: Predictor, keras3_custom_objects: Mapping[s
         plan = plan_keras3_model(source, model, keras3_custom_objects)
     except ExportError as exc:
         return [f"no: {str(exc).split(': cannot export to Keras 3: ', 1)[-1]}"]
+    except Exception as exc:  # A line of inspect's report: an unforeseen config must not take the report down.
+        return [f"unknown: planning the translation failed: {type(exc).__name__}: {exc}"]
     lines = ["yes" + (f", loaded with {_load_with(plan.bytecode_lambdas, plan.code_references)['snippet']}" if plan.bytecode_lambdas else "")]
     lines.extend(str(translation) for translation in plan.translations)
     return lines
