@@ -282,7 +282,8 @@ def test_nested_models_wrappers_masking_and_keras2_hard_sigmoid(tmp_path):
     )
     steps = layers.Input((6, 4), name="steps")
     hidden = inner(layers.Masking(mask_value=0.0)(steps))
-    hidden = layers.Bidirectional(layers.LSTM(3, recurrent_activation="hard_sigmoid", return_sequences=True), name="bilstm")(hidden)
+    lstm = layers.LSTM(3, recurrent_activation="hard_sigmoid", return_sequences=True, name="steps_lstm")
+    hidden = layers.Bidirectional(lstm, name="bilstm")(hidden)
     hidden = layers.GRU(4, recurrent_activation="hard_sigmoid", name="gru")(hidden)
     model = tf_keras.Model(steps, layers.Dense(2, activation="hard_sigmoid", name="out")(hidden), name="nested")
     rng = np.random.default_rng(0)
@@ -293,7 +294,7 @@ def test_nested_models_wrappers_masking_and_keras2_hard_sigmoid(tmp_path):
     data[0, 4:] = 0.0  # Masked steps.
     report = tf1infer.export_keras(tmp_path / "nested.h5", tmp_path / "nested.keras", sample_inputs=data)
     assert report.max_abs_error <= ATOL
-    assert any("gate weights scaled by 1.2" in change for change in report.translations["lstm"])
+    assert any("gate weights scaled by 1.2" in change for change in report.translations["steps_lstm"])
     assert report.translations["out"] == [
         "activation hard_sigmoid: weights scaled by 1.2 for Keras 3's hard_sigmoid (x/6 + 0.5, Keras 2's was 0.2 x + 0.5)"
     ]
