@@ -124,6 +124,17 @@ def corpus_entry(name: str) -> dict | None:
     return next(entry for entry in json.loads(manifest.read_text())["entries"] if entry["name"] == name)
 
 
+def case_inputs(case_id: str, path: Path, kind: str, predictor, rows: int) -> list[np.ndarray]:
+    """Inputs for an export test case: a Keras 1 fixture's stored inputs, a corpus entry's reference input, else
+    ``rows`` random rows (seeded by the case id)."""
+    if kind == "keras1":
+        stored = np.load(path.with_suffix(".npz"))
+        return [stored[f"inputs/{name}"] for name in predictor.input_names]
+    if kind == "corpus":
+        return [np.load(CORPUS_DIR / corpus_entry(case_id.removeprefix("corpus-"))["reference"]["input"])]
+    return random_inputs(predictor.inputs, rows, seed=len(case_id), free_dim=5)
+
+
 def corpus_entries(fmt: str) -> list:
     """Manifest entries of one format as pytest params, ids by entry name; one skipped param if the corpus is absent."""
     manifest = CORPUS_DIR / "MANIFEST.json"

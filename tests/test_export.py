@@ -22,7 +22,7 @@ import tensorflow as tf
 import tf1infer
 from tf1infer.errors import ExportError, ExportVerificationError
 
-from conftest import CORPUS_DIR, CUSTOM_OBJECTS, HALF_PLUS, ZOO_DIR, ZOO_MODELS, corpus_entry, random_inputs, tf1_formula, zoo_path
+from conftest import CORPUS_DIR, CUSTOM_OBJECTS, HALF_PLUS, ZOO_DIR, ZOO_MODELS, case_inputs, corpus_entry, tf1_formula, zoo_path
 
 ATOL = 1e-5
 ROWS = 6
@@ -57,12 +57,7 @@ for _name, _options in CORPUS_CASES.items():
 
 def _inputs_for(case_id: str, predictor) -> list[np.ndarray]:
     path, _, kind = CASES[case_id]
-    if kind == "keras1":
-        stored = np.load(path.with_suffix(".npz"))
-        return [stored[f"inputs/{name}"] for name in predictor.input_names]
-    if kind == "corpus":
-        return [np.load(CORPUS_DIR / corpus_entry(case_id.removeprefix("corpus-"))["reference"]["input"])]
-    return random_inputs(predictor.inputs, ROWS, seed=len(case_id), free_dim=5)
+    return case_inputs(case_id, path, kind, predictor, ROWS)
 
 
 def _reference(case_id: str, inputs: list[np.ndarray], original: list[np.ndarray], eager_model) -> list[np.ndarray]:

@@ -23,7 +23,7 @@ from tf1infer.errors import ExportError, ExportVerificationError, MissingDepende
 from tf1infer.keras3_export import TENSORFLOW, KerasVerificationJob, available_backends, run_verification_jobs
 
 from conftest import (
-    CORPUS_DIR, CUDNN_MODELS, CUSTOM_OBJECTS, ZOO_DIR, ZOO_MODELS, corpus_entry, cudnn_reference, random_inputs, zoo_path,
+    CORPUS_DIR, CUDNN_MODELS, CUSTOM_OBJECTS, case_inputs, ZOO_DIR, ZOO_MODELS, corpus_entry, cudnn_reference, random_inputs, zoo_path,
 )
 
 import zoo_layers_keras3  # noqa: E402  (legacy_models/ is on sys.path through conftest)
@@ -69,12 +69,7 @@ JAX_CASES = set(CASES) if os.environ.get("TF1INFER_KERAS3_JAX_ALL") else {
 
 def _inputs_for(case_id: str, predictor) -> list[np.ndarray]:
     path, _, kind = CASES[case_id]
-    if kind == "keras1":
-        stored = np.load(path.with_suffix(".npz"))
-        return [stored[f"inputs/{name}"] for name in predictor.input_names]
-    if kind == "corpus":
-        return [np.load(CORPUS_DIR / corpus_entry(case_id.removeprefix("corpus-"))["reference"]["input"])]
-    return random_inputs(predictor.inputs, ROWS, seed=len(case_id), free_dim=5)
+    return case_inputs(case_id, path, kind, predictor, ROWS)
 
 
 def _reference(case_id: str, inputs: list[np.ndarray], eager_model) -> list[np.ndarray]:

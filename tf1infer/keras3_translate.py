@@ -20,9 +20,10 @@ supplied. What is left is what Keras 3 changed since tf_keras 2.x:
   gates or layer before it are scaled by 1.2;
 - how it connects layers: tf_keras's inbound nodes as Keras 3's current form
   (an RNN's extra inputs as ``initial_state``, nested models' node indices
-  counted from 0), and channels-first convolutions whose bias Keras 3's
-  TensorFlow backend would add along the wrong axis run channels-last between
-  two ``Permute`` layers;
+  counted from 0), and channels-first convolutions that Keras 3's TensorFlow
+  backend would run as NCHW ops (refused by TensorFlow's plain CPU kernels) or
+  give their bias along the wrong axis run channels-last between two
+  ``Permute`` layers;
 - Lambda layers: the function the tf_keras model runs is handed to Keras 3 as
   it is (Keras 3 stores a Python lambda as bytecode, which only loads with
   ``safe_mode=False``, and a named function as a reference to its module);
@@ -179,9 +180,11 @@ _HARD_SIGMOID_SCALE = np.float32(1.2)
 _GATES = {"LSTM": ("i", "f", "c", "o"), "ConvLSTM1D": ("i", "f", "c", "o"), "ConvLSTM2D": ("i", "f", "c", "o"),
           "ConvLSTM3D": ("i", "f", "c", "o"), "GRU": ("z", "r", "h")}
 _RECURRENT_GATES = {"i", "f", "o", "z", "r"}
-# Layers that add a bias per channel (see _with_bias_on_channels).
+# Convolutions a channels-first model may hold (see _channels_last_convolution); those Keras 3's TensorFlow backend
+# runs as NCHW ops on a CPU (it transposes separable and depthwise ones itself).
 _CONVOLUTIONS = {"Conv1D", "Conv2D", "Conv3D", "SeparableConv1D", "SeparableConv2D", "DepthwiseConv1D", "DepthwiseConv2D",
                  "Conv1DTranspose", "Conv2DTranspose", "Conv3DTranspose"}
+_CHANNELS_LAST_ON_CPU = {"Conv1D", "Conv2D", "Conv3D", "Conv1DTranspose", "Conv2DTranspose", "Conv3DTranspose"}
 # Layers tf_keras called on [sequence, *initial states] when started from other tensors.
 _RECURRENT_LAYERS = {"LSTM", "GRU", "SimpleRNN", "RNN", "Bidirectional", "ConvLSTM1D", "ConvLSTM2D", "ConvLSTM3D"}
 _LINEAR_MAPS = ("Dense", "Conv1D", "Conv2D", "Conv3D", "Conv1DTranspose", "Conv2DTranspose", "Conv3DTranspose")
@@ -410,44 +413,53 @@ class _State:
                     item["inbound_nodes"] = [_current_node(node, names, recurrent, first_nodes) for node in item["inbound_nodes"]]
             for key in ("input_layers", "output_layers"):
                 config[key] = _renumbered(config.get(key), first_nodes)
-        config["layers"] = [part for item in layers for part in self._with_bias_on_channels(item, class_name)]
+        config["layers"] = [part for item in layers for part in self._channels_last_convolution(item, class_name)]
         translated = {key: value for key, value in layer.items() if key not in ("module", "registered_name", "build_config")}
         translated["class_name"] = class_name
         translated["config"] = config
         return translated
 
-    def _with_bias_on_channels(self, layer: dict, model_class: str) -> list[dict]:
+    def _channels_last_convolution(self, layer: dict, model_class: str) -> list[dict]:
         """``layer``, or a channels-first convolution as a channels-last one between two Permute layers.
 
-        Keras 3's TensorFlow backend adds a bias shaped (1, C, 1, 1) with
-        ``tf.nn.bias_add``, and picks NHWC whenever the last axis has C entries:
-        a channels-first convolution whose last spatial size equals its channel
-        count (or is unknown until it runs) gets its bias added along the wrong
-        axis, silently. The same kernels run channels-last between Permute
-        layers; the last Permute keeps the layer's name, so what follows is
-        wired as before, and the convolution keeps its weights.
+        Keras 3's TensorFlow backend gets two kinds of channels-first
+        convolution wrong on a CPU:
+
+        - it runs ``Conv*D`` and ``Conv*DTranspose`` as NCHW ops, which
+          TensorFlow's plain CPU kernels (oneDNN off: AVX2-only x86, arm64)
+          refuse ("The Conv2D op currently only supports the NHWC tensor
+          format on the CPU");
+        - it adds a bias shaped (1, C, 1, 1) with ``tf.nn.bias_add`` and picks
+          NHWC whenever the last axis has C entries, so a convolution whose
+          last spatial size equals its channel count (or is unknown until it
+          runs) gets its bias along the wrong axis, silently.
+
+        The same kernels (Keras keeps one kernel layout for both data formats)
+        run channels-last between Permute layers; the last Permute keeps the
+        layer's name, so what follows is wired as before.
         """
         config = layer.get("config", {})
         if layer.get("class_name") not in _CONVOLUTIONS or config.get("data_format") != "channels_first":
             return [layer]
         live = self.live_layers.get(config.get("name"))
         shape = tuple(getattr(live, "output_shape", None) or ())
-        if not config.get("use_bias", True) or len(shape) < 3 or (shape[-1] is not None and shape[-1] != shape[1]):
+        if len(shape) < 3:
+            return [layer]
+        if layer["class_name"] in _CHANNELS_LAST_ON_CPU:
+            reason = "Keras 3's TensorFlow backend runs it as an NCHW op, which TensorFlow's plain CPU kernels refuse"
+        elif config.get("use_bias", True) and (shape[-1] is None or shape[-1] == shape[1]):
+            reason = (
+                "Keras 3's TensorFlow backend adds a channels-first bias along the last axis when it has as many entries "
+                f"as channels (output shape {shape})"
+            )
+        else:
             return [layer]
         name, rank = str(config["name"]), len(shape) - 2
         if len(layer.get("inbound_nodes") or []) > 1:
-            raise _Refusal(
-                f"layer {name!r} ({layer['class_name']}) is a channels-first convolution called more than once, "
-                "which Keras 3's TensorFlow backend would run with its bias on the wrong axis"
-            )
+            raise _Refusal(f"layer {name!r} ({layer['class_name']}) is a channels-first convolution called more than once: {reason}")
         inner = f"{name}_channels_last"
         self.renamed[name] = inner
-        self.note(
-            name,
-            f"channels_first as channels_last between Permute layers ({name}_to_channels_last, {inner}, {name}): Keras 3's "
-            f"TensorFlow backend adds a channels-first bias along the last axis when it has as many entries as channels "
-            f"(output shape {shape})",
-        )
+        self.note(name, f"channels_first as channels_last between Permute layers ({name}_to_channels_last, {inner}, {name}): {reason}")
         dtype = config.get("dtype", "float32")
         to_last = {"class_name": "Permute", "config": {"name": f"{name}_to_channels_last", "dims": [*range(2, rank + 2), 1], "dtype": dtype}}
         convolution = {**layer, "config": {**config, "name": inner, "data_format": "channels_last"}}
