@@ -63,10 +63,12 @@ def test_structures_of_fetches_come_back_as_given(frozen):
 def test_runs_through_the_direct_call_and_keeps_one_runner_per_signature(frozen, monkeypatch):
     calls = []
     monkeypatch.setattr(type(frozen.session), "run", lambda *args, **kwargs: calls.append(args))
+    runners = []
     for seed in range(3):
         frozen.run("probs:0", {"x:0": _rows(2, seed)})
+        runners.append(frozen._runners[(("x:0",), ("probs:0",))])
     assert calls == []  # Not Session.run: the session runner.
-    assert len([key for key in frozen._runners if key == (("x:0",), ("probs:0",))]) == 1
+    assert runners[0] is runners[1] is runners[2]  # Made once, kept for the next calls.
 
 
 def test_unknown_names_suggest_the_closest(frozen):
