@@ -4,13 +4,19 @@ from __future__ import annotations
 
 import io
 import json
+import os
+import re
+import subprocess
+import sys
 
+import numpy as np
 import pytest
-from conftest import ZOO_DIR, assert_same_rows, zoo_path
+from conftest import ZOO_DIR, assert_same_rows, needs_keras3, zoo_path
 
 from tf1infer.cli import main
 from tf1infer.demo import run_demo
 from tf1infer.kernels import onednn_enabled
+from tf1infer.loaders import keras_versions
 
 
 def test_inspect_prints_inputs_and_outputs(capsys):
@@ -72,7 +78,9 @@ INSPECT_CASES = [
 ]
 
 
-@pytest.mark.parametrize("relative, options, fmt, parameters", INSPECT_CASES, ids=[case[0] for case in INSPECT_CASES])
+@pytest.mark.parametrize("relative, options, fmt, parameters", [
+    pytest.param(*case, id=case[0], marks=[needs_keras3] if case[0].endswith(".keras") else []) for case in INSPECT_CASES
+])
 def test_inspect_every_format(relative, options, fmt, parameters, capsys):
     assert main(["inspect", str(ZOO_DIR / relative), "--json", *options]) == 0
     report = json.loads(capsys.readouterr().out)
@@ -266,3 +274,67 @@ def test_inspect_precision(capsys):
     assert main(["inspect", zoo_path("mlp"), "--precision", "--json"]) == 0
     report = json.loads(capsys.readouterr().out)["precision_report"]
     assert 0 < report["precisions"]["float16"]["max_rel"] < 5e-3
+
+
+def _run_cli(*args: str, **env: str) -> subprocess.CompletedProcess:
+    """``python -m tf1infer ARGS`` with TF_CPP_MIN_LOG_LEVEL unset (the suite sets it), plus ``env``."""
+    base = {key: value for key, value in os.environ.items() if key != "TF_CPP_MIN_LOG_LEVEL"}
+    return subprocess.run([sys.executable, "-m", "tf1infer", *args], capture_output=True, text=True, timeout=300,
+                          env={**base, **env})
+
+
+def _log_messages(text: str) -> set[str]:
+    """TensorFlow's C++ log lines without their timestamp and thread id (``I0000 00:00:17... 2519 file.cc:31] msg``,
+    ``2026-12-02 12:26:22.252284: I external/.../file.cc:31] msg``)."""
+    prefix = r"^(?:[IWEF]\d{4} [\d:.]+\s+\d+ |\d{4}-\d\d-\d\d [\d:.]+: [IWEF] )"  # TensorFlow 2.21's, 2.15's.
+    return {re.sub(prefix, "", line) for line in text.splitlines() if line.strip()}
+
+
+def test_cli_hides_tensorflows_start_up_log_unless_asked():
+    quiet = _run_cli("inspect", zoo_path("mlp"))
+    assert quiet.returncode == 0, quiet.stderr
+    assert quiet.stderr == ""  # Not one line of CUDA probing, CPU features or MLIR passes.
+    assert quiet.stdout.startswith("format                 keras-h5")
+    # What TensorFlow itself prints when imported here comes back with --verbose, or when the user chose a level.
+    bare = subprocess.run([sys.executable, "-c", "import tensorflow"], capture_output=True, text=True, timeout=300,
+                          env={key: value for key, value in os.environ.items() if key != "TF_CPP_MIN_LOG_LEVEL"})
+    shown = _run_cli("inspect", zoo_path("mlp"), "--verbose")
+    assert shown.returncode == 0, shown.stderr
+    assert _log_messages(bare.stderr) <= _log_messages(shown.stderr), (bare.stderr, shown.stderr)
+    # The user's own TF_CPP_MIN_LOG_LEVEL is theirs to set: the command then leaves TensorFlow's log alone.
+    from tf1infer.cli import _hides_tensorflow_log
+
+    assert _hides_tensorflow_log(["inspect", "m.h5"], {})
+    assert not _hides_tensorflow_log(["inspect", "m.h5", "--verbose"], {})
+    assert not _hides_tensorflow_log(["inspect", "m.h5"], {"TF_CPP_MIN_LOG_LEVEL": "0"})
+
+
+def test_a_failing_tensorflow_import_is_not_hidden(tmp_path):
+    # A broken install (a stand-in tensorflow package first on the path) prints natively, then fails to import.
+    (tmp_path / "tensorflow").mkdir()
+    (tmp_path / "tensorflow" / "__init__.py").write_text(
+        "import os\nos.write(2, b'native loader: libtensorflow_framework.so.2 missing\\n')\n"
+        "raise ImportError('libtensorflow_framework.so.2: cannot open shared object file')\n"
+    )
+    done = _run_cli("kernels", PYTHONPATH=str(tmp_path))
+    assert done.returncode != 0
+    assert "native loader: libtensorflow_framework.so.2 missing" in done.stderr
+    assert "ImportError: libtensorflow_framework.so.2: cannot open shared object file" in done.stderr
+
+
+def test_version_names_tensorflow_numpy_and_the_kernel_family(capsys):
+    import tensorflow as tf
+
+    import tf1infer
+    from tf1infer import kernels
+
+    with pytest.raises(SystemExit) as exited:
+        main(["--version"])
+    assert exited.value.code == 0
+    shown = dict(line.split(None, 1) if not line.startswith("keras 3") else ("keras 3", line[11:])
+                 for line in capsys.readouterr().out.splitlines())
+    assert shown["tf1infer"] == tf1infer.__version__
+    assert shown["tensorflow"] == tf.__version__
+    assert shown["numpy"] == np.__version__
+    assert shown["kernels"] == kernels.describe()
+    assert shown["keras 3"] == (keras_versions.keras3_version() or "not installed")

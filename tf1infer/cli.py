@@ -20,7 +20,10 @@
                                        TensorFlow's CPU kernel family here (oneDNN on or off) and the
                                        CPU's vector extensions; --other: the TF_ENABLE_ONEDNN_OPTS value
                                        that selects the other family
+    tf1infer --version                 tf1infer's, TensorFlow's, Keras's and numpy's versions, and the kernel family
 
+TensorFlow's C++ log (CUDA probing, CPU features, MLIR passes: lines printed when TensorFlow starts) is
+hidden unless ``--verbose`` is given or ``TF_CPP_MIN_LOG_LEVEL`` is set.
 Errors print one line (``tf1infer: error: ...``) and exit with status 2.
 """
 
@@ -31,7 +34,8 @@ import contextlib
 import json
 import os
 import sys
-from typing import Any, Iterator, Sequence
+import tempfile
+from typing import Any, Iterator, Mapping, Sequence
 
 from tf1infer.errors import InvalidOptionError, Tf1InferError, UnsafeModelError
 
@@ -388,17 +392,70 @@ def _kernels(args: argparse.Namespace) -> int:
     return 0
 
 
+def versions() -> dict[str, str]:
+    """What ``tf1infer --version`` reports: the versions that decide how a model runs here."""
+    import platform
+
+    import numpy as np
+    import tensorflow as tf
+
+    import tf1infer
+    from tf1infer import kernels
+    from tf1infer.keras3_export import keras3_available
+
+    try:
+        import tf_keras
+
+        keras2 = tf_keras.__version__
+    except ImportError:
+        keras2 = "not installed"
+    keras3 = "not installed"
+    if keras3_available():
+        import keras
+
+        keras3 = keras.__version__
+    return {
+        "tf1infer": tf1infer.__version__,
+        "tensorflow": tf.__version__,
+        "tf_keras": keras2,
+        "keras 3": keras3,
+        "numpy": np.__version__,
+        "python": platform.python_version(),
+        "kernels": kernels.describe(),
+    }
+
+
+class _VersionAction(argparse.Action):
+    """``--version``: computed when asked for, since it imports TensorFlow."""
+
+    def __init__(self, option_strings: Sequence[str], dest: str = argparse.SUPPRESS, **kwargs: Any) -> None:
+        super().__init__(option_strings, dest, nargs=0, default=argparse.SUPPRESS, **kwargs)
+
+    def __call__(self, parser: argparse.ArgumentParser, namespace: argparse.Namespace, values: Any, option_string: str | None = None) -> None:
+        for name, value in versions().items():
+            print(f"{name:<11}{value}")
+        parser.exit()
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="tf1infer", description="Run legacy TensorFlow 1.x / Keras models fast.")
+    # --verbose is read before parsing (see main); every command accepts it so that it can go anywhere.
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--verbose", action="store_true", help="show TensorFlow's C++ log (hidden unless TF_CPP_MIN_LOG_LEVEL is set)")
+    parser = argparse.ArgumentParser(prog="tf1infer", description="Run legacy TensorFlow 1.x / Keras models fast.", parents=[common])
+    parser.add_argument("--version", action=_VersionAction, help="show the versions of tf1infer, TensorFlow, Keras and numpy, and the kernel family")
     commands = parser.add_subparsers(dest="command", required=True)
-    inspect = commands.add_parser("inspect", help="show a model's format, versions, inputs and outputs")
+
+    def add_command(name: str, **kwargs: Any) -> argparse.ArgumentParser:
+        return commands.add_parser(name, parents=[common], **kwargs)
+
+    inspect = add_command("inspect", help="show a model's format, versions, inputs and outputs")
     inspect.add_argument("model", help="model file or directory")
     inspect.add_argument("--json", action="store_true", help="machine-readable output")
     inspect.add_argument("--precision", action="store_true", help="measure bfloat16 and float16 against float32")
     inspect.add_argument("--calibration-samples", type=int, default=32, help="random samples for --precision (default: %(default)s)")
     _add_load_options(inspect)
     inspect.set_defaults(run=_inspect)
-    export = commands.add_parser(
+    export = add_command(
         "export", help="export a model to a verified TF2 SavedModel, or a Keras model to a verified Keras 3 .keras file"
     )
     export.add_argument("model", help="model file or directory")
@@ -415,7 +472,7 @@ def build_parser() -> argparse.ArgumentParser:
     export.add_argument("--no-verify", action="store_true", help="skip the comparison with the original (not recommended)")
     _add_load_options(export)
     export.set_defaults(run=_export)
-    predict = commands.add_parser("predict", help="stream inputs through a model into an .npy or .h5 file")
+    predict = add_command("predict", help="stream inputs through a model into an .npy or .h5 file")
     predict.add_argument("model", help="model file or directory")
     predict.add_argument("input", help=".npy, .npz (an array per input name), .h5 (a dataset per input name), an image folder, or Parquet with --spark")
     predict.add_argument("-o", "--output", required=True, help="the .npy or .h5 file to write (a Parquet dataset with --spark)")
@@ -442,18 +499,52 @@ def build_parser() -> argparse.ArgumentParser:
     images.add_argument("--labels", action="store_true", help="subfolders are classes: write each row's class index")
     _add_load_options(predict)
     predict.set_defaults(run=_predict)
-    demo = commands.add_parser("demo", help="predict with a legacy model through tf1infer and Keras, and time both")
+    demo = add_command("demo", help="predict with a legacy model through tf1infer and Keras, and time both")
     demo.add_argument("model", nargs="?", default="legacy_models/mlp.h5", help="a Keras .h5 model (default: %(default)s)")
     demo.set_defaults(run=_demo)
 
-    kernels = commands.add_parser("kernels", help="TensorFlow's CPU kernel family here and the CPU's vector extensions")
+    kernels = add_command("kernels", help="TensorFlow's CPU kernel family here and the CPU's vector extensions")
     kernels.add_argument("--json", action="store_true", help="machine-readable output")
     kernels.add_argument("--other", action="store_true", help="print the TF_ENABLE_ONEDNN_OPTS value of the other family")
     kernels.set_defaults(run=_kernels)
     return parser
 
 
+def hush_tensorflow() -> None:
+    """Import TensorFlow with its C++ start-up log hidden, unless the user chose a log level.
+
+    TensorFlow reads ``TF_CPP_MIN_LOG_LEVEL`` once, when it is imported; lines it prints before
+    its logging is set up (CUDA probing) ignore the level, so the import runs with the process's
+    standard error sent to a file, which is replayed if the import fails.
+    """
+    if "TF_CPP_MIN_LOG_LEVEL" in os.environ or "tensorflow" in sys.modules:
+        return
+    os.environ["TF_CPP_MIN_LOG_LEVEL"] = "3"
+    sys.stderr.flush()
+    saved = os.dup(2)
+    with tempfile.TemporaryFile() as captured:
+        os.dup2(captured.fileno(), 2)
+        try:
+            import tensorflow  # noqa: F401
+        except BaseException:
+            os.dup2(saved, 2)
+            captured.seek(0)
+            sys.stderr.write(captured.read().decode(errors="replace"))
+            raise
+        finally:
+            os.dup2(saved, 2)
+            os.close(saved)
+
+
+def _hides_tensorflow_log(argv: Sequence[str], environ: Mapping[str, str]) -> bool:
+    """Whether the command hides TensorFlow's C++ log: unless ``--verbose`` is given or the user chose a level."""
+    return "--verbose" not in argv and "TF_CPP_MIN_LOG_LEVEL" not in environ
+
+
 def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if _hides_tensorflow_log(argv, os.environ):
+        hush_tensorflow()
     args = build_parser().parse_args(argv)
     try:
         return args.run(args)
