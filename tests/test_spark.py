@@ -12,14 +12,14 @@ import pytest
 from conftest import CORPUS_ABSENT, CORPUS_DIR, assert_same_rows, random_inputs, zoo_path
 
 import tf1infer
-from tf1infer.errors import InputError, InvalidOptionError
+from tf1infer.errors import InputError, InvalidOptionError, MissingDependencyError
 
 pyspark = pytest.importorskip("pyspark", reason="pyspark is not installed (pip install 'tf1infer[spark]')")
 pd = pytest.importorskip("pandas")
 JAVA_MISSING = shutil.which("java") is None and not os.environ.get("JAVA_HOME")
 pytestmark = pytest.mark.skipif(JAVA_MISSING, reason="no Java runtime (java on PATH or JAVA_HOME): Spark cannot start")
 
-from tf1infer.spark import predict_udf, spark_session, typed_error  # noqa: E402
+from tf1infer.spark import check_worker_python, predict_udf, spark_session, typed_error  # noqa: E402
 
 # Spark's workers bind to the loopback address; without it Spark may pick an address no test machine routes.
 os.environ.setdefault("SPARK_LOCAL_IP", "127.0.0.1")
@@ -185,3 +185,23 @@ def test_missing_java_or_pyspark_is_one_clear_message(tmp_path):
     shown = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert shown.stdout.startswith("MissingDependencyError tf1infer.spark needs pyspark"), shown.stdout + shown.stderr
     assert "pip install 'tf1infer[spark]'" in shown.stdout
+
+
+def test_workers_that_would_start_another_python_are_refused_in_words(spark, tmp_path, monkeypatch):
+    # A real second interpreter without this environment's packages: what workers start when the driver runs in a
+    # virtualenv that is not on PATH and PYSPARK_PYTHON is unset (PySpark then starts the python3 on PATH).
+    bare = tmp_path / "bare"
+    subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(bare)], check=True, timeout=120)
+    bare_python = str(bare / "bin" / "python")
+    monkeypatch.setattr(spark.sparkContext, "pythonExec", bare_python)  # What PySpark read from PYSPARK_PYTHON.
+    with pytest.raises(MissingDependencyError) as raised:
+        predict_udf(zoo_path("mlp"))
+    message = str(raised.value)
+    assert f"Spark's workers would start {bare_python}, not this driver's Python ({sys.executable})" in message
+    assert "cannot import tf1infer, tensorflow, numpy, pandas, pyarrow, pyspark" in message
+    assert f"set PYSPARK_PYTHON={sys.executable}" in message
+
+    with pytest.raises(MissingDependencyError, match=r"would start 'no-such-python3'.*not found; set PYSPARK_PYTHON="):
+        check_worker_python("local[2]", "no-such-python3")
+    check_worker_python("local[2]", sys.executable)  # The driver's own Python: nothing to check.
+    check_worker_python("spark://cluster:7077", bare_python)  # A cluster's workers are not visible from here.

@@ -120,6 +120,7 @@ def predict_udf(path: str | os.PathLike, *, batch_size: int = DEFAULT_BATCH_SIZE
     if spark is None:
         raise InvalidOptionError("predict_udf needs an active SparkSession: create one first (SparkSession.builder...getOrCreate())")
     source = os.fspath(path)
+    check_worker_python(spark.sparkContext.master, spark.sparkContext.pythonExec)
     with tf1infer.load(source, **load_options) as predictor:
         model = _ModelSignature.of(predictor, source)
     reference, options = (_ship(spark.sparkContext, source, load_options) if distribute
@@ -486,6 +487,58 @@ def _input_columns(input_path: str, available: list[str], input_names: list[str]
         how = "" if columns else " (columns are matched to model inputs by name; pass --columns to choose others)"
         raise InputError(f"{input_path}: no column(s) {missing}{how}; it has {available}")
     return chosen
+
+
+# What a worker's Python needs to run the UDF.
+_WORKER_MODULES = ("tf1infer", "tensorflow", "numpy", "pandas", "pyarrow", "pyspark")
+
+
+def check_worker_python(master: str, python: str) -> None:
+    """Fail early, in words, where Spark's local workers would start a Python that cannot run the UDF.
+
+    PySpark starts workers with ``PYSPARK_PYTHON`` as it was when the
+    SparkContext was created, else the ``python3`` on PATH: with the driver in
+    a virtualenv that is not on PATH, that is another Python, and each task
+    dies with "No module named 'pandas'" inside a Java stack trace. Only local
+    masters are checked: a cluster's workers run on other machines.
+
+    Raises:
+        MissingDependencyError: the workers' Python is missing, or lacks a
+            module the UDF needs; the message says what to set.
+    """
+    if not master.startswith("local"):
+        return
+    fix = (f"set PYSPARK_PYTHON={sys.executable} in the environment before the SparkSession is created "
+           f"(or create it with tf1infer.spark.spark_session, which does)")
+    found = shutil.which(python)
+    if found is None:
+        raise MissingDependencyError(f"Spark's workers would start {python!r} (PYSPARK_PYTHON, else python3 on PATH), "
+                                     f"which is not found; {fix}")
+    if os.path.abspath(found) == os.path.abspath(sys.executable):
+        return
+    missing = _missing_modules(found)
+    if missing:
+        raise MissingDependencyError(
+            f"Spark's workers would start {found}, not this driver's Python ({sys.executable}), and it cannot import "
+            f"{', '.join(missing)}; {fix}"
+        )
+
+
+def _missing_modules(python: str) -> list[str]:
+    """The modules of :data:`_WORKER_MODULES` that ``python`` cannot find (every one, if it does not run)."""
+    import subprocess
+
+    probe = ("import importlib.util, sys\n"
+             f"print(' '.join(m for m in {_WORKER_MODULES!r} if importlib.util.find_spec(m) is None))")
+    try:
+        # From the root directory: "python -c" puts the working directory first on sys.path, and a driver started
+        # in a source checkout would find its packages there where a worker would not.
+        result = subprocess.run([python, "-c", probe], capture_output=True, text=True, timeout=60, check=False, cwd=os.sep)
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        return [f"anything ({type(exc).__name__}: {exc})"]
+    if result.returncode != 0:
+        return [f"anything (it exited with status {result.returncode}: {result.stderr.strip()[-300:]})"]
+    return result.stdout.split()
 
 
 def _require_spark_libraries() -> None:
