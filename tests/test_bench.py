@@ -33,8 +33,14 @@ def test_a_quick_run_writes_one_record_per_model_batch_and_runner(tmp_path):
     from tf1infer.kernels import kernel_family
 
     assert result["machine"]["kernels"] == kernel_family()  # The kernel family the workers ran (same environment).
+    import numpy as np
+    import tensorflow as tf
+
+    # The TensorFlow and numpy the run used, in the record and the table's machine line.
+    assert (result["machine"]["tensorflow"], result["machine"]["numpy"]) == (tf.__version__, np.__version__)
     table = (tmp_path / "results" / "latest.md").read_text()
     assert f"TensorFlow kernels: oneDNN {'on' if result['machine']['kernels']['onednn'] else 'off'} (" in table
+    assert f"tensorflow {tf.__version__}" in table and f"numpy {np.__version__}" in table
     assert "| runner | b1 us/sample | x fastest | % of limit |" in table
     assert table.count("1.00x") >= 2  # The fastest runner of each batch size.
     assert "tf1infer predict_iter (single samples)" in table
