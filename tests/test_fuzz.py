@@ -189,31 +189,56 @@ def _hostile_model(marker: Path, where: str):
     raise ValueError(where)
 
 
-@pytest.mark.parametrize("where", ["top", "time_distributed", "nested_model", "mask"])
-def test_hostile_lambda_bytecode_never_runs(tmp_path, where):
-    marker = tmp_path / "marker"
-    path = tmp_path / f"hostile_{where}.h5"
-    _hostile_model(marker, where).save(str(path))
-    marker.unlink(missing_ok=True)  # Building the model above may have called the payload.
-    script = (
-        "import tf1infer\n"
-        "from tf1infer.errors import UnsafeModelError\n"
-        "try:\n"
-        f"    tf1infer.load({str(path)!r})\n"
-        "    print('LOADED')\n"
-        "except UnsafeModelError as exc:\n"
-        "    print('REFUSED', str(exc).splitlines()[0])\n"
-    )
-    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300,
-                          env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"})
-    assert "REFUSED" in done.stdout, done.stdout + done.stderr[-2000:]
-    assert "refusing to load" in done.stdout
-    assert not marker.exists(), "the Lambda's stored bytecode ran"
+HOSTILE_PLACES = ["top", "time_distributed", "nested_model", "mask"]
+
+# Loads each file through the API, then describes it through the command's own entry point, in one fresh process
+# (what runs there is what `tf1infer inspect FILE` runs; one process instead of two per file saves TensorFlow's start-up).
+_HOSTILE_CHILD = """
+import contextlib, io, json, sys
+import tf1infer
+from tf1infer.cli import main
+from tf1infer.errors import UnsafeModelError
+results = {}
+for path in sys.argv[1:]:
+    try:
+        tf1infer.load(path)
+        loaded = "LOADED"
+    except UnsafeModelError as exc:
+        loaded = "REFUSED " + str(exc).splitlines()[0]
+    shown = io.StringIO()
+    with contextlib.redirect_stdout(shown):
+        status = main(["inspect", path])
+    results[path] = {"load": loaded, "inspect_status": status, "inspect": shown.getvalue()}
+print("HOSTILE-RESULTS " + json.dumps(results))
+"""
+
+
+@pytest.fixture(scope="module")
+def hostile_runs(tmp_path_factory):
+    """Each hostile file and its marker, with what loading and inspecting it in a fresh process did."""
+    root = tmp_path_factory.mktemp("hostile")
+    files = {}
+    for where in HOSTILE_PLACES:
+        marker, path = root / f"marker_{where}", root / f"hostile_{where}.h5"
+        _hostile_model(marker, where).save(str(path))
+        marker.unlink(missing_ok=True)  # Building the model above may have called the payload.
+        files[where] = (path, marker)
+    done = subprocess.run([sys.executable, "-c", _HOSTILE_CHILD, *(str(path) for path, _ in files.values())],
+                          capture_output=True, text=True, timeout=600, env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"})
+    lines = [line for line in done.stdout.splitlines() if line.startswith("HOSTILE-RESULTS ")]
+    assert done.returncode == 0 and lines, done.stdout + done.stderr[-2000:]
+    results = json.loads(lines[-1][len("HOSTILE-RESULTS "):])
+    return {where: (results[str(path)], marker) for where, (path, marker) in files.items()}
+
+
+@pytest.mark.parametrize("where", HOSTILE_PLACES)
+def test_hostile_lambda_bytecode_never_runs(hostile_runs, where):
+    result, marker = hostile_runs[where]
+    assert result["load"].startswith("REFUSED"), result
+    assert "refusing to load" in result["load"]
     # inspect describes the file without running it either.
-    inspect = subprocess.run([sys.executable, "-m", "tf1infer.cli", "inspect", str(path)], capture_output=True, text=True,
-                             timeout=300, env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"})
-    assert inspect.returncode == 0 and "why_not_loaded" in inspect.stdout, inspect.stdout + inspect.stderr[-2000:]
-    assert not marker.exists(), "inspect ran the Lambda's stored bytecode"
+    assert result["inspect_status"] == 0 and "why_not_loaded" in result["inspect"], result
+    assert not marker.exists(), "the Lambda's stored bytecode ran (on load or inspect)"
 
 
 def test_hostile_lambda_with_replacement_runs_the_replacement_only(tmp_path):
