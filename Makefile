@@ -1,30 +1,44 @@
-# Set-up and entry points. `make demo` and `make test` work on a fresh machine:
-# each creates .venv, installs tf1infer with its test extras, then runs.
+# Set-up and entry points. `make demo` and `make test` work on a fresh machine: each creates .venv, installs
+# tf1infer with what it needs (the demo: the runtime requirements and Keras 2; the suite: its test extras too), then runs.
 
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
+RUNTIME_STAMP := $(VENV)/.runtime-stamp
 # TensorFlow's C++ start-up chatter (CUDA probing on a CPU machine) hides the output that matters.
 QUIET_TF := TF_CPP_MIN_LOG_LEVEL=2
 DEMO_MODEL ?= legacy_models/mlp.h5
 
-.PHONY: venv demo test test-flipped test-both fuzz bench-tf1 zoo clean
+.PHONY: venv demo test test-flipped test-both test-tf fuzz bench-tf1 zoo clean
 
 venv: $(STAMP)
 
-# Reinstalls whenever setup.py changes (new dependencies or ranges).
-$(STAMP): setup.py
+# Each reinstalls whenever setup.py changes (new dependencies or ranges). keras2: tf-keras, which the Keras loaders
+# need (not a requirement of tf1infer itself: see setup.py); jax: the Keras 3 export's second backend.
+$(RUNTIME_STAMP): setup.py
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e ".[test]"
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check --upgrade pip
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check -e ".[keras2]"
+	touch $(RUNTIME_STAMP)
+
+$(STAMP): setup.py $(RUNTIME_STAMP)
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check -e ".[test,keras2,jax]"
 	touch $(STAMP)
 
-demo: venv
-	$(QUIET_TF) $(BIN)/tf1infer demo $(DEMO_MODEL)
+demo: $(RUNTIME_STAMP)
+	$(BIN)/tf1infer demo $(DEMO_MODEL)
 
 test: venv
 	$(QUIET_TF) $(BIN)/python -m pytest tests -p no:cacheprovider -ra $(PYTEST_ARGS)
+
+# The suite on another TensorFlow of the supported range (2.15 ... 2.21), in its own virtualenv .venv-tf$(TF):
+# built as a user's environment with that TensorFlow, then tf1infer installed into it, checking that this changed
+# nothing already there (tests/tf_venv.sh).
+TF ?= 2.15
+test-tf:
+	bash tests/tf_venv.sh $(TF) .venv-tf$(TF) $(PYTHON)
+	$(QUIET_TF) .venv-tf$(TF)/bin/python -m pytest tests -p no:cacheprovider -ra $(PYTEST_ARGS)
 
 # The suite on TensorFlow's other CPU kernel family: TF_ENABLE_ONEDNN_OPTS=0 where oneDNN is on in this
 # environment (its default on AVX-512 VNNI/BF16 and AMX CPUs), =1 where it is off (AVX2-only x86 and others).

@@ -1,9 +1,14 @@
 from setuptools import find_packages, setup
 
-# tensorflow and tf-keras must move together: tf-keras X.Y only runs on tensorflow X.Y.
-TF_RANGE = ">=2.21,<2.22"
-# PySpark 4.x warns about pandas 3; Arrow carries the batches between the JVM and Python.
-SPARK = ["pyspark>=3.5,<5", "pandas>=2,<3", "pyarrow>=14"]
+# The TensorFlow releases tested (make test-tf TF=2.15 ... 2.21); the upper bound is the newest tested minor.
+TF_RANGE = ">=2.15,<2.22"
+# tf-keras X.Y requires tensorflow X.Y exactly, so it is not in install_requires: pip would satisfy it beside an
+# older TensorFlow by upgrading TensorFlow and numpy. The Keras loaders check for it and name the matching release
+# (tf1infer/loaders/keras_versions.py); this extra installs the newest of both into a new environment.
+KERAS2 = [f"tf-keras{TF_RANGE}"]
+# PySpark 4.x warns about pandas 3; Arrow carries the batches between the JVM and Python. pyarrow 26 needs numpy 2
+# at import without saying so in its requirements (seen: "pyarrow requires NumPy 2.0 or newer, found 1.26.4").
+SPARK = ["pyspark>=3.5,<5", "pandas>=2,<3", "pyarrow>=14,<26"]
 
 setup(
     name="tf1infer",
@@ -15,8 +20,8 @@ setup(
     python_requires=">=3.10",
     install_requires=[
         f"tensorflow{TF_RANGE}",
-        f"tf-keras{TF_RANGE}",
-        "numpy>=1.26",
+        # numpy 1.26 (TensorFlow 2.15's newest) and 2.x.
+        "numpy>=1.26,<3",
         "h5py>=3.10",
         "tqdm>=4.66",
         # Resident and available memory for batch_size="auto" where Linux's /proc is missing or hidden.
@@ -25,8 +30,11 @@ setup(
     extras_require={
         # The suite runs the Spark tests too (on local[2]; they skip only where Java is missing).
         # scikit-image: its sample photographs are the real images int8 is calibrated and checked on.
-        # jax: the Keras 3 export is verified on Keras 3's JAX backend too where it is installed.
-        "test": ["pytest>=8", "scikit-image>=0.22", "jax>=0.4.30", *SPARK],
+        "test": ["pytest>=8", "scikit-image>=0.22", *SPARK],
+        "keras2": KERAS2,
+        # The Keras 3 export is verified on Keras 3's JAX backend too where jax is installed. make test installs it;
+        # make test-tf leaves it out (new jax releases need an ml-dtypes that older TensorFlow releases refuse).
+        "jax": ["jax>=0.4.30"],
         # tf1infer.spark and `tf1infer predict --spark`: Spark's Python side; Spark itself needs Java 17 or 21.
         "spark": SPARK,
         # make bench-tf1's converting peers and its chart.

@@ -13,9 +13,11 @@ generation step; rerun this script only to change the zoo.
 
 from __future__ import annotations
 
+import json
 import os
 import sys
 
+import h5py
 import numpy as np
 import tf_keras
 from tf_keras import layers
@@ -235,6 +237,29 @@ def sample_inputs(model, rng: np.random.Generator) -> dict[str, np.ndarray]:
     return samples
 
 
+def readable_by_older_keras2(path: str) -> None:
+    """Drop what tf-keras 2.16+ records at its default and tf-keras 2.15 refuses (InputLayer's ``optional``).
+
+    The zoo stands for legacy files, which never held it, and the suite's independent reference
+    (tf_keras's own ``load_model``) reads the zoo on every TensorFlow of the supported range.
+    """
+    with h5py.File(path, "r+") as file:
+        config = json.loads(file.attrs["model_config"])
+
+        def visit(node):
+            if isinstance(node, dict):
+                if node.get("class_name") == "InputLayer" and node.get("config", {}).get("optional") is False:
+                    del node["config"]["optional"]
+                for value in node.values():
+                    visit(value)
+            elif isinstance(node, list):
+                for value in node:
+                    visit(value)
+
+        visit(config)
+        file.attrs["model_config"] = json.dumps(config)
+
+
 def main(names: list[str]) -> None:
     os.makedirs(os.path.join(HERE, "samples"), exist_ok=True)
     for index, (name, build) in enumerate(ZOO.items()):
@@ -247,6 +272,7 @@ def main(names: list[str]) -> None:
         randomize(model, rng)
         path = os.path.join(HERE, f"{name}.h5")
         model.save(path, save_format="h5")
+        readable_by_older_keras2(path)
         samples = sample_inputs(model, rng)
         np.savez(os.path.join(HERE, "samples", f"{name}.npz"), **{k: samples[k] for k in model.input_names})
         print(f"wrote {os.path.relpath(path)} ({os.path.getsize(path)} bytes, {model.count_params()} parameters)")

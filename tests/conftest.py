@@ -21,6 +21,14 @@ import make_zoo  # noqa: E402
 
 CUSTOM_OBJECTS = {"Scale": Scale}
 
+from tf1infer.loaders.keras_versions import keras3_version  # noqa: E402
+
+# Keras 3 (.keras files, the Keras 3 export) is installed with TensorFlow 2.16 and later; on 2.15 those tests skip,
+# and tests/test_tf_versions.py checks the typed refusal instead.
+KERAS3_MISSING = keras3_version() is None
+KERAS3_MISSING_REASON = "Keras 3 is not installed (TensorFlow 2.15 ships Keras 2): .keras files and export_keras need it"
+needs_keras3 = pytest.mark.skipif(KERAS3_MISSING, reason=KERAS3_MISSING_REASON)
+
 
 def tf1_formula(x: np.ndarray) -> dict[str, np.ndarray]:
     """What every legacy_models/tf1/ fixture computes, from the weights saved beside it."""

@@ -16,6 +16,10 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import KERAS3_MISSING, KERAS3_MISSING_REASON
+
+if KERAS3_MISSING:
+    pytest.skip(KERAS3_MISSING_REASON, allow_module_level=True)
 
 import tf1infer
 from tf1infer.cli import main
@@ -329,14 +333,6 @@ def test_existing_file_is_kept_unless_overwrite_and_a_failed_verification_keeps_
     _nothing_but(tmp_path, ["mlp.keras"])
     with pytest.raises(ExportError, match=r"give a path ending in .keras"):
         tf1infer.export_keras(zoo_path("mlp"), tmp_path / "mlp.h5")
-
-
-def test_without_keras3_the_export_says_what_it_needs(tmp_path, monkeypatch):
-    import tf1infer.keras3_export as keras3_export
-
-    monkeypatch.setattr(keras3_export, "keras3_available", lambda: None)
-    with pytest.raises(MissingDependencyError, match=r"the Keras 3 export needs Keras 3 .*TensorFlow 2.16"):
-        tf1infer.export_keras(zoo_path("mlp"), tmp_path / "mlp.keras")
 
 
 def test_cli_exports_to_keras_by_suffix_and_refuses_graphs(tmp_path, capsys):

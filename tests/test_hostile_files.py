@@ -14,7 +14,7 @@ import h5py
 import numpy as np
 import pytest
 import tf_keras
-from conftest import ZOO_DIR, zoo_path
+from conftest import ZOO_DIR, needs_keras3, zoo_path
 from test_fuzz import Worker
 
 import tf1infer
@@ -202,6 +202,7 @@ def test_cli_prints_one_error_line_and_exits_2(tmp_path):
     assert "Traceback" not in done.stderr
 
 
+@needs_keras3
 def test_keras3_weights_that_keras_only_warns_about_are_refused(monkeypatch):
     # Keras 3 warns, and goes on, when a damaged weights file lacks a layer's group: the layer would keep its
     # freshly-initialized weights and the model would give wrong outputs without an error.

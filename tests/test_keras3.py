@@ -6,6 +6,10 @@ import zipfile
 
 import numpy as np
 import pytest
+from conftest import KERAS3_MISSING, KERAS3_MISSING_REASON
+
+if KERAS3_MISSING:
+    pytest.skip(KERAS3_MISSING_REASON, allow_module_level=True)
 
 import tf1infer
 from tf1infer.errors import ModelLoadError, UnsafeModelError

@@ -10,7 +10,7 @@ import pytest
 import tf1infer
 from tf1infer.errors import LayerNotFoundError, ModelLoadError, UnsupportedOperationError
 
-from conftest import CORPUS_ABSENT, CORPUS_DIR, ZOO_DIR, corpus_entry, random_inputs, zoo_path
+from conftest import CORPUS_ABSENT, CORPUS_DIR, ZOO_DIR, corpus_entry, needs_keras3, random_inputs, zoo_path
 
 ATOL = 1e-5
 
@@ -162,6 +162,7 @@ def test_corpus_model_layers_and_features_as_keras_gives_them():
         np.testing.assert_allclose(features, want, atol=ATOL, rtol=0)
 
 
+@needs_keras3
 def test_keras3_file_with_layer_outputs():
     import keras
 

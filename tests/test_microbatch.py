@@ -9,7 +9,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 import pytest
-from conftest import CUSTOM_OBJECTS, ZOO_DIR, assert_same_rows, random_inputs, zoo_path
+from conftest import CUSTOM_OBJECTS, KERAS3_MISSING, ZOO_DIR, assert_same_rows, random_inputs, zoo_path
 
 import tf1infer
 from tf1infer.errors import InputError, InvalidOptionError, PredictionError, PredictorClosedError, QueueFullError
@@ -490,9 +490,10 @@ def test_every_format_can_be_micro_batched(tmp_path):
         (ZOO_DIR / "tf1" / "frozen.pb", {"outputs": ["probs"]}),
         (ZOO_DIR / "tf1" / "saved_model", {}),
         (ZOO_DIR / "tf1" / "meta_v2", {"outputs": ["probs"]}),
-        (ZOO_DIR / "keras3" / "two_in_two_out.keras", {}),
         (zoo_path("custom_layer"), {"custom_objects": CUSTOM_OBJECTS}),
     ]
+    if not KERAS3_MISSING:  # .keras files need Keras 3 (TensorFlow 2.16+).
+        cases.append((ZOO_DIR / "keras3" / "two_in_two_out.keras", {}))
     for path, options in cases:
         with tf1infer.load(path, **options) as plain, tf1infer.load(path, micro_batching=True, max_wait_ms=5, **options) as batched:
             inputs = _rows(plain, 24, seed=11)

@@ -49,6 +49,7 @@ import tensorflow as tf
 from tf1infer.errors import ExportError, ExportVerificationError, MissingDependencyError, tensorflow_reason
 from tf1infer.export import as_predictor, compare_outputs, main_endpoint, storable, verification_inputs
 from tf1infer.keras3_translate import CodeReference, build_keras3_model, code_reference, copy_weights, plan_keras3_model
+from tf1infer.loaders.keras_versions import keras3_missing, keras3_version
 from tf1infer.predictor import Predictor
 
 logger = logging.getLogger(__name__)
@@ -149,12 +150,7 @@ class KerasExportReport:
 
 def keras3_available() -> str | None:
     """Keras 3's version where it is installed, else None (TensorFlow up to 2.15 ships Keras 2)."""
-    if importlib.util.find_spec("keras") is None:
-        return None
-    import keras
-
-    version = getattr(keras, "__version__", "0")
-    return version if version.split(".")[0] == "3" else None
+    return keras3_version()
 
 
 def available_backends() -> list[str]:
@@ -225,8 +221,8 @@ def export_keras(
     keras_version = keras3_available()
     if keras_version is None:
         raise MissingDependencyError(
-            "the Keras 3 export needs Keras 3 (installed with TensorFlow 2.16 and later, or pip install 'keras>=3'); "
-            "this environment has none. export_saved_model writes a TF2 SavedModel on every TensorFlow"
+            keras3_missing(os.fspath(path), "the Keras 3 export runs only")
+            + "; export_saved_model writes a TF2 SavedModel on every TensorFlow"
         )
     path = os.path.abspath(os.fspath(path))
     if not path.endswith(".keras"):

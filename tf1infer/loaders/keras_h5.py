@@ -29,13 +29,18 @@ from typing import Any, Callable, Iterator, Mapping, Sequence
 import h5py
 import numpy as np
 import tensorflow as tf
-import tf_keras
+
+try:
+    import tf_keras
+except ImportError:  # Keras 2 is optional (see loaders/keras_versions.py): the loaders below check for it first.
+    tf_keras = None
 
 from tf1infer.errors import ModelLoadError, UnsafeModelError, tensorflow_reason
 from tf1infer.loaders import keras1
 from tf1infer.loaders.base import LoadedGraph, graph_and_session, require_path
 from tf1infer.loaders.cudnn import convert_cudnn_layers
 from tf1infer.loaders.hdf5_safety import H5PY_ERRORS, check_global_heaps, check_structure
+from tf1infer.loaders.keras_versions import require_tf_keras
 
 logger = logging.getLogger(__name__)
 
@@ -128,6 +133,7 @@ def load_keras_h5(
             f"{path}: not an HDF5 file: expected a Keras model saved with model.save('model.h5'), "
             f"found {_describe_file_start(path)}"
         )
+    require_tf_keras(path)
     attrs = _read_root_attributes(path)
     config = _model_config(path, attrs, architecture)
     custom_objects = dict(custom_objects or {})
@@ -138,6 +144,7 @@ def load_keras_h5(
     cudnn_layers: list[str] = []
     if isinstance(config, dict):
         config, cudnn_layers = convert_cudnn_layers(config)
+        _drop_newer_defaults(config)
         lambda_layers = _lambda_layers(config, custom_objects)
         if lambda_layers:
             config = _apply_lambda_policy(path, config, lambda_layers, lambdas, safe_mode, custom_objects)
@@ -621,6 +628,31 @@ def _inference_learning_phase() -> Iterator[None]:
         yield
     finally:
         scope.__exit__(None, None, None)
+
+
+# Layer arguments that later tf-keras releases record at their default value, which earlier releases refuse
+# ("Unrecognized keyword arguments"): a file saved with tf-keras 2.21 loads on tf-keras 2.15 without them.
+_NEWER_DEFAULTS = {"InputLayer": {"optional": False}}
+
+
+def _drop_newer_defaults(config: Any) -> None:
+    """Remove :data:`_NEWER_DEFAULTS` arguments the installed tf-keras does not take, where they hold the default.
+
+    Checked against the layer's signature, not the version: an argument set
+    to anything but its default is left for tf-keras to refuse by name.
+    """
+    for class_name, defaults in _NEWER_DEFAULTS.items():
+        layer_class = getattr(tf_keras.layers, class_name, None)
+        accepted = inspect.signature(layer_class.__init__).parameters if layer_class is not None else {}
+        unknown = {name: value for name, value in defaults.items() if name not in accepted}
+        if not unknown:
+            continue
+        for layer in iter_layer_configs(config):
+            arguments = layer.get("config")
+            if layer.get("class_name") == class_name and isinstance(arguments, dict):
+                for name, default in unknown.items():
+                    if name in arguments and arguments[name] is default:
+                        del arguments[name]
 
 
 def iter_layer_configs(config: Any) -> Iterator[dict]:

@@ -28,6 +28,7 @@ from tf1infer.errors import ModelLoadError, UnsafeModelError
 from tf1infer.loaders.base import LoadedGraph, require_path
 from tf1infer.loaders.hdf5_safety import H5PY_ERRORS, check_global_heaps
 from tf1infer.loaders.keras_h5 import check_config_shape
+from tf1infer.loaders.keras_versions import require_keras3
 from tf1infer.loaders.saved_model import load_saved_model
 
 FORMAT = "keras-v3"
@@ -156,6 +157,7 @@ def load_keras_v3(
     del compile
     path = require_path(path)
     config, archive_metadata = read_archive_config(path)
+    require_keras3(path, f"a .keras file (written by Keras {archive_metadata.get('keras_version', '3')}) loads only")
     lambdas = lambda_layer_names(config)
     if lambdas and safe_mode:
         raise UnsafeModelError(
