@@ -259,6 +259,28 @@ def test_export_command_prints_the_report(tmp_path, capsys):
 
     assert main(["export", zoo_path("cnn"), str(tmp_path / "cnn"), "--atol", "1e-6"]) == 0
     shown = capsys.readouterr().out
-    assert f"to {tmp_path / 'cnn'}" in shown and "verified on 8 samples in a fresh TensorFlow process" in shown
+    assert f"to {tmp_path / 'cnn'}" in shown and "verified on 8 samples in a separate TensorFlow-only process" in shown
     assert main(["export", zoo_path("cnn"), str(tmp_path / "cnn")]) == 2
     assert "already exists" in capsys.readouterr().err
+
+
+def test_exports_share_one_verification_process_and_a_dead_one_is_replaced(tmp_path):
+    from tf1infer.export import VerificationWorker
+
+    first = tf1infer.export_saved_model(zoo_path("mlp"), tmp_path / "a")
+    worker = VerificationWorker._current
+    assert first.verified and worker is not None and worker.process.poll() is None
+    second = tf1infer.export_saved_model(zoo_path("cnn"), tmp_path / "b")
+    assert second.verified and VerificationWorker._current is worker  # TensorFlow started once for both.
+    with pytest.MonkeyPatch.context() as patch:  # Other TensorFlow settings: a worker of their own.
+        patch.setenv("TF_ENABLE_ONEDNN_OPTS", "0" if os.environ.get("TF_ENABLE_ONEDNN_OPTS") == "1" else "1")
+        assert tf1infer.export_saved_model(zoo_path("mlp"), tmp_path / "other").verified
+        assert VerificationWorker._current is not worker and VerificationWorker._current.settings["TF_ENABLE_ONEDNN_OPTS"]
+    worker = VerificationWorker._current
+    worker.process.kill()  # A worker that dies between exports is replaced by the next one.
+    worker.process.wait()
+    third = tf1infer.export_saved_model(zoo_path("mlp"), tmp_path / "c")
+    assert third.verified and VerificationWorker._current is not worker
+    # The worker is a plain TensorFlow process: it never imported tf1infer (every report checks; this one too).
+    ps = subprocess.run(["ps", "-o", "args=", "-p", str(VerificationWorker._current.process.pid)], capture_output=True, text=True)
+    assert "verify_worker.py --serve" in ps.stdout and " -I " in ps.stdout

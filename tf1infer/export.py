@@ -13,7 +13,10 @@ The export is written from the loaded inference graph, whatever its source forma
 4. ``tf.saved_model.save`` writes it to a temporary sibling of ``out_dir``.
 
 Verification (on by default) then loads that directory in a separate Python
-process that imports only numpy and TensorFlow (:mod:`tf1infer.verify_worker`),
+process that imports only numpy and TensorFlow (:mod:`tf1infer.verify_worker`;
+started by the first export and reused by the process's later ones, each
+export loaded anew, so that exporting many models pays TensorFlow's start-up
+once),
 feeds it the same inputs as the original session (random ones drawn from each
 input's shape and dtype, never zeros, plus ``sample_inputs``), and compares
 every output. Only a verified export is renamed to ``out_dir``, with its report
@@ -23,6 +26,7 @@ the temporary directory and leaves an existing ``out_dir`` untouched.
 
 from __future__ import annotations
 
+import atexit
 import dataclasses
 import itertools
 import json
@@ -31,6 +35,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from typing import Any, Mapping
 
@@ -122,7 +127,7 @@ class ExportReport:
             lines.append(f"  skipped signature {name}: {reason}")
         if self.verified:
             lines.append(
-                f"verified on {self.samples} samples in a fresh TensorFlow process ({self.verify_seconds:.2f} s), "
+                f"verified on {self.samples} samples in a separate TensorFlow-only process ({self.verify_seconds:.2f} s), "
                 f"atol={self.atol:g} rtol={self.rtol:g}:"
             )
             for key, error in self.errors.items():
@@ -562,18 +567,10 @@ def _run_in_fresh_process(staging: str, endpoints, feeds, source: str) -> dict[s
             for name, array in zip(endpoint.input_names, feeds[endpoint.name])
         }
         np.savez(inputs_path, **arrays)
-        worker = os.path.join(os.path.dirname(os.path.abspath(__file__)), "verify_worker.py")
-        env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": os.environ.get("TF_CPP_MIN_LOG_LEVEL", "2")}
-        # -I: the worker's folder is not put on sys.path, so tf1infer cannot be imported by accident.
-        finished = subprocess.run(
-            [sys.executable, "-I", worker, staging, inputs_path, outputs_path],
-            capture_output=True, text=True, env=env, check=False,
-        )
-        if finished.returncode != 0:
-            tail = "\n".join(finished.stderr.strip().splitlines()[-5:])
+        failure = VerificationWorker.run_job([staging, inputs_path, outputs_path])
+        if failure is not None:
             raise ExportVerificationError(
-                f"{source}: the exported SavedModel does not load or run with plain tf.saved_model.load "
-                f"(exit status {finished.returncode}):\n{tail}"
+                f"{source}: the exported SavedModel does not load or run with plain tf.saved_model.load ({failure})"
             )
         with np.load(outputs_path, allow_pickle=False) as stored:
             got = {key: stored[key] for key in stored.files}
@@ -581,6 +578,91 @@ def _run_in_fresh_process(staging: str, endpoints, feeds, source: str) -> dict[s
     if report["forbidden_modules"]:
         raise ExportVerificationError(f"{source}: loading the export imported {report['forbidden_modules']}")
     return {key: (value.astype(object) if value.dtype.kind == "S" else value) for key, value in got.items()}
+
+
+# Environment variables that change how TensorFlow or Python runs a model: a worker started under other values is
+# replaced (TF_ENABLE_ONEDNN_OPTS picks the kernels). Others (PYTEST_CURRENT_TEST changes per test) do not matter.
+_SETTINGS_PREFIXES = ("TF_", "OMP_", "KMP_", "MKL", "ONEDNN", "DNNL", "CUDA", "XLA", "PYTHON", "LD_")
+
+
+class VerificationWorker:
+    """The :mod:`tf1infer.verify_worker` process that verifies this process's exports, one job at a time.
+
+    Started with ``python -I`` (so tf1infer cannot be imported there by
+    accident) on the first export, and reused while it lives and this
+    process's pid and TensorFlow settings are those it was started with (a
+    forked child or a changed ``TF_ENABLE_ONEDNN_OPTS`` gets its own). A worker that dies is
+    replaced at the next export; the worker exits when its standard input
+    closes, with this process at the latest.
+    """
+
+    _lock = threading.Lock()
+    _current: "VerificationWorker | None" = None
+
+    def __init__(self, env: dict[str, str]) -> None:
+        self.settings = {key: value for key, value in env.items() if key.startswith(_SETTINGS_PREFIXES)}
+        self.owner = os.getpid()
+        self.log = tempfile.TemporaryFile()  # Its standard error, read back when it fails.
+        worker = os.path.join(os.path.dirname(os.path.abspath(__file__)), "verify_worker.py")
+        self.process = subprocess.Popen(
+            [sys.executable, "-I", worker, "--serve"], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+            stderr=self.log, text=True, env=env,
+        )
+
+    @classmethod
+    def run_job(cls, job: list[str]) -> str | None:
+        """Run one job; None when it succeeded, else why it failed (the worker's traceback or exit status)."""
+        env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": os.environ.get("TF_CPP_MIN_LOG_LEVEL", "2")}
+        settings = {key: value for key, value in env.items() if key.startswith(_SETTINGS_PREFIXES)}
+        with cls._lock:
+            worker = cls._current
+            if (worker is None or worker.owner != os.getpid() or worker.settings != settings
+                    or worker.process.poll() is not None):
+                if worker is not None and worker.owner == os.getpid():
+                    worker.close()
+                worker = cls._current = cls(env)
+            answer = worker._ask(job)
+            if answer is None:  # It died on this job: the next export starts another.
+                cls._current = None
+                return worker._death()
+        return None if answer["ok"] else "\n".join(answer["error"].strip().splitlines()[-5:])
+
+    def _ask(self, job: list[str]) -> dict | None:
+        try:
+            self.process.stdin.write(json.dumps(job) + "\n")
+            self.process.stdin.flush()
+            for line in self.process.stdout:
+                if line.startswith("VERIFY-DONE "):
+                    return json.loads(line[len("VERIFY-DONE "):])
+        except (BrokenPipeError, OSError):
+            pass
+        return None
+
+    def _death(self) -> str:
+        status = self.process.wait()
+        self.log.seek(0)
+        tail = "\n".join(self.log.read().decode(errors="replace").strip().splitlines()[-5:])
+        self.log.close()
+        return f"exit status {status}:\n{tail}"
+
+    def close(self) -> None:
+        try:
+            self.process.stdin.close()
+            self.process.wait(timeout=30)
+        except (OSError, subprocess.TimeoutExpired):
+            self.process.kill()
+        self.log.close()
+
+    @classmethod
+    def shutdown(cls) -> None:
+        """Stop this process's worker (at exit; a later export starts another)."""
+        with cls._lock:
+            worker, cls._current = cls._current, None
+        if worker is not None and worker.owner == os.getpid():
+            worker.close()
+
+
+atexit.register(VerificationWorker.shutdown)
 
 
 def storable(array: np.ndarray) -> np.ndarray:

@@ -1,8 +1,12 @@
 """Run an exported SavedModel the way TF2 code will: ``python verify_worker.py EXPORT_DIR INPUTS.npz OUTPUTS.npz``.
 
-Started by :func:`tf1infer.export.export_saved_model` in a fresh process that
+Started by :func:`tf1infer.export.export_saved_model` in a separate process that
 imports only numpy and TensorFlow, so that the verification proves the export
 stands on its own: no tf1infer, no tf_keras, no state of the exporting process.
+With ``--serve`` it stays up and takes one job per line on standard input
+(``["EXPORT_DIR", "INPUTS.npz", "OUTPUTS.npz"]``), answering each with a
+``VERIFY-DONE {"ok": ..., "error": ...}`` line: the exporting process starts
+it once and reuses it, rather than paying TensorFlow's start-up per export.
 ``INPUTS.npz`` holds ``<signature>/<input>`` arrays; the outputs of each
 signature are written to ``OUTPUTS.npz`` as ``<signature>/<output>``, with a
 ``__report__`` entry (JSON) naming the signatures found and any forbidden
@@ -43,5 +47,24 @@ def main(export_dir: str, inputs_path: str, outputs_path: str) -> None:
     np.savez(outputs_path, **results)
 
 
+def serve() -> None:
+    """Answer jobs from standard input until it closes; a failing job is reported, not fatal."""
+    import traceback
+
+    for line in sys.stdin:
+        if not line.strip():
+            continue
+        try:
+            main(*json.loads(line))
+            answer = {"ok": True}
+        except Exception as exc:  # noqa: BLE001 - reported to the exporting process with its traceback.
+            answer = {"ok": False, "error": "".join(traceback.format_exception(exc))[-4000:]}
+        sys.stdout.write("VERIFY-DONE " + json.dumps(answer) + "\n")
+        sys.stdout.flush()
+
+
 if __name__ == "__main__":
-    main(*sys.argv[1:4])
+    if sys.argv[1:] == ["--serve"]:
+        serve()
+    else:
+        main(*sys.argv[1:4])
