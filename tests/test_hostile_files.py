@@ -23,16 +23,23 @@ from tf1infer.errors import ModelLoadError
 TF1 = ZOO_DIR / "tf1"
 
 
+# One child for the module, as the fuzz campaign's: it is restarted after a hang or a crash.
+_CHILD = Worker()
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _stop_child():
+    yield
+    _CHILD.stop()
+    _CHILD.process = None
+
+
 def load_in_child(path, **options) -> dict:
     """Load and predict in a child process with the fuzz test's time limit; its result record."""
-    worker = Worker()
-    try:
-        worker.send({"path": str(path), "options": options})
-        while (result := worker.poll()) is None:
-            pass
-        return result
-    finally:
-        worker.stop()
+    _CHILD.send({"path": str(path), "options": options})
+    while (result := _CHILD.poll()) is None:
+        pass
+    return result
 
 
 def _copy(tmp_path, name: str):
