@@ -9,6 +9,10 @@ RUNTIME_STAMP := $(VENV)/.runtime-stamp
 # TensorFlow's C++ start-up chatter (CUDA probing on a CPU machine) hides the output that matters.
 QUIET_TF := TF_CPP_MIN_LOG_LEVEL=2
 DEMO_MODEL ?= legacy_models/mlp.h5
+# The suite runs its test files in parallel, one worker per core up to 4 (pytest-xdist; a file's tests stay in one
+# worker and share its fixtures: the Spark session, the exported models). TEST_WORKERS=1 runs them in one process.
+TEST_WORKERS ?= $(shell $(PYTHON) -c "import os; print(min(4, len(os.sched_getaffinity(0))))" 2>/dev/null || echo 1)
+PYTEST = -m pytest tests -p no:cacheprovider -ra $(if $(filter-out 1,$(TEST_WORKERS)),-n $(TEST_WORKERS) --dist loadfile) $(PYTEST_ARGS)
 
 .PHONY: venv demo test test-flipped test-both test-tf fuzz bench-tf1 zoo clean
 
@@ -30,7 +34,7 @@ demo: $(RUNTIME_STAMP)
 	$(BIN)/tf1infer demo $(DEMO_MODEL)
 
 test: venv
-	$(QUIET_TF) $(BIN)/python -m pytest tests -p no:cacheprovider -ra $(PYTEST_ARGS)
+	$(QUIET_TF) $(BIN)/python $(PYTEST)
 
 # The suite on another TensorFlow of the supported range (2.15 ... 2.21), in its own virtualenv .venv-tf$(TF):
 # built as a user's environment with that TensorFlow, then tf1infer installed into it, checking that this changed
@@ -38,14 +42,14 @@ test: venv
 TF ?= 2.15
 test-tf:
 	bash tests/tf_venv.sh $(TF) .venv-tf$(TF) $(PYTHON)
-	$(QUIET_TF) .venv-tf$(TF)/bin/python -m pytest tests -p no:cacheprovider -ra $(PYTEST_ARGS)
+	$(QUIET_TF) .venv-tf$(TF)/bin/python $(PYTEST)
 
 # The suite on TensorFlow's other CPU kernel family: TF_ENABLE_ONEDNN_OPTS=0 where oneDNN is on in this
 # environment (its default on AVX-512 VNNI/BF16 and AMX CPUs), =1 where it is off (AVX2-only x86 and others).
 test-flipped: venv
 	@flipped=$$($(QUIET_TF) $(BIN)/tf1infer kernels --other) && \
 	  echo "test-flipped: TF_ENABLE_ONEDNN_OPTS=$$flipped" && \
-	  $(QUIET_TF) TF_ENABLE_ONEDNN_OPTS=$$flipped $(BIN)/python -m pytest tests -p no:cacheprovider -ra $(PYTEST_ARGS)
+	  $(QUIET_TF) TF_ENABLE_ONEDNN_OPTS=$$flipped $(BIN)/python $(PYTEST)
 
 # Both kernel families, as CI runs them.
 test-both: test test-flipped

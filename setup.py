@@ -30,7 +30,8 @@ setup(
     extras_require={
         # The suite runs the Spark tests too (on local[2]; they skip only where Java is missing).
         # scikit-image: its sample photographs are the real images int8 is calibrated and checked on.
-        "test": ["pytest>=8", "scikit-image>=0.22", *SPARK],
+        # pytest-xdist: make test runs the test files on every core (up to 4).
+        "test": ["pytest>=8", "pytest-xdist>=3.5", "scikit-image>=0.22", *SPARK],
         "keras2": KERAS2,
         # The Keras 3 export is verified on Keras 3's JAX backend too where jax is installed. make test installs it;
         # make test-tf leaves it out (new jax releases need an ml-dtypes that older TensorFlow releases refuse).

@@ -198,3 +198,13 @@ def cudnn_reference(name: str, x: np.ndarray) -> np.ndarray:
             h = (1.0 - z) * np.tanh(pre_x[2] + r * pre_h[2]) + z * h
         steps.append(h)
     return np.stack(steps, axis=1) if name == "cudnn_gru" else h
+
+
+# The files that take longest, first. make test spreads the suite over workers file by file (pytest-xdist's
+# loadfile); started first, the long files run beside the many short ones instead of after them.
+_SLOWEST_FILES = ["test_spark.py", "test_export_keras.py", "test_bench.py", "test_fuzz.py", "test_export.py", "test_cli.py"]
+
+
+def pytest_collection_modifyitems(session, config, items):
+    rank = {name: index for index, name in enumerate(_SLOWEST_FILES)}
+    items.sort(key=lambda item: rank.get(item.path.name, len(rank)))  # Stable: each file keeps its own order.
