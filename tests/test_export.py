@@ -282,5 +282,6 @@ def test_exports_share_one_verification_process_and_a_dead_one_is_replaced(tmp_p
     third = tf1infer.export_saved_model(zoo_path("mlp"), tmp_path / "c")
     assert third.verified and VerificationWorker._current is not worker
     # The worker is a plain TensorFlow process: it never imported tf1infer (every report checks; this one too).
-    ps = subprocess.run(["ps", "-o", "args=", "-p", str(VerificationWorker._current.process.pid)], capture_output=True, text=True)
-    assert "verify_worker.py --serve" in ps.stdout and " -I " in ps.stdout
+    running = subprocess.run(["ps", "-ww", "-o", "args=", "-p", str(VerificationWorker._current.process.pid)],
+                             capture_output=True, text=True).stdout.split()
+    assert running[1:2] == ["-I"] and running[2].endswith("verify_worker.py") and running[3:] == ["--serve"], running
