@@ -69,6 +69,14 @@ def test_keras_models_without_tf_keras_say_which_release_to_install(monkeypatch)
     message = str(raised.value)
     assert message.startswith(f"{zoo_path('mlp')}: Keras models are rebuilt with Keras 2 (the tf-keras package)")
     assert f"pip install 'tf-keras~={minor}.0'" in message
+    monkeypatch.undo()
+    import tf_keras
+
+    monkeypatch.setattr(tf_keras, "__version__", "2.99.0")  # As if pip had been bypassed: the wrong release.
+    with pytest.raises(MissingDependencyError, match=rf"tf-keras 2.99.0 runs on TensorFlow 2.99, but TensorFlow {minor} "
+                                                     rf"is installed; install the matching release: pip install 'tf-keras~={minor}.0'"):
+        tf1infer.load(zoo_path("mlp"))
+    monkeypatch.setitem(sys.modules, "tf_keras", None)
     # The formats that need no Keras still load.
     with tf1infer.load(ZOO_DIR / "tf1" / "saved_model") as predictor:
         assert predictor.outputs

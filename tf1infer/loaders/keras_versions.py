@@ -46,10 +46,12 @@ def require_tf_keras(source: str) -> ModuleType:
     try:
         module = importlib.import_module("tf_keras")
     except ImportError as exc:
+        bundled = ("whose tf.keras is Keras 3, which cannot build legacy models in a TF1 graph" if keras3_version()
+                   else "whose own Keras 2 tf1infer does not build with")
         raise MissingDependencyError(
-            f"{source}: Keras models are rebuilt with Keras 2 (the tf-keras package), which is not installed "
-            f"(TensorFlow {tensorflow_minor()}'s tf.keras may be Keras 3, which cannot build legacy models in a "
-            f"TF1 graph); install the release matching TensorFlow: {install_command()} ({exc})"
+            f"{source}: Keras models are rebuilt with Keras 2 (the tf-keras package), which is not installed beside "
+            f"TensorFlow {tensorflow_minor()} ({bundled}); install the release matching TensorFlow: "
+            f"{install_command()} ({exc})"
         ) from exc
     built_for = ".".join(str(getattr(module, "__version__", "")).split(".")[:2])
     if built_for and built_for != tensorflow_minor():
