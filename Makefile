@@ -47,7 +47,7 @@ test-tf:
 # The suite on TensorFlow's other CPU kernel family: TF_ENABLE_ONEDNN_OPTS=0 where oneDNN is on in this
 # environment (its default on AVX-512 VNNI/BF16 and AMX CPUs), =1 where it is off (AVX2-only x86 and others).
 test-flipped: venv
-	@flipped=$$($(QUIET_TF) $(BIN)/tf1infer kernels --other) && \
+	@flipped=$$($(BIN)/tf1infer kernels --other) && \
 	  echo "test-flipped: TF_ENABLE_ONEDNN_OPTS=$$flipped" && \
 	  $(QUIET_TF) TF_ENABLE_ONEDNN_OPTS=$$flipped $(BIN)/python $(PYTEST)
 
