@@ -243,20 +243,13 @@ def readable_by_older_keras2(path: str) -> None:
     The zoo stands for legacy files, which never held it, and the suite's independent reference
     (tf_keras's own ``load_model``) reads the zoo on every TensorFlow of the supported range.
     """
+    from tf1infer.loaders.keras_h5 import iter_layer_configs
+
     with h5py.File(path, "r+") as file:
         config = json.loads(file.attrs["model_config"])
-
-        def visit(node):
-            if isinstance(node, dict):
-                if node.get("class_name") == "InputLayer" and node.get("config", {}).get("optional") is False:
-                    del node["config"]["optional"]
-                for value in node.values():
-                    visit(value)
-            elif isinstance(node, list):
-                for value in node:
-                    visit(value)
-
-        visit(config)
+        for layer in iter_layer_configs(config):
+            if layer.get("class_name") == "InputLayer" and layer.get("config", {}).get("optional") is False:
+                del layer["config"]["optional"]
         file.attrs["model_config"] = json.dumps(config)
 
 

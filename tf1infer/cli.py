@@ -401,7 +401,7 @@ def versions() -> dict[str, str]:
 
     import tf1infer
     from tf1infer import kernels
-    from tf1infer.keras3_export import keras3_available
+    from tf1infer.loaders.keras_versions import keras3_version
 
     try:
         import tf_keras
@@ -409,16 +409,11 @@ def versions() -> dict[str, str]:
         keras2 = tf_keras.__version__
     except ImportError:
         keras2 = "not installed"
-    keras3 = "not installed"
-    if keras3_available():
-        import keras
-
-        keras3 = keras.__version__
     return {
         "tf1infer": tf1infer.__version__,
         "tensorflow": tf.__version__,
         "tf_keras": keras2,
-        "keras 3": keras3,
+        "keras 3": keras3_version() or "not installed",
         "numpy": np.__version__,
         "python": platform.python_version(),
         "kernels": kernels.describe(),

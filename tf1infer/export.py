@@ -496,7 +496,7 @@ def _verify(predictor, endpoints, staging, atol, rtol, sample_inputs, random_sam
                 f"({tensorflow_reason(exc)}); pass real inputs with sample_inputs="
             ) from exc
         expected.update({f"{endpoint.name}/{name}": value for name, value in zip(endpoint.output_names, values)})
-    got = _run_in_fresh_process(staging, endpoints, feeds, source)
+    got = _run_in_verification_process(staging, endpoints, feeds, source)
     errors = compare_outputs(expected, got, atol, rtol, source, "the export")
     rows = len(next(iter(feeds[endpoints[0].name]))) if endpoints[0].inputs else 0
     return errors, rows
@@ -558,7 +558,7 @@ def _read_sample_inputs(sample_inputs: Any, source: str) -> Any:
         raise ExportError(f"{source}: cannot read sample inputs {path}: {exc}") from exc
 
 
-def _run_in_fresh_process(staging: str, endpoints, feeds, source: str) -> dict[str, np.ndarray]:
+def _run_in_verification_process(staging: str, endpoints, feeds, source: str) -> dict[str, np.ndarray]:
     with tempfile.TemporaryDirectory(prefix="tf1infer-verify-") as scratch:
         inputs_path, outputs_path = os.path.join(scratch, "inputs.npz"), os.path.join(scratch, "outputs.npz")
         arrays = {
@@ -599,8 +599,8 @@ class VerificationWorker:
     _lock = threading.Lock()
     _current: "VerificationWorker | None" = None
 
-    def __init__(self, env: dict[str, str]) -> None:
-        self.settings = {key: value for key, value in env.items() if key.startswith(_SETTINGS_PREFIXES)}
+    def __init__(self, env: dict[str, str], settings: dict[str, str]) -> None:
+        self.settings = settings
         self.owner = os.getpid()
         self.log = tempfile.TemporaryFile()  # Its standard error, read back when it fails.
         worker = os.path.join(os.path.dirname(os.path.abspath(__file__)), "verify_worker.py")
@@ -620,7 +620,7 @@ class VerificationWorker:
                     or worker.process.poll() is not None):
                 if worker is not None and worker.owner == os.getpid():
                     worker.close()
-                worker = cls._current = cls(env)
+                worker = cls._current = cls(env, settings)
             answer = worker._ask(job)
             if answer is None:  # It died on this job: the next export starts another.
                 cls._current = None

@@ -1,9 +1,9 @@
-"""Run an exported SavedModel the way TF2 code will: ``python verify_worker.py EXPORT_DIR INPUTS.npz OUTPUTS.npz``.
+"""Run exported SavedModels the way TF2 code will: ``python -I verify_worker.py --serve``.
 
 Started by :func:`tf1infer.export.export_saved_model` in a separate process that
 imports only numpy and TensorFlow, so that the verification proves the export
 stands on its own: no tf1infer, no tf_keras, no state of the exporting process.
-With ``--serve`` it stays up and takes one job per line on standard input
+It stays up and takes one job per line on standard input
 (``["EXPORT_DIR", "INPUTS.npz", "OUTPUTS.npz"]``), answering each with a
 ``VERIFY-DONE {"ok": ..., "error": ...}`` line: the exporting process starts
 it once and reuses it, rather than paying TensorFlow's start-up per export.
@@ -64,7 +64,6 @@ def serve() -> None:
 
 
 if __name__ == "__main__":
-    if sys.argv[1:] == ["--serve"]:
-        serve()
-    else:
-        main(*sys.argv[1:4])
+    if sys.argv[1:] != ["--serve"]:
+        sys.exit("usage: python -I verify_worker.py --serve (jobs on standard input, one JSON list per line)")
+    serve()
