@@ -14,7 +14,7 @@ DEMO_MODEL ?= legacy_models/mlp.h5
 TEST_WORKERS ?= $(shell $(PYTHON) -c "import os; print(min(4, len(os.sched_getaffinity(0))))" 2>/dev/null || echo 1)
 PYTEST = -m pytest tests -p no:cacheprovider -ra $(if $(filter-out 1,$(TEST_WORKERS)),-n $(TEST_WORKERS) --dist loadfile) $(PYTEST_ARGS)
 
-.PHONY: venv demo test test-flipped test-both test-tf fuzz bench-tf1 zoo clean
+.PHONY: venv demo test test-flipped test-both test-tf fuzz bench-tf1 deviations zoo clean
 
 venv: $(STAMP)
 
@@ -69,6 +69,11 @@ $(BENCH_STAMP): setup.py $(STAMP)
 # QUICK=1: short rounds, one pass (under 3 minutes); BENCH_ARGS for more (--models, --peers, ...).
 bench-tf1: $(BENCH_STAMP)
 	$(QUIET_TF) $(BIN)/python -m tf1infer.bench $(if $(QUICK),--quick) $(BENCH_ARGS)
+
+# Per model, the float32 session's deviation from float64 and each converted runtime's (TF Lite, SavedModel, Keras 3),
+# as verification measures them; ONLY=name for some. Run under both kernel families (TF_ENABLE_ONEDNN_OPTS=0 / 1).
+deviations: venv
+	$(QUIET_TF) $(BIN)/python -m tf1infer.bench.deviations $(if $(ONLY),--only $(ONLY))
 
 # Regenerates the committed fixture zoo in legacy_models/.
 zoo: venv

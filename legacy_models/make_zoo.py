@@ -19,6 +19,7 @@ import sys
 
 import h5py
 import numpy as np
+import tensorflow as tf
 import tf_keras
 from tf_keras import layers
 
@@ -117,6 +118,17 @@ def lambda_model():
     )
 
 
+def lambda_resize():
+    """Keras 2.0-style image model whose Lambda resizes with TensorFlow: a function reading the global ``tf``."""
+    image = layers.Input(shape=(12, 12, 3), name="image")
+    x = layers.Conv2D(4, 3, padding="same", activation="relu")(image)
+    x = layers.Lambda(lambda t: tf.compat.v1.image.resize_images(t, (20, 20), align_corners=True), name="resize")(x)
+    x = layers.Conv2D(6, 3, strides=2, activation="relu")(x)
+    x = layers.GlobalAveragePooling2D()(x)
+    probs = layers.Dense(3, activation="softmax", name="probs")(x)
+    return tf_keras.Model(image, probs, name="lambda_resize")
+
+
 def channels_first(data_format: str = "channels_first"):
     """A CNN on Theano-ordered images, as Keras 2 saved one with ``data_format="channels_first"``.
 
@@ -155,6 +167,33 @@ def seq2seq():
     return tf_keras.Model([encoder_tokens, decoder_tokens], next_token, name="seq2seq")
 
 
+def seq2seq_masked():
+    """An encoder-decoder as Keras 2.2.4 wrote them: padded ids (``mask_zero``) in float32 inputs, ``hard_sigmoid``
+    gates, the decoder started from the encoder's states and returning its own, ``TimeDistributed(Dense)``."""
+    encoder_tokens = layers.Input(shape=(None,), name="source_ids")
+    decoder_tokens = layers.Input(shape=(None,), name="target_ids")
+    encoded = layers.Embedding(SEQ2SEQ_MASKED_VOCABULARY["source_ids"], 12, mask_zero=True)(encoder_tokens)
+    _, state_h, state_c = layers.LSTM(16, return_state=True, recurrent_activation="hard_sigmoid", name="encoder")(encoded)
+    decoded = layers.Embedding(SEQ2SEQ_MASKED_VOCABULARY["target_ids"], 12, mask_zero=True)(decoder_tokens)
+    sequence, decoder_h, _ = layers.LSTM(16, return_sequences=True, return_state=True, recurrent_activation="hard_sigmoid",
+                                         name="decoder")(decoded, initial_state=[state_h, state_c])
+    probs = layers.TimeDistributed(layers.Dense(SEQ2SEQ_MASKED_VOCABULARY["target_ids"], activation="softmax"), name="probs")(sequence)
+    summary = layers.Dense(4, activation="tanh", name="summary")(decoder_h)
+    return tf_keras.Model([encoder_tokens, decoder_tokens], [probs, summary], name="seq2seq_masked")
+
+
+def masking_bidirectional():
+    """Padded feature sequences (``Masking``) through stacked masked recurrent layers: a ``Bidirectional(LSTM)`` and
+    a GRU (``reset_after=False``, Keras 2.0-2.2's kind) returning sequences, then a SimpleRNN."""
+    steps = layers.Input(shape=(None, 6), name="steps")
+    x = layers.Masking(mask_value=0.0)(steps)
+    x = layers.Bidirectional(layers.LSTM(8, return_sequences=True), name="bilstm")(x)
+    x = layers.GRU(7, return_sequences=True, reset_after=False, recurrent_activation="hard_sigmoid", name="gru")(x)
+    x = layers.SimpleRNN(5, name="simple_rnn")(x)
+    scores = layers.Dense(3, name="scores")(x)
+    return tf_keras.Model(steps, scores, name="masking_bidirectional")
+
+
 def cudnn_lstm():
     """A GPU-trained text model as Keras 2.1-2.3 saved them: ``CuDNNLSTM``, whose only kernel is cuDNN's."""
     from tf_keras.src.layers.rnn.cudnn_lstm import CuDNNLSTM  # Not exported by tf_keras; built, never run, here.
@@ -186,7 +225,11 @@ def thresholded_relu():
 
 # Vocabulary sizes of inputs that hold token ids, whatever their dtype: samples are drawn from [1, size).
 SEQ2SEQ_VOCABULARY = {"encoder_tokens": 40, "decoder_tokens": 30}
-TOKEN_INPUTS = dict(SEQ2SEQ_VOCABULARY)
+SEQ2SEQ_MASKED_VOCABULARY = {"source_ids": 25, "target_ids": 20}
+TOKEN_INPUTS = {**SEQ2SEQ_VOCABULARY, **SEQ2SEQ_MASKED_VOCABULARY}
+# Inputs whose samples are padded as real data is: ids with 0 (mask_zero) after their end, or zero feature vectors
+# (Masking) after their end; each row a different length.
+PADDED_INPUTS = {"source_ids", "target_ids", "steps"}
 
 ZOO = {
     "mlp": mlp,
@@ -202,6 +245,9 @@ ZOO = {
     "cudnn_lstm": cudnn_lstm,
     "cudnn_gru": cudnn_gru,
     "thresholded_relu": thresholded_relu,
+    "seq2seq_masked": seq2seq_masked,
+    "masking_bidirectional": masking_bidirectional,
+    "lambda_resize": lambda_resize,
 }
 
 
@@ -234,6 +280,11 @@ def sample_inputs(model, rng: np.random.Generator) -> dict[str, np.ndarray]:
             samples[name] = rng.integers(0, 100, shape).astype(tensor.dtype.as_numpy_dtype)
         else:
             samples[name] = rng.normal(0.0, 1.0, shape).astype("float32")
+        if name in PADDED_INPUTS:  # Padding after the end, and in every other row one padded step inside.
+            for row, length in enumerate(rng.integers(2, shape[1] + 1, shape[0])):
+                samples[name][row, length:] = 0
+                if row % 2:
+                    samples[name][row, rng.integers(1, length)] = 0
     return samples
 
 

@@ -13,7 +13,10 @@ ROOT = Path(__file__).resolve().parents[1]
 ZOO_DIR = ROOT / "legacy_models"
 CORPUS_DIR = ROOT.parent / "shared" / "corpus"
 # Every zoo model that loads without extra arguments beyond custom_objects.
-ZOO_MODELS = ["mlp", "cnn", "lstm", "gru", "embedding", "two_in_two_out", "custom_layer", "channels_first", "seq2seq"]
+ZOO_MODELS = [
+    "mlp", "cnn", "lstm", "gru", "embedding", "two_in_two_out", "custom_layer", "channels_first", "seq2seq", "seq2seq_masked",
+    "masking_bidirectional",
+]
 
 sys.path.insert(0, str(ZOO_DIR))
 from zoo_layers import Scale  # noqa: E402
@@ -72,6 +75,17 @@ def assert_same_rows(have: np.ndarray, want: np.ndarray) -> None:
     """``have`` holds ``want``'s rows, computed in other batches: same shape and dtype, within BATCHING_TOLERANCE."""
     assert have.shape == want.shape and have.dtype == want.dtype, (have.shape, have.dtype, want.shape, want.dtype)
     np.testing.assert_allclose(have, want, **BATCHING_TOLERANCE)
+
+
+def assert_held_to_float64(errors: dict, report=None) -> None:
+    """Every output of a verification passed the float64-based rule: its deviation from the float64 reference is
+    within what the model's own float32 error allows (tf1infer.reference.Tolerance), and that bound was computed."""
+    if report is not None:
+        assert report.reference == "float64" and report.float64_unavailable is None, report.float64_unavailable
+    assert errors
+    for name, figures in errors.items():
+        assert figures["float32_session_error"] is not None and figures["allowed"] is not None, name
+        assert 0 <= figures["max_abs_error"] <= figures["allowed"], (name, figures)
 
 
 def as_list(outputs) -> list[np.ndarray]:

@@ -7,11 +7,15 @@ import threading
 
 import numpy as np
 import pytest
-from conftest import CORPUS_DIR, HALF_PLUS, ZOO_DIR, as_list, corpus_entries, random_inputs, tf1_formula, zoo_path
+from conftest import (
+    CORPUS_DIR, HALF_PLUS, ZOO_DIR, as_list, assert_held_to_float64, corpus_entries, random_inputs, tf1_formula, zoo_path,
+)
 
 import tf1infer
 from tf1infer import backends
 from tf1infer.errors import InvalidOptionError, PredictorClosedError
+from tf1infer.reference import Tolerance
+from tf1infer.synthetic import verification_batches
 
 ATOL = 1e-5  # The bound for float32 TF Lite against TensorFlow (outputs here are at most ~1 in size).
 CONVERTIBLE = ["mlp", "cnn", "embedding", "two_in_two_out", "channels_first"]
@@ -31,7 +35,8 @@ def test_tflite_matches_eager_keras(name, eager_model):
     with tf1infer.load(zoo_path(name), backend="tflite") as predictor:
         assert predictor.backend == "tflite", predictor.backend_report
         report = predictor.backend_report
-        assert 0 <= report["max_deviation"] <= ATOL
+        assert_held_to_float64(report["deviations"])
+        assert "float64_unavailable" not in report
         assert isinstance(predictor._callable, backends.TFLiteRuntime)  # Calls go to the interpreters, not the session.
         assert report["chunk_rows"] in backends.CHUNK_CANDIDATES + (None,) and report["threads"] >= 1
         fastest = min(report["chunk_us_per_row"], key=report["chunk_us_per_row"].get)
@@ -79,7 +84,7 @@ def test_tflite_tf1_saved_model_with_two_outputs():
     np.testing.assert_allclose(probs, expected["probs"], rtol=0, atol=ATOL)
 
 
-RECURRENT = ["lstm", "gru", "seq2seq"]
+RECURRENT = ["lstm", "gru", "seq2seq", "seq2seq_masked", "masking_bidirectional"]
 
 
 @pytest.mark.parametrize("name", RECURRENT)
@@ -90,16 +95,23 @@ def test_recurrent_zoo_models_run_on_tflite_at_every_batch_size(name, eager_mode
         report = predictor.backend_report
         assert predictor.backend == "tflite", report
         assert report["fixed_rows"] == list(backends.FIXED_ROWS) and report["chunk_rows"] in backends.FIXED_ROWS
-        assert 0 <= report["max_deviation"] <= ATOL
+        assert_held_to_float64(report["deviations"])
+        assert "float64_unavailable" not in report
         # Rows: one; a padded 3 (runs at 4); sizes between the converted ones; more than every chunk. Unknown
         # sequence lengths change between calls (the interpreters are kept per shape).
         for rows, length in ((1, 7), (3, 7), (9, 4), (100, 7), (2, 11)):
             x = random_inputs(predictor.inputs, rows, seed=rows, free_dim=length)
             feed = x[0] if len(x) == 1 else x
             assert_close(predictor.predict_on_batch(feed), reference.predict(feed, batch_size=rows, verbose=0))
+        # Padding after the end, before the start and inside, the ends of the embedding tables (what verification
+        # feeds), and the zoo's own padded samples.
+        stored = np.load(ZOO_DIR / "samples" / f"{name}.npz")
+        for batch in [*verification_batches(predictor.inputs, np.random.default_rng(3)), [stored[n] for n in predictor.input_names]]:
+            feed = batch[0] if len(batch) == 1 else batch
+            assert_close(predictor.predict_on_batch(feed), reference.predict(feed, batch_size=len(batch[0]), verbose=0))
         one = random_inputs(predictor.inputs, 1, seed=0, free_dim=6)
-        empty = predictor.predict_on_batch([a[:0] for a in one] if len(one) > 1 else one[0][:0])
-        assert empty.shape == (0,) + predictor.predict_on_batch(one if len(one) > 1 else one[0]).shape[1:]
+        empty = as_list(predictor.predict_on_batch([a[:0] for a in one] if len(one) > 1 else one[0][:0]))
+        assert [e.shape for e in empty] == [(0,) + o.shape[1:] for o in as_list(predictor.predict_on_batch(one if len(one) > 1 else one[0]))]
 
 
 def test_keras1_recurrent_fixture_runs_on_tflite():
@@ -197,10 +209,10 @@ def test_ops_tflite_cannot_run_fall_back_to_the_session_with_a_logged_reason(bac
 
 def test_verification_failure_falls_back(monkeypatch, caplog):
     # No float32 reordering is exact to 0: with no tolerance the (real) comparison must refuse TF Lite.
-    monkeypatch.setattr(backends, "VERIFY_TOLERANCE", 0.0)
+    monkeypatch.setattr(backends, "VERIFY_TOLERANCE", Tolerance(factor=0.0, floor_ulps=0))
     with caplog.at_level(logging.WARNING, logger="tf1infer.backends"), tf1infer.load(zoo_path("mlp"), backend="tflite") as predictor:
         assert predictor.backend == "session"
-        assert "differs from the session's by" in predictor.backend_report["fallback_reason"]
+        assert "differs from the session's: max abs error" in predictor.backend_report["fallback_reason"]
     assert "differs from the session's" in caplog.text
 
 

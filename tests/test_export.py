@@ -22,7 +22,10 @@ import tensorflow as tf
 import tf1infer
 from tf1infer.errors import ExportError, ExportVerificationError
 
-from conftest import CORPUS_DIR, CUSTOM_OBJECTS, KERAS3_MISSING, HALF_PLUS, ZOO_DIR, ZOO_MODELS, case_inputs, corpus_entry, tf1_formula, zoo_path
+from conftest import (
+    CORPUS_DIR, CUSTOM_OBJECTS, KERAS3_MISSING, HALF_PLUS, ZOO_DIR, ZOO_MODELS, assert_held_to_float64, case_inputs, corpus_entry, tf1_formula,
+    zoo_path,
+)
 
 ATOL = 1e-5
 ROWS = 6
@@ -139,7 +142,7 @@ def test_export_round_trip_matches_the_reference(case_id, round_trips, eager_mod
     input_names, output_names = result["names"]
     report = result["report"]
     assert report.verified and report.samples > 0
-    assert report.max_abs_error <= ATOL
+    assert_held_to_float64(report.errors, report)
     (signature,) = report.signatures.values()
     assert list(signature["inputs"]) == input_names and list(signature["outputs"]) == output_names
     # Exported outputs carry the original names, dtypes and values.
@@ -259,7 +262,12 @@ def test_export_command_prints_the_report(tmp_path, capsys):
 
     assert main(["export", zoo_path("cnn"), str(tmp_path / "cnn"), "--atol", "1e-6"]) == 0
     shown = capsys.readouterr().out
-    assert f"to {tmp_path / 'cnn'}" in shown and "verified on 8 samples in a separate TensorFlow-only process" in shown
+    assert f"to {tmp_path / 'cnn'}" in shown and "samples in a separate TensorFlow-only process" in shown
+    assert "against the float32 session with atol=1e-06 rtol=0.0001" in shown  # The fixed rule the command asked for.
+    assert main(["export", zoo_path("cnn"), str(tmp_path / "cnn_default")]) == 0
+    shown = capsys.readouterr().out
+    assert "against the model run in float64: within 16x the float32 session's own deviation" in shown
+    assert "(float32 session: " in shown
     assert main(["export", zoo_path("cnn"), str(tmp_path / "cnn")]) == 2
     assert "already exists" in capsys.readouterr().err
 

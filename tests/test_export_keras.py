@@ -27,7 +27,8 @@ from tf1infer.errors import ExportError, ExportVerificationError, MissingDepende
 from tf1infer.keras3_export import TENSORFLOW, KerasVerificationJob, available_backends, run_verification_jobs
 
 from conftest import (
-    CORPUS_DIR, CUDNN_MODELS, CUSTOM_OBJECTS, case_inputs, ZOO_DIR, ZOO_MODELS, corpus_entry, cudnn_reference, random_inputs, zoo_path,
+    CORPUS_DIR, CUDNN_MODELS, CUSTOM_OBJECTS, case_inputs, ZOO_DIR, ZOO_MODELS, assert_held_to_float64, corpus_entry, cudnn_reference,
+    random_inputs, zoo_path,
 )
 
 import zoo_layers_keras3  # noqa: E402  (legacy_models/ is on sys.path through conftest)
@@ -60,6 +61,9 @@ if corpus_entry("keras205_gender_mini_xception") is not None:
 JAX_CASES = set(CASES) if os.environ.get("TF1INFER_KERAS3_JAX_ALL") else {
     "zoo-lstm",  # dropped tf_keras RNN arguments
     "zoo-seq2seq",  # an RNN started from another's states, masking
+    # Padded ids after the end and inside (the JAX backend differs on padding before the start: see the export's report).
+    "zoo-seq2seq_masked",
+    "zoo-masking_bidirectional",  # Masking through Bidirectional(LSTM), GRU(reset_after=False), SimpleRNN
     "zoo-cudnn_gru",  # CuDNNGRU as GRU(reset_after=True)
     "zoo-channels_first",  # the channels-first convolution between Permute layers
     "zoo-custom_layer",  # a caller's Keras 3 class imported by the worker
@@ -120,14 +124,14 @@ def exported(tmp_path_factory, eager_model):
             inputs = _inputs_for(case_id, predictor)
             report = tf1infer.export_keras(predictor, target, keras3_custom_objects=keras3_objects, verify=False)
         results[case_id] = {"report": report, "reference": _reference(case_id, inputs, eager_model), "outputs": {}}
-        jobs.append(KerasVerificationJob(str(target), inputs, report.load_with))
+        jobs.append(KerasVerificationJob(str(target), [inputs], report.load_with))
     jobs_by_backend = {
         backend: [job for case_id, job in zip(CASES, jobs) if backend == TENSORFLOW or case_id in JAX_CASES]
         for backend in available_backends()
     }
     for backend, backend_results in run_verification_jobs(jobs_by_backend, "test").items():
         case_ids = [case_id for case_id in CASES if backend == TENSORFLOW or case_id in JAX_CASES]
-        for case_id, (outputs, worker_report) in zip(case_ids, backend_results):
+        for case_id, ((outputs,), worker_report) in zip(case_ids, backend_results):
             results[case_id]["outputs"][backend] = outputs
             assert worker_report["backend"] == backend and not worker_report["forbidden_modules"]
     return results
@@ -182,7 +186,8 @@ def test_export_verifies_on_every_backend_and_publishes_file_and_report(tmp_path
     target = tmp_path / "mlp.keras"
     report = tf1infer.export_keras(zoo_path("mlp"), target)
     assert report.verified and set(report.backends) == set(available_backends())
-    assert report.max_abs_error <= ATOL
+    for errors in report.backends.values():
+        assert_held_to_float64(errors, report)
     assert report.training_step["ran"] and report.training_step["changed"] == report.training_step["trainable_weights"] == 6
     assert report.training_step["finite"]
     assert sorted(os.listdir(tmp_path)) == ["mlp.keras", "mlp.keras.report.json"]
@@ -190,7 +195,8 @@ def test_export_verifies_on_every_backend_and_publishes_file_and_report(tmp_path
     reference = tmp_path / "plain"
     reference.write_text("")
     assert os.stat(target).st_mode & 0o777 == os.stat(reference).st_mode & 0o777  # The user's usual permissions.
-    assert "verified on 8 samples" in str(report) and "training step: 6 of 6" in str(report)
+    assert f"verified on {report.samples} samples" in str(report) and "training step: 6 of 6" in str(report)
+    assert "(float32 session: " in str(report) and "from float64; allowed " in str(report)
 
 
 def test_a_training_step_that_kills_tensorflow_is_retried_on_the_other_kernel_family(tmp_path, monkeypatch):
@@ -207,7 +213,7 @@ def test_a_training_step_that_kills_tensorflow_is_retried_on_the_other_kernel_fa
     assert step["ran"] and step["changed"] == step["trainable_weights"] == 6 and step["finite"]
     assert step["first_attempt"].startswith("TensorFlow's process died in the step (exit status -6")
     assert step["kernels"].endswith(f"(TF_ENABLE_ONEDNN_OPTS={flipped})")
-    assert report.backends["tensorflow"]["dense_1"]["max_abs_error"] <= ATOL
+    assert_held_to_float64(report.backends["tensorflow"], report)
 
 
 def test_lambda_export_needs_safe_mode_false_in_keras3(exported):
@@ -227,16 +233,21 @@ def test_named_lambda_function_is_stored_by_reference(tmp_path, exported):
     assert report.translations["affine"] == [
         "Lambda: the supplied function zoo_layers_keras3.affine, stored by reference to its module"
     ]
-    assert report.backends["tensorflow"]["dense_1"]["max_abs_error"] <= ATOL
+    assert_held_to_float64(report.backends["tensorflow"], report)
 
 
-def test_lambda_defined_in_a_script_is_refused(tmp_path):
+def test_lambda_defined_inside_a_function_is_carried_as_bytecode(tmp_path):
+    # No other process can import it by name: it is written as a lambda carrying its code (and what it reads).
+    offset = 1.0
+
     def local(x):
-        return x + 1.0
+        return x + offset
 
-    with pytest.raises(ExportError, match=r"'local' .* is defined in a script or inside a function, so no other process"):
-        tf1infer.export_keras(ZOO_DIR / "lambda.h5", tmp_path / "local.keras", lambdas={"affine": local})
-    _nothing_but(tmp_path, [])
+    report = tf1infer.export_keras(ZOO_DIR / "lambda.h5", tmp_path / "local.keras", lambdas={"affine": local}, backends=["tensorflow"],
+                                   training_step=False)
+    assert report.load_with["snippet"] == "keras.saving.load_model(path, safe_mode=False)"
+    assert "with the globals it reads (offset) carried in its bytecode" in report.translations["affine"][0]
+    assert_held_to_float64(report.backends["tensorflow"], report)
 
 
 def _nothing_but(folder: Path, names: list[str]) -> None:
@@ -292,7 +303,8 @@ def test_nested_models_wrappers_masking_and_keras2_hard_sigmoid(tmp_path):
     data = rng.normal(size=(5, 6, 4)).astype("float32")
     data[0, 4:] = 0.0  # Masked steps.
     report = tf1infer.export_keras(tmp_path / "nested.h5", tmp_path / "nested.keras", sample_inputs=data)
-    assert report.max_abs_error <= ATOL
+    for errors in report.backends.values():
+        assert_held_to_float64(errors, report)
     assert any("gate weights scaled by 1.2" in change for change in report.translations["steps_lstm"])
     assert report.translations["out"] == [
         "activation hard_sigmoid: weights scaled by 1.2 for Keras 3's hard_sigmoid (x/6 + 0.5, Keras 2's was 0.2 x + 0.5)"

@@ -23,12 +23,16 @@ Recurrent layers convert too: their loops' lists need a static element shape,
 so those graphs are converted at a few fixed batch sizes and any call runs as
 chunks of them (:func:`convert`).
 
-Nothing is trusted unverified: at load the TF Lite runtime's outputs are compared
-with the session's on random inputs (never zeros), through both of its paths.
-A model TF Lite cannot convert (ops outside the builtin set: the interpreter in
+Nothing is trusted unverified: at load the TF Lite runtime runs the verification
+batches (:func:`tf1infer.synthetic.verification_batches`: random rows, padding
+inside sequences, the ends of embedding tables, image ranges, two sequence
+lengths) through both of its paths, and each output is compared with the same
+frozen graph run in float64: TF Lite must be within a small factor of the
+float32 session's own deviation from it (:class:`tf1infer.reference.Tolerance`;
+where float64 cannot run, within 1e-5 + 1e-4 x |session| of the session). A
+model TF Lite cannot convert (ops outside the builtin set: the interpreter in
 the ``tensorflow`` package runs no Flex ops) or whose outputs differ by more
-than ``1e-5`` (times the output's magnitude where that exceeds 1) falls back
-to the session, and the reason is logged and kept in
+falls back to the session, and the reason is logged and kept in
 :attr:`Predictor.backend_report`.
 
 ``precision="int8"`` with ``calibration=`` samples converts with TF Lite's
@@ -60,15 +64,16 @@ import tensorflow as tf
 from tf1infer.errors import InvalidOptionError, ModelLoadError
 from tf1infer.feeds import TensorSpec
 from tf1infer.loaders.graph_tools import fix_batch_dimension, has_tensor_lists
-from tf1infer.synthetic import random_array
+from tf1infer.reference import Float64Unavailable, Tolerance, deviation_text, float64_runner
+from tf1infer.synthetic import random_array, verification_batches
 
 logger = logging.getLogger(__name__)
 
 SESSION, TFLITE, AUTO = "session", "tflite", "auto"
 BACKENDS = (SESSION, TFLITE, AUTO)
-# Largest |tflite - session| accepted, for outputs of magnitude up to 1; above that it scales with the
-# magnitude (float32 sums in another order differ in the last bits of the largest values).
-VERIFY_TOLERANCE = 1e-5
+# How close TF Lite must be: within a small factor of the float32 session's own deviation from float64 (float32
+# sums in another order differ in the last bits; a wrong conversion differs by more).
+VERIFY_TOLERANCE = Tolerance()
 # Batch sizes "auto" measures at load; a call uses the decision of the nearest one (on a log scale).
 AUTO_BATCH_SIZES = (1, 32, 256)
 CHUNK_CANDIDATES = (1, 4, 16, 64)
@@ -382,46 +387,60 @@ def verify(
     inputs: Sequence[TensorSpec],
     output_names: Sequence[str],
     rows: int,
-    tolerance: float | None,
-) -> float:
-    """Largest scaled deviation from the session over a one-row and a ``rows``-row random batch.
+    tolerance: Tolerance | None,
+    float64: Runner | None = None,
+) -> dict[str, Any]:
+    """Check TF Lite against the session (and ``float64``, the frozen graph in float64) on the verification batches.
 
-    ``tolerance``: :data:`VERIFY_TOLERANCE` for float32; None (int8) checks shapes and dtypes and
-    measures, without a bound.
+    Each batch of :func:`~tf1infer.synthetic.verification_batches` (``rows``
+    random rows at least, so that the parallel path reaches every worker) runs
+    whole, and its first row alone (the one-row path). ``tolerance``:
+    :data:`VERIFY_TOLERANCE` for float32; None (int8) checks shapes and dtypes
+    and measures, without a bound.
+
+    Returns ``{"max_deviation": largest max_abs_error, "deviations": {output:
+    figures}, "float64_unavailable": reason or None}``.
     """
     rng = np.random.default_rng(20261122)
-    worst = 0.0
-    # Free axes other than the batch (a sequence's length) are 5 in random inputs; a last pass tries 9, so
-    # that interpreters resized for new shapes are checked too.
-    lengthened = [dataclasses.replace(spec, shape=(None, *(9 if dim is None else dim for dim in spec.shape[1:])))
-                  if spec.shape and None in spec.shape[1:] else spec for spec in inputs]
-    passes = [(inputs, 1), (inputs, rows)] + ([(lengthened, rows)] if lengthened != list(inputs) else [])
-    for specs, batch in passes:
-        feeds = [random_array(spec, batch, rng) for spec in specs]
+    batches = verification_batches(inputs, rng, random_rows=rows)
+    passes = [[array[:1] for array in batches[0]], *batches]
+    collected: dict[str, tuple[list, list, list]] = {name: ([], [], []) for name in output_names}
+    unavailable = None
+    for feeds in passes:
         try:
             got = runtime(*feeds)
         except (RuntimeError, ValueError, IndexError) as exc:
             raise ConversionError(f"the TF Lite interpreter cannot run it: {str(exc).strip().splitlines()[0]}") from exc
         want = reference(*feeds)
-        for name, value, expected in zip(output_names, got, want):
+        exact = None
+        if float64 is not None and tolerance is not None:
+            try:
+                exact = float64(*feeds)
+            except Float64Unavailable as exc:
+                float64, unavailable = None, str(exc)
+        for position, (name, value, expected) in enumerate(zip(output_names, got, want)):
             if value.shape != expected.shape or value.dtype != expected.dtype:
                 raise ConversionError(
                     f"output '{name}' comes back as {value.dtype}{list(value.shape)} from TF Lite, "
                     f"{expected.dtype}{list(expected.shape)} from the session"
                 )
-            if expected.dtype.kind not in "fc":
-                if tolerance is not None and not np.array_equal(value, expected):
-                    raise ConversionError(f"output '{name}' differs from the session's")
-                continue
-            scale = max(1.0, float(np.max(np.abs(expected))) if expected.size else 1.0)
-            deviation = float(np.max(np.abs(value.astype(np.float64) - expected))) / scale if expected.size else 0.0
-            if not np.isfinite(deviation) or (tolerance is not None and not deviation <= tolerance):
-                raise ConversionError(
-                    f"output '{name}' differs from the session's by {deviation:.2e} (scaled), over the "
-                    f"{tolerance or 0:.0e} allowed"
-                )
-            worst = max(worst, deviation)
-    return worst
+            collected[name][0].append(value.ravel())
+            collected[name][1].append(expected.ravel())
+            if exact is not None:
+                collected[name][2].append(exact[position].ravel())
+    deviations = {}
+    for name, (got_parts, want_parts, exact_parts) in collected.items():
+        value, expected = np.concatenate(got_parts), np.concatenate(want_parts)
+        exact = np.concatenate(exact_parts) if float64 is not None and len(exact_parts) == len(got_parts) else None
+        figures = (tolerance or Tolerance()).judge(value, expected, exact)
+        ok = figures.pop("ok")
+        if expected.dtype.kind in "fc" and expected.size and not np.isfinite(figures["max_abs_error"]):
+            ok = False
+        if tolerance is not None and not ok:
+            raise ConversionError(f"output '{name}' differs from the session's: {deviation_text('', figures).lstrip(': ')}")
+        deviations[name] = figures
+    worst = max((figures["max_abs_error"] for figures in deviations.values()), default=0.0)
+    return {"max_deviation": worst, "deviations": deviations, "float64_unavailable": unavailable}
 
 
 def seconds_per_row(run: Runner, feeds: Sequence[np.ndarray], min_runs: int = 3, max_runs: int = 25, seconds: float = 0.02) -> float:
@@ -558,14 +577,23 @@ def prepare(
         graph_def, feeds = frozen()
         models = convert(graph_def, feeds, inputs, outputs)
         runtime = TFLiteRuntime(models, inputs, outputs, threads)
+        exact = None
         try:
             report["chunk_us_per_row"] = tune_chunk_rows(runtime, inputs)
-            report["max_deviation"] = verify(
-                runtime, session_runner, inputs, output_names, _covering_rows(runtime), VERIFY_TOLERANCE
-            )
+            try:
+                exact = float64_runner(graph_def, [feeds[spec.name] for spec in inputs], [spec.name for spec in outputs])
+            except Float64Unavailable as exc:
+                report["float64_unavailable"] = str(exc)
+            checked = verify(runtime, session_runner, inputs, output_names, _covering_rows(runtime), VERIFY_TOLERANCE, exact)
+            report["max_deviation"], report["deviations"] = checked["max_deviation"], checked["deviations"]
+            if checked["float64_unavailable"]:
+                report["float64_unavailable"] = checked["float64_unavailable"]
         except BaseException:
             runtime.close()
             raise
+        finally:
+            if exact is not None:
+                exact.close()
     except (ConversionError, ModelLoadError) as exc:
         report["fallback_reason"] = str(exc)
         level = logging.WARNING if backend == TFLITE else logging.INFO

@@ -458,9 +458,16 @@ def build_parser() -> argparse.ArgumentParser:
     export.add_argument("--to", choices=("saved-model", "keras"), help="the target (default: keras for an OUT ending in .keras, else saved-model)")
     export.add_argument("--backends", help="Keras 3 export: backends to verify on, comma-separated (default: tensorflow, and jax where installed)")
     export.add_argument("--no-training-step", action="store_true", help="Keras 3 export: skip the check that the file takes a training step")
-    export.add_argument("--atol", type=float, default=1e-5, help="absolute tolerance of the verification (default: %(default)g)")
-    export.add_argument("--rtol", type=float, default=1e-4, help="relative tolerance of the verification (default: %(default)g)")
-    export.add_argument("--sample-input", help="real inputs to verify with: .npy, or .npz with one array per input name")
+    export.add_argument(
+        "--atol", type=float,
+        help="a fixed absolute tolerance against the float32 session (default: none; the export must be within a "
+        "small factor of the session's own deviation from the model run in float64)",
+    )
+    export.add_argument("--rtol", type=float, help="a fixed relative tolerance (with --atol; default 1e-4 then)")
+    export.add_argument(
+        "--sample-input",
+        help="real inputs to verify with besides the built rows (the best check there is): .npy, or .npz with one array per input name",
+    )
     export.add_argument("--overwrite", action="store_true", help="replace OUT_DIR once the new export is verified")
     export.add_argument("--signature-name", default="serving_default", help="name of the exported signature (default: %(default)s)")
     export.add_argument("--all-signatures", action="store_true", help="also export a SavedModel's other predict-style signatures")

@@ -16,12 +16,16 @@ Verification (on by default) then loads that directory in a separate Python
 process that imports only numpy and TensorFlow (:mod:`tf1infer.verify_worker`;
 started by the first export and reused by the process's later ones, each
 export loaded anew, so that exporting many models pays TensorFlow's start-up
-once),
-feeds it the same inputs as the original session (random ones drawn from each
-input's shape and dtype, never zeros, plus ``sample_inputs``), and compares
-every output. Only a verified export is renamed to ``out_dir``, with its report
-in ``assets.extra/tf1infer_export.json``; any failure or interruption removes
-the temporary directory and leaves an existing ``out_dir`` untouched.
+once), feeds it the same inputs as the original session
+(:func:`tf1infer.synthetic.verification_batches`: seeded random rows plus rows
+holding padding inside sequences, the first and last ids of embedding tables,
+image value ranges, at two sequence lengths; then ``sample_inputs``), and
+compares every output with the same frozen graph run in float64: the export
+passes where it is within a small factor of the float32 session's own
+deviation from float64 (:mod:`tf1infer.reference`). Only a verified export is
+renamed to ``out_dir``, with its report in ``assets.extra/tf1infer_export.json``;
+any failure or interruption removes the temporary directory and leaves an
+existing ``out_dir`` untouched.
 """
 
 from __future__ import annotations
@@ -43,7 +47,8 @@ import numpy as np
 import tensorflow as tf
 
 from tf1infer.errors import ExportError, ExportVerificationError, InvalidOptionError, tensorflow_reason
-from tf1infer.synthetic import random_array
+from tf1infer.reference import Float64Unavailable, Tolerance, deviation_text, frozen_float64_runner
+from tf1infer.synthetic import verification_batches
 from tf1infer.loaders.base import quiet_deprecation
 from tf1infer.loaders.graph_tools import (
     STATEFUL_WRITE_OPS,
@@ -88,9 +93,16 @@ class ExportReport:
         signatures: per exported signature, its inputs and outputs (shape, dtype).
         skipped_signatures: source signatures not exported, with the reason.
         verified: whether the outputs were compared.
-        samples: rows compared per signature.
-        atol, rtol: the tolerances: ``|exported - original| <= atol + rtol * |original|``.
-        errors: per ``"signature/output"``, ``max_abs_error`` and ``max_rel_error``.
+        samples: rows compared per signature (over every verification batch).
+        atol, rtol: fixed tolerances the caller gave (``|exported - original|
+            <= atol + rtol * |original|``), or None: the export is then held to
+            the model's own float32 error (:class:`tf1infer.reference.Tolerance`).
+        tolerance: the rule applied, in words.
+        reference: ``"float64"`` where the frozen graph ran in float64, else
+            ``"float32 session"``; ``float64_unavailable`` says why not.
+        errors: per ``"signature/output"``: ``max_abs_error`` and
+            ``max_rel_error`` against the reference, ``float32_session_error``
+            (the session's own deviation from float64) and ``allowed``.
         export_seconds, verify_seconds: wall time of writing and of verifying.
         tensorflow_version, tf1infer_version: the versions that wrote it.
     """
@@ -102,11 +114,14 @@ class ExportReport:
     skipped_signatures: dict[str, str]
     verified: bool
     samples: int
-    atol: float
-    rtol: float
-    errors: dict[str, dict[str, float]]
+    atol: float | None
+    rtol: float | None
+    errors: dict[str, dict[str, Any]]
     export_seconds: float
     verify_seconds: float
+    tolerance: str = ""
+    reference: str = ""
+    float64_unavailable: str | None = None
     tensorflow_version: str = tf.__version__
     tf1infer_version: str = ""
 
@@ -128,10 +143,12 @@ class ExportReport:
         if self.verified:
             lines.append(
                 f"verified on {self.samples} samples in a separate TensorFlow-only process ({self.verify_seconds:.2f} s), "
-                f"atol={self.atol:g} rtol={self.rtol:g}:"
+                f"{self.tolerance}:"
             )
+            if self.float64_unavailable:
+                lines.append(f"  (no float64 reference: {self.float64_unavailable})")
             for key, error in self.errors.items():
-                lines.append(f"  {key}: max abs error {error['max_abs_error']:.3g}, max rel error {error['max_rel_error']:.3g}")
+                lines.append(f"  {deviation_text(key, error)}")
         else:
             lines.append("not verified (verify=False)")
         return "\n".join(lines)
@@ -147,8 +164,8 @@ def export_saved_model(
     *,
     signature_name: str = "serving_default",
     verify: bool = True,
-    atol: float = 1e-5,
-    rtol: float = 1e-4,
+    atol: float | None = None,
+    rtol: float | None = None,
     sample_inputs: Any = None,
     overwrite: bool = False,
     all_signatures: bool = False,
@@ -162,11 +179,15 @@ def export_saved_model(
             ``tf1infer.load(path, **load_options)`` (and closed afterwards).
         out_dir: the SavedModel directory to create.
         signature_name: the name of the exported signature.
-        verify: compare the export with the original session before keeping it.
-        atol, rtol: tolerances of that comparison.
-        sample_inputs: real inputs to verify with besides the random ones: what
-            ``predict`` takes (an array, a list, a dict by input name), or a
-            ``.npy`` / ``.npz`` path (an ``.npz`` holds one array per input name).
+        verify: compare the export with the original model before keeping it.
+        atol, rtol: fixed tolerances for that comparison, against the float32
+            session. By default (None) the export is held to the model's own
+            numerics instead: within a small factor of the float32 session's
+            deviation from the same graph run in float64.
+        sample_inputs: real inputs to verify with besides the built ones (the
+            best check there is): what ``predict`` takes (an array, a list, a
+            dict by input name), or a ``.npy`` / ``.npz`` path (an ``.npz`` holds
+            one array per input name).
         overwrite: replace an existing ``out_dir`` (only once the new export is verified).
         all_signatures: for a SavedModel source, also export its other
             predict-style signatures under their own names: every signature
@@ -209,11 +230,12 @@ def export_saved_model(
             started = time.perf_counter()
             _write_saved_model(predictor, endpoints, staging, source)
             export_seconds = time.perf_counter() - started
-            errors: dict[str, dict[str, float]] = {}
-            samples, verify_seconds = 0, 0.0
+            tolerance = Tolerance(atol, rtol)
+            verdict = Verdict()
+            verify_seconds = 0.0
             if verify:
                 started = time.perf_counter()
-                errors, samples = _verify(predictor, endpoints, staging, atol, rtol, sample_inputs, random_samples, source)
+                verdict = _verify(predictor, endpoints, staging, tolerance, sample_inputs, random_samples, source)
                 verify_seconds = time.perf_counter() - started
             report = ExportReport(
                 out_dir=out_dir,
@@ -222,12 +244,15 @@ def export_saved_model(
                 signatures={endpoint.name: endpoint.describe() for endpoint in endpoints},
                 skipped_signatures=skipped,
                 verified=verify,
-                samples=samples,
+                samples=verdict.samples,
                 atol=atol,
                 rtol=rtol,
-                errors=errors,
+                errors=verdict.errors,
                 export_seconds=round(export_seconds, 3),
                 verify_seconds=round(verify_seconds, 3),
+                tolerance=tolerance.describe(verdict.float64_unavailable is None) if verify else "",
+                reference="float64" if verify and verdict.float64_unavailable is None else "float32 session",
+                float64_unavailable=verdict.float64_unavailable,
                 tf1infer_version=tf1infer.__version__,
             )
             _write_report(staging, report)
@@ -484,65 +509,144 @@ def _move_into_place(staging: str, out_dir: str) -> None:
 # -- verification -----------------------------------------------------------------------------------
 
 
-def _verify(predictor, endpoints, staging, atol, rtol, sample_inputs, random_samples, source):
-    feeds = {endpoint.name: verification_inputs(predictor, endpoint, sample_inputs, random_samples, source) for endpoint in endpoints}
-    expected = {}
+@dataclasses.dataclass
+class Verdict:
+    """What a verification found: per-output figures, rows compared, and why float64 did not run (if it did not)."""
+
+    errors: dict[str, dict[str, Any]] = dataclasses.field(default_factory=dict)
+    samples: int = 0
+    float64_unavailable: str | None = None
+
+
+@dataclasses.dataclass
+class References:
+    """The original model's outputs on the verification batches: the float32 session's, and float64's where it ran.
+
+    ``session`` and ``float64`` hold, per batch, ``{key: array}`` (keys
+    ``"<signature>/<output>"`` for SavedModel exports, output names for Keras).
+    """
+
+    batches: dict[str, list[list[np.ndarray]]]
+    session: list[dict[str, np.ndarray]]
+    float64: list[dict[str, np.ndarray]] | None
+    float64_unavailable: str | None
+
+
+def original_outputs(
+    predictor, endpoints: list[Endpoint], batches: dict[str, tuple[list[list[np.ndarray]], set[int]]], source: str
+) -> References:
+    """Run the verification batches through the original session and, where it runs, its float64 twin.
+
+    ``batches``: per endpoint, the batches and the indices of the optional
+    ones (:func:`verification_inputs`). An optional batch that the original
+    model itself refuses (a sequence length its layers cannot take) is left
+    out: it is not a valid input. The others must run.
+    """
+    kept: dict[str, list[list[np.ndarray]]] = {}
+    session: list[dict[str, np.ndarray]] = []
     for endpoint in endpoints:
-        try:
-            values = predictor.session.run(endpoint.outputs, dict(zip(endpoint.inputs, feeds[endpoint.name])))
-        except tf.errors.OpError as exc:
-            raise ExportVerificationError(
-                f"{source}: the original model fails on the verification inputs of signature {endpoint.name!r} "
-                f"({tensorflow_reason(exc)}); pass real inputs with sample_inputs="
-            ) from exc
-        expected.update({f"{endpoint.name}/{name}": value for name, value in zip(endpoint.output_names, values)})
-    got = _run_in_verification_process(staging, endpoints, feeds, source)
-    errors = compare_outputs(expected, got, atol, rtol, source, "the export")
-    rows = len(next(iter(feeds[endpoints[0].name]))) if endpoints[0].inputs else 0
-    return errors, rows
+        kept[endpoint.name] = []
+        arrays, optional = batches[endpoint.name]
+        for index, batch in enumerate(arrays):
+            try:
+                values = predictor.session.run(endpoint.outputs, dict(zip(endpoint.inputs, batch)))
+            except tf.errors.OpError as exc:
+                if index in optional:
+                    continue
+                raise ExportVerificationError(
+                    f"{source}: the original model fails on the verification inputs of signature {endpoint.name!r} "
+                    f"({tensorflow_reason(exc)}); pass real inputs with sample_inputs="
+                ) from exc
+            position = len(kept[endpoint.name])
+            kept[endpoint.name].append(batch)
+            if len(session) <= position:
+                session.append({})
+            session[position].update({_key(endpoint, name): value for name, value in zip(endpoint.output_names, values)})
+    float64: list[dict[str, np.ndarray]] | None = [{} for _ in session]
+    reason = None
+    try:
+        for endpoint in endpoints:
+            run = frozen_float64_runner(predictor.graph, predictor.session, endpoint.inputs, endpoint.outputs, source)
+            try:
+                for position, batch in enumerate(kept[endpoint.name]):
+                    float64[position].update({_key(endpoint, name): value for name, value in zip(endpoint.output_names, run(*batch))})
+            finally:
+                run.close()
+    except Float64Unavailable as exc:
+        float64, reason = None, str(exc)
+    return References(kept, session, float64, reason)
 
 
-def compare_outputs(
-    expected: Mapping[str, np.ndarray], got: Mapping[str, np.ndarray], atol: float, rtol: float, source: str, what: str
-) -> dict[str, dict[str, float]]:
-    """Per output, the max abs and rel error of ``got`` against ``expected``.
+def _key(endpoint: Endpoint, name: str) -> str:
+    return name if endpoint.name == "" else f"{endpoint.name}/{name}"
+
+
+def judge_outputs(
+    references: References, got: list[dict[str, np.ndarray]], tolerance: Tolerance, source: str, what: str
+) -> Verdict:
+    """Hold ``got`` (per batch, outputs by key) to ``tolerance`` against ``references``.
 
     Raises:
-        ExportVerificationError: an output is missing, of another shape or dtype, or outside the tolerances.
+        ExportVerificationError: an output is missing, of another shape or dtype, or outside the tolerance;
+            the message gives both deviations and the likely cause.
     """
-    errors = {}
-    for key, want in expected.items():
-        if key not in got:
-            raise ExportVerificationError(f"{source}: {what} does not return output {key!r}")
-        have = got[key]
-        if have.shape != want.shape or have.dtype != want.dtype:
+    errors: dict[str, dict[str, Any]] = {}
+    for key in references.session[0]:
+        have_parts, session_parts, float64_parts = [], [], []
+        for position, expected in enumerate(references.session):
+            if key not in expected:
+                continue
+            want = expected[key]
+            if key not in got[position]:
+                raise ExportVerificationError(f"{source}: {what} does not return output {key!r}")
+            have = got[position][key]
+            if have.shape != want.shape or have.dtype != want.dtype:
+                raise ExportVerificationError(
+                    f"{source}: output {key!r} of {what} is {have.dtype}{list(have.shape)}, "
+                    f"the original gives {want.dtype}{list(want.shape)}"
+                )
+            have_parts.append(have.ravel())
+            session_parts.append(want.ravel())
+            if references.float64 is not None:
+                float64_parts.append(references.float64[position][key].ravel())
+        figures = tolerance.judge(
+            np.concatenate(have_parts), np.concatenate(session_parts), np.concatenate(float64_parts) if float64_parts else None
+        )
+        ok = figures.pop("ok")
+        errors[key] = figures
+        if not ok:
             raise ExportVerificationError(
-                f"{source}: output {key!r} of {what} is {have.dtype}{list(have.shape)}, "
-                f"the original gives {want.dtype}{list(want.shape)}"
+                f"{source}: output {key!r} of {what} differs from the original: {deviation_text('', figures).lstrip(': ')}; "
+                f"tolerance: {tolerance.describe(references.float64 is not None)}; nothing was written"
             )
-        errors[key] = _error_sizes(have, want)
-        if not _close(have, want, atol, rtol):
-            raise ExportVerificationError(
-                f"{source}: output {key!r} of {what} differs from the original: max abs error "
-                f"{errors[key]['max_abs_error']:.3g}, max rel error {errors[key]['max_rel_error']:.3g}, "
-                f"tolerance atol={atol:g} rtol={rtol:g}; nothing was written"
-            )
-    return errors
+    rows = sum(len(batch[0]) for batch in next(iter(references.batches.values())) if batch)
+    return Verdict(errors, rows, references.float64_unavailable)
 
 
-def verification_inputs(predictor, endpoint: Endpoint, sample_inputs, random_samples: int, source: str) -> list[np.ndarray]:
-    """Valid random rows for each input (never zeros), followed by ``sample_inputs`` converted as ``predict`` would."""
+def _verify(predictor, endpoints, staging, tolerance: Tolerance, sample_inputs, random_samples, source) -> Verdict:
+    batches = {endpoint.name: verification_inputs(endpoint, sample_inputs, random_samples, source) for endpoint in endpoints}
+    references = original_outputs(predictor, endpoints, batches, source)
+    got = _run_in_verification_process(staging, endpoints, references.batches, source)
+    return judge_outputs(references, got, tolerance, source, "the export")
+
+
+def verification_inputs(endpoint: Endpoint, sample_inputs, random_samples: int, source: str) -> tuple[list[list[np.ndarray]], set[int]]:
+    """The batches every check of ``endpoint`` runs, and the indices of those that may be left out.
+
+    :func:`~tf1infer.synthetic.verification_batches` (those at a second
+    sequence length are optional: a model may not take it), then
+    ``sample_inputs`` converted as ``predict`` would, as a batch of their own.
+    """
     from tf1infer.feeds import FeedConverter, TensorSpec
 
     specs = [TensorSpec.from_tensor(tensor) for tensor in endpoint.inputs]
-    batch = next((spec.shape[0] for spec in specs if spec.shape and spec.shape[0] is not None), None)
-    rng = np.random.default_rng(20261122)
-    arrays = [random_array(spec, batch or random_samples, rng) for spec in specs]
+    batches = verification_batches(specs, np.random.default_rng(20261122), random_samples)
+    lengths = {tuple(array.shape[1:]) for array in batches[0]}
+    optional = {index for index, batch in enumerate(batches) if {tuple(array.shape[1:]) for array in batch} != lengths}
     if sample_inputs is not None:
         samples = _read_sample_inputs(sample_inputs, source)
-        converted = FeedConverter(tuple(specs), tuple(endpoint.input_names)).convert(samples)
-        arrays = [np.concatenate([random, real]) for random, real in zip(arrays, converted)] if batch is None else converted
-    return arrays
+        batches.append(FeedConverter(tuple(specs), tuple(endpoint.input_names)).convert(samples))
+    return batches, optional
 
 
 def _read_sample_inputs(sample_inputs: Any, source: str) -> Any:
@@ -558,13 +662,15 @@ def _read_sample_inputs(sample_inputs: Any, source: str) -> Any:
         raise ExportError(f"{source}: cannot read sample inputs {path}: {exc}") from exc
 
 
-def _run_in_verification_process(staging: str, endpoints, feeds, source: str) -> dict[str, np.ndarray]:
+def _run_in_verification_process(staging: str, endpoints, batches, source: str) -> list[dict[str, np.ndarray]]:
+    """Outputs of the export in the verification worker: per batch, ``{"<signature>/<output>": array}``."""
     with tempfile.TemporaryDirectory(prefix="tf1infer-verify-") as scratch:
         inputs_path, outputs_path = os.path.join(scratch, "inputs.npz"), os.path.join(scratch, "outputs.npz")
         arrays = {
-            f"{endpoint.name}/{name}": storable(array)
+            f"{position}/{endpoint.name}/{name}": storable(array)
             for endpoint in endpoints
-            for name, array in zip(endpoint.input_names, feeds[endpoint.name])
+            for position, batch in enumerate(batches[endpoint.name])
+            for name, array in zip(endpoint.input_names, batch)
         }
         np.savez(inputs_path, **arrays)
         failure = VerificationWorker.run_job([staging, inputs_path, outputs_path])
@@ -577,7 +683,11 @@ def _run_in_verification_process(staging: str, endpoints, feeds, source: str) ->
     report = json.loads(str(got.pop("__report__")))
     if report["forbidden_modules"]:
         raise ExportVerificationError(f"{source}: loading the export imported {report['forbidden_modules']}")
-    return {key: (value.astype(object) if value.dtype.kind == "S" else value) for key, value in got.items()}
+    per_batch: list[dict[str, np.ndarray]] = [{} for _ in range(max(len(b) for b in batches.values()))]
+    for key, value in got.items():
+        position, rest = key.split("/", 1)
+        per_batch[int(position)][rest] = value.astype(object) if value.dtype.kind == "S" else value
+    return per_batch
 
 
 # Environment variables that change how TensorFlow or Python runs a model: a worker started under other values is
@@ -668,23 +778,6 @@ atexit.register(VerificationWorker.shutdown)
 def storable(array: np.ndarray) -> np.ndarray:
     """Strings as fixed-width bytes, so the .npz needs no pickle."""
     return array.astype(bytes) if array.dtype == object else array
-
-
-def _error_sizes(have: np.ndarray, want: np.ndarray) -> dict[str, float]:
-    if have.dtype == object or have.size == 0:
-        return {"max_abs_error": 0.0 if np.array_equal(have, want) else float("inf"), "max_rel_error": 0.0}
-    difference = np.abs(have.astype(np.float64) - want.astype(np.float64))
-    finite = np.isfinite(difference)
-    absolute = float(difference[finite].max()) if finite.any() else 0.0
-    scale = np.maximum(np.abs(want.astype(np.float64)), np.finfo(np.float32).tiny)
-    relative = float((difference[finite] / scale[finite]).max()) if finite.any() else 0.0
-    return {"max_abs_error": absolute, "max_rel_error": relative}
-
-
-def _close(have: np.ndarray, want: np.ndarray, atol: float, rtol: float) -> bool:
-    if have.dtype == object:
-        return bool(np.array_equal(have, want))
-    return bool(np.allclose(have, want, atol=atol, rtol=rtol, equal_nan=True))
 
 
 def _tensor_info(tensor: tf.Tensor) -> dict[str, Any]:

@@ -51,9 +51,11 @@ class TensorSpec:
             ``None`` where the graph shows no such use.
         example_features: for serialized ``tf.Example`` inputs: ``(key, dtype,
             shape)`` of each dense feature the model's parser reads.
+        mask_value: for an input a mask is computed from (``Embedding(mask_zero=True)``:
+            0; ``Masking``: its ``mask_value``): steps holding it are skipped.
 
-    ``index_limit`` and ``example_features`` are read from the graph
-    (:mod:`tf1infer.synthetic`) and do not take part in comparisons.
+    ``index_limit``, ``example_features`` and ``mask_value`` are read from the
+    graph (:mod:`tf1infer.synthetic`) and do not take part in comparisons.
     """
 
     name: str
@@ -61,6 +63,7 @@ class TensorSpec:
     dtype: np.dtype
     index_limit: int | None = field(default=None, compare=False)
     example_features: tuple | None = field(default=None, compare=False, repr=False)
+    mask_value: float | None = field(default=None, compare=False, repr=False)
 
     @classmethod
     def from_tensor(cls, tensor: tf.Tensor) -> "TensorSpec":
@@ -68,8 +71,11 @@ class TensorSpec:
 
         shape = tensor.shape
         dims = None if shape.rank is None else tuple(shape.as_list())
-        index_limit, example_features = input_constraints(tensor)
-        return cls(tensor.name, dims, np.dtype(tensor.dtype.as_numpy_dtype), index_limit, example_features)
+        found = input_constraints(tensor)
+        return cls(
+            tensor.name, dims, np.dtype(tensor.dtype.as_numpy_dtype), found.index_limit, found.example_features,
+            found.mask_value,
+        )
 
     def __str__(self) -> str:
         shape = "unknown shape" if self.shape is None else str(self.shape)

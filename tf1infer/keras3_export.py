@@ -16,9 +16,13 @@ loads them all, so it can write them again as Keras 3 models:
 Verification (on by default) then loads that file in a separate Python process
 per Keras backend that imports only Keras 3, the backend and numpy (plus the
 modules of custom classes the caller supplied; :mod:`tf1infer.keras3_verify_worker`),
-feeds it the inputs the original session gets (valid random rows, never zeros,
-plus ``sample_inputs``), compares every output, and takes one training step (the
-trainable weights must move and stay finite). TensorFlow is always a backend;
+feeds it the batches the original model gets (valid random rows, rows with
+padding inside sequences, the ends of embedding tables, image ranges, two
+sequence lengths: :func:`tf1infer.synthetic.verification_batches`; plus
+``sample_inputs``), compares every output with the same frozen graph run in
+float64 (within a small factor of the float32 session's own deviation:
+:mod:`tf1infer.reference`), and takes one training step (the trainable weights
+must move and stay finite). TensorFlow is always a backend;
 JAX is one too where it is installed. Only a verified file is renamed into
 place, its report written beside it (``<path>.report.json``); any failure or
 interruption removes the temporary file and leaves an existing one untouched.
@@ -47,10 +51,11 @@ import numpy as np
 import tensorflow as tf
 
 from tf1infer.errors import ExportError, ExportVerificationError, MissingDependencyError, tensorflow_reason
-from tf1infer.export import as_predictor, compare_outputs, main_endpoint, storable, verification_inputs
+from tf1infer.export import Verdict, as_predictor, judge_outputs, main_endpoint, original_outputs, storable, verification_inputs
 from tf1infer.keras3_translate import CodeReference, build_keras3_model, code_reference, copy_weights, plan_keras3_model
 from tf1infer.loaders.keras_versions import keras3_missing, keras3_version
 from tf1infer.predictor import Predictor
+from tf1infer.reference import Tolerance, deviation_text
 
 logger = logging.getLogger(__name__)
 
@@ -73,12 +78,17 @@ class KerasExportReport:
             file: ``safe_mode=False`` where a Lambda layer holds bytecode, and
             the custom classes or functions it refers to (module and name).
         verified: whether the outputs were compared.
-        backends: per Keras backend that loaded the file, the per-output
-            ``max_abs_error`` / ``max_rel_error``.
+        backends: per Keras backend that loaded the file, per output:
+            ``max_abs_error`` / ``max_rel_error`` against the reference,
+            ``float32_session_error`` (the legacy session's own deviation from
+            float64) and ``allowed``.
         backends_skipped: Keras backends not checked, with the reason.
         training_step: what one SGD step on the TensorFlow backend did.
-        samples: rows compared.
-        atol, rtol: ``|exported - original| <= atol + rtol * |original|``.
+        samples: rows compared (over every verification batch).
+        atol, rtol: fixed tolerances the caller gave, or None: the file is
+            held to the model's own float32 error (:class:`tf1infer.reference.Tolerance`).
+        tolerance: the rule applied, in words.
+        reference: ``"float64"`` or ``"float32 session"``; ``float64_unavailable`` says why not float64.
         export_seconds, verify_seconds: wall time of writing and of verifying.
         keras_version, tensorflow_version, tf1infer_version: the versions that wrote it.
     """
@@ -93,14 +103,17 @@ class KerasExportReport:
     translations: dict[str, list[str]]
     load_with: dict[str, Any]
     verified: bool
-    backends: dict[str, dict[str, dict[str, float]]]
+    backends: dict[str, dict[str, dict[str, Any]]]
     backends_skipped: dict[str, str]
     training_step: dict[str, Any] | None
     samples: int
-    atol: float
-    rtol: float
+    atol: float | None
+    rtol: float | None
     export_seconds: float
     verify_seconds: float
+    tolerance: str = ""
+    reference: str = ""
+    float64_unavailable: str | None = None
     keras_version: str = ""
     tensorflow_version: str = tf.__version__
     tf1infer_version: str = ""
@@ -121,17 +134,18 @@ class KerasExportReport:
             for change in changes:
                 lines.append(f"  {layer}: {change}")
         lines.append(f"load it with: {self.load_with['snippet']}")
+        for backend, reason in self.load_with.get("inexact_backends", {}).items():
+            lines.append(f"  not on Keras 3's {backend} backend: {reason}")
         if self.verified:
             lines.append(
                 f"verified on {self.samples} samples in fresh Keras 3 processes ({self.verify_seconds:.2f} s), "
-                f"atol={self.atol:g} rtol={self.rtol:g}:"
+                f"{self.tolerance}:"
             )
+            if self.float64_unavailable:
+                lines.append(f"  (no float64 reference: {self.float64_unavailable})")
             for backend, errors in self.backends.items():
                 for name, error in errors.items():
-                    lines.append(
-                        f"  {backend} backend, {name}: max abs error {error['max_abs_error']:.3g}, "
-                        f"max rel error {error['max_rel_error']:.3g}"
-                    )
+                    lines.append(f"  {backend} backend, {deviation_text(name, error)}")
             for backend, reason in self.backends_skipped.items():
                 lines.append(f"  {backend} backend not checked: {reason}")
             if self.training_step:
@@ -164,8 +178,8 @@ def export_keras(
     *,
     keras3_custom_objects: Mapping[str, Any] | None = None,
     verify: bool = True,
-    atol: float = 1e-5,
-    rtol: float = 1e-4,
+    atol: float | None = None,
+    rtol: float | None = None,
     sample_inputs: Any = None,
     overwrite: bool = False,
     random_samples: int = 8,
@@ -187,9 +201,13 @@ def export_keras(
             weights in the same order. They must be importable from a module:
             whoever loads the file passes them as ``custom_objects``.
         verify: load the file in fresh Keras 3 processes and compare before keeping it.
-        atol, rtol: tolerances of that comparison.
-        sample_inputs: real inputs to verify with besides the random ones: what
-            ``predict`` takes, or a ``.npy`` / ``.npz`` path.
+        atol, rtol: fixed tolerances for that comparison, against the float32
+            session. By default (None) the file is held to the model's own
+            numerics instead: within a small factor of the float32 session's
+            deviation from the same graph run in float64.
+        sample_inputs: real inputs to verify with besides the built ones (the
+            best check there is): what ``predict`` takes, or a ``.npy`` /
+            ``.npz`` path.
         overwrite: replace an existing file (only once the new one is verified).
         random_samples: random rows to verify with.
         backends: Keras backends to verify on (default: ``"tensorflow"``, and
@@ -232,6 +250,7 @@ def export_keras(
             f"{path}: already exists; pass overwrite=True (--overwrite) to replace it "
             "(it is replaced only after the new file is verified)"
         )
+    requested = backends is not None
     backends = list(backends) if backends is not None else available_backends()
     unknown = sorted(set(backends) - {TENSORFLOW, JAX})
     if unknown:
@@ -241,21 +260,32 @@ def export_keras(
         source = str(predictor.metadata.get("path") or "model")
         started = time.perf_counter()
         model, translations, load_with = _keras3_model(predictor, source, keras3_custom_objects, load_options)
+        inexact = {backend: reason for backend, reason in load_with["inexact_backends"].items() if backend in backends}
+        if inexact and requested:
+            backend, reason = next(iter(inexact.items()))
+            raise ExportError(f"{source}: cannot export to Keras 3 for its {backend} backend: {reason}; export for "
+                              f"backends={[b for b in backends if b not in inexact] or [TENSORFLOW]}")
+        for backend, reason in inexact.items():
+            logger.warning("%s: the .keras file is exact on Keras 3's %s backend only: %s", source,
+                           " and ".join(b for b in backends if b not in inexact), reason)
+        backends = [backend for backend in backends if backend not in inexact]
         parent = os.path.dirname(path)
         os.makedirs(parent, exist_ok=True)
         staging = _sibling(path, "tf1infer-export", ".keras")
         try:
             _save(model, staging, source)
             export_seconds = time.perf_counter() - started
-            errors: dict[str, dict[str, dict[str, float]]] = {}
-            skipped: dict[str, str] = {}
-            step, samples, verify_seconds = None, 0, 0.0
+            errors: dict[str, dict[str, dict[str, Any]]] = {}
+            skipped: dict[str, str] = {backend: f"left out: {reason}" for backend, reason in inexact.items()}
+            step, samples, verify_seconds, float64_unavailable = None, 0, 0.0, None
+            tolerance = Tolerance(atol, rtol)
             if verify:
                 started = time.perf_counter()
-                errors, skipped, step, samples = _verify(
-                    predictor, staging, load_with, backends, training_step, atol, rtol, sample_inputs, random_samples, source
+                errors, checked, step, samples, float64_unavailable = _verify(
+                    predictor, staging, load_with, backends, training_step, tolerance, sample_inputs, random_samples, source
                 )
                 verify_seconds = time.perf_counter() - started
+                skipped.update(checked)
             report = KerasExportReport(
                 path=path,
                 report_path=path + REPORT_SUFFIX,
@@ -275,6 +305,9 @@ def export_keras(
                 rtol=rtol,
                 export_seconds=round(export_seconds, 3),
                 verify_seconds=round(verify_seconds, 3),
+                tolerance=tolerance.describe(float64_unavailable is None) if verify else "",
+                reference=("float64" if float64_unavailable is None else "float32 session") if verify else "",
+                float64_unavailable=float64_unavailable,
                 keras_version=keras_version,
                 tf1infer_version=tf1infer.__version__,
             )
@@ -310,7 +343,7 @@ def keras3_export_summary(predictor: Predictor, keras3_custom_objects: Mapping[s
         return [f"no: {str(exc).split(': cannot export to Keras 3: ', 1)[-1]}"]
     except Exception as exc:  # A line of inspect's report: an unforeseen config must not take the report down.
         return [f"unknown: planning the translation failed: {type(exc).__name__}: {exc}"]
-    lines = ["yes" + (f", loaded with {_load_with(plan.bytecode_lambdas, plan.code_references)['snippet']}" if plan.bytecode_lambdas else "")]
+    lines = ["yes" + (f", loaded with {_load_with(plan.bytecode_lambdas, plan.code_references, {})['snippet']}" if plan.bytecode_lambdas else "")]
     lines.extend(str(translation) for translation in plan.translations)
     return lines
 
@@ -347,7 +380,7 @@ def _keras3_model(predictor: Predictor, source: str, keras3_custom_objects, load
         objects = dict(load_options.get("custom_objects") or {})
         references = [code_reference(source, keras.saving.get_registered_name(value), value) for _, value in sorted(objects.items())]
         bytecode = list(predictor.metadata.get("lambda_layers") or [])
-        return model, {}, _load_with(bytecode, references)
+        return model, {}, _load_with(bytecode, references, {})
     plan = plan_keras3_model(source, model, keras3_custom_objects)
     keras3_model = build_keras3_model(source, plan)
     try:
@@ -357,10 +390,10 @@ def _keras3_model(predictor: Predictor, source: str, keras3_custom_objects, load
     translations: dict[str, list[str]] = {}
     for translation in plan.translations:
         translations.setdefault(translation.layer, []).append(translation.change)
-    return keras3_model, translations, _load_with(plan.bytecode_lambdas, plan.code_references)
+    return keras3_model, translations, _load_with(plan.bytecode_lambdas, plan.code_references, plan.inexact_backends)
 
 
-def _load_with(bytecode_lambdas: list[str], references: list[CodeReference]) -> dict[str, Any]:
+def _load_with(bytecode_lambdas: list[str], references: list[CodeReference], inexact_backends: Mapping[str, str]) -> dict[str, Any]:
     arguments = []
     if references:
         objects = ", ".join(f"{ref.key!r}: {ref.module}.{ref.qualname}" for ref in references)
@@ -373,6 +406,7 @@ def _load_with(bytecode_lambdas: list[str], references: list[CodeReference]) -> 
         "bytecode_lambda_layers": list(bytecode_lambdas),
         "custom_objects": [dataclasses.asdict(reference) for reference in references],
         "snippet": snippet,
+        "inexact_backends": dict(inexact_backends),
     }
 
 
@@ -403,27 +437,21 @@ def _write_report(report: KerasExportReport) -> None:
 # -- verification ---------------------------------------------------------------------------------------------------
 
 
-def _verify(predictor, staging, load_with, backends, training_step, atol, rtol, sample_inputs, random_samples, source):
-    endpoint = main_endpoint(predictor)
-    arrays = verification_inputs(predictor, endpoint, sample_inputs, random_samples, source)
-    try:
-        values = predictor.session.run(endpoint.outputs, dict(zip(endpoint.inputs, arrays)))
-    except tf.errors.OpError as exc:
-        raise ExportVerificationError(
-            f"{source}: the original model fails on the verification inputs ({tensorflow_reason(exc)}); "
-            "pass real inputs with sample_inputs="
-        ) from exc
-    expected = dict(zip(endpoint.output_names, values))
+def _verify(predictor, staging, load_with, backends, training_step, tolerance: Tolerance, sample_inputs, random_samples, source):
+    endpoint = main_endpoint(predictor, "")
+    references = original_outputs(predictor, [endpoint], {"": verification_inputs(endpoint, sample_inputs, random_samples, source)}, source)
     errors, skipped, step = {}, {}, None
     jobs = {}
     for backend in backends:
         if backend == JAX and importlib.util.find_spec("jax") is None:
             skipped[backend] = "jax is not installed"
             continue
-        jobs[backend] = [KerasVerificationJob(staging, arrays, load_with, train=training_step and backend == TENSORFLOW)]
+        jobs[backend] = [KerasVerificationJob(staging, references.batches[""], load_with, train=training_step and backend == TENSORFLOW)]
+    verdict = Verdict()
     for backend, ((got, report),) in run_verification_jobs(jobs, source).items():
-        named = {name: got[index] for index, name in enumerate(endpoint.output_names) if index < len(got)}
-        errors[backend] = compare_outputs(expected, named, atol, rtol, source, f"the .keras file on Keras 3's {backend} backend")
+        named = [{name: outputs[index] for index, name in enumerate(endpoint.output_names) if index < len(outputs)} for outputs in got]
+        verdict = judge_outputs(references, named, tolerance, source, f"the .keras file on Keras 3's {backend} backend")
+        errors[backend] = verdict.errors
         if report.get("training") is not None:
             step = report["training"]
             if not step.get("ran") and "died" in step.get("reason", ""):
@@ -433,16 +461,16 @@ def _verify(predictor, staging, load_with, backends, training_step, atol, rtol, 
                     f"{source}: the exported model does not train in Keras 3: one SGD step changed {step['changed']} of "
                     f"{step['trainable_weights']} trainable weights, finite: {step['finite']}; nothing was written"
                 )
-    rows = len(arrays[0]) if arrays else 0
-    return errors, skipped, step, rows
+    rows = sum(len(batch[0]) for batch in references.batches[""] if batch)
+    return errors, skipped, step, rows, references.float64_unavailable
 
 
 @dataclasses.dataclass
 class KerasVerificationJob:
-    """One ``.keras`` file for the verification worker: its inputs and how to load it."""
+    """One ``.keras`` file for the verification worker: its input batches and how to load it."""
 
     model_path: str
-    inputs: list[np.ndarray]
+    batches: list[list[np.ndarray]]
     load_with: dict[str, Any]
     train: bool = False
 
@@ -453,7 +481,7 @@ def run_verification_jobs(
     """Load and run each job's file in a fresh Keras 3 process per backend, the processes side by side.
 
     Returns:
-        Per backend, per job: (its outputs in the model's order, the worker's report).
+        Per backend, per job: (per batch, its outputs in the model's order; the worker's report).
 
     Raises:
         ExportVerificationError: a process failed (the message holds the end of its error output), or a
@@ -466,7 +494,10 @@ def run_verification_jobs(
             specs[backend] = []
             for index, job in enumerate(jobs):
                 inputs_path = os.path.join(scratch, f"{backend}-inputs{index}.npz")
-                np.savez(inputs_path, **{str(position): storable(array) for position, array in enumerate(job.inputs)})
+                np.savez(inputs_path, **{
+                    f"{batch}/{position}": storable(array)
+                    for batch, arrays in enumerate(job.batches) for position, array in enumerate(arrays)
+                })
                 specs[backend].append({
                     "model": job.model_path,
                     "inputs": inputs_path,
@@ -502,7 +533,11 @@ def run_verification_jobs(
             for spec in backend_specs:
                 with np.load(spec["outputs"], allow_pickle=False) as stored:
                     report = json.loads(str(stored["__report__"]))
-                    outputs = [stored[str(index)] for index in range(len(stored.files) - 1)]
+                    keys = [key.split("/") for key in stored.files if key != "__report__"]
+                    outputs = [
+                        [stored[f"{batch}/{index}"] for index in range(1 + max(int(i) for b, i in keys if b == str(batch)))]
+                        for batch in range(1 + max(int(b) for b, _ in keys))
+                    ]
                 if report["forbidden_modules"]:
                     raise ExportVerificationError(f"{source}: loading the .keras file imported {report['forbidden_modules']}")
                 report["training"] = _training_result(spec)

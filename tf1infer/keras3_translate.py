@@ -20,13 +20,23 @@ supplied. What is left is what Keras 3 changed since tf_keras 2.x:
   gates or layer before it are scaled by 1.2;
 - how it connects layers: tf_keras's inbound nodes as Keras 3's current form
   (an RNN's extra inputs as ``initial_state``, nested models' node indices
-  counted from 0), and channels-first convolutions that Keras 3's TensorFlow
+  counted from 0); a call with several tensor arguments (an RNN started from
+  ``initial_state``) gets its first argument's mask passed explicitly, as
+  Keras 2 passed it and Keras 3 does not (it fills in ``mask`` only for calls
+  with one tensor argument, so a decoder fed padded ids would run every padding
+  step); ``TimeDistributed`` over a free time axis, which Keras 3 loops over
+  the batch size instead of the time steps, as the layer it wraps where that
+  layer acts on the last axis alone (``Dense``, activations, dropout), refused
+  otherwise; and channels-first convolutions that Keras 3's TensorFlow
   backend would run as NCHW ops (refused by TensorFlow's plain CPU kernels) or
   give their bias along the wrong axis run channels-last between two
   ``Permute`` layers;
-- Lambda layers: the function the tf_keras model runs is handed to Keras 3 as
-  it is (Keras 3 stores a Python lambda as bytecode, which only loads with
-  ``safe_mode=False``, and a named function as a reference to its module);
+- Lambda layers: the function the tf_keras model runs is handed to Keras 3: a
+  named function in an importable module as a reference to it; a Python lambda
+  as Keras 3 stores it, as bytecode (which only loads with ``safe_mode=False``);
+  a function that reads globals (``tf``, ``K``, ``np``, helpers) or is defined in
+  a script, as a lambda carrying what it reads (:mod:`tf1infer.portable_lambdas`),
+  since Keras 3 stores bytecode without its globals;
 - custom layers: built from the Keras 3 classes the caller passes
   (``keras3_custom_objects``), or refused naming the layer.
 
@@ -49,6 +59,7 @@ import numpy as np
 
 from tf1infer.errors import ExportError
 from tf1infer.loaders.keras_h5 import skips_first_node
+from tf1infer.portable_lambdas import NotPortable, needs_carrying, portable_function, reads_tensorflow
 
 # Keras 3's model classes, and what tf_keras calls them in configs.
 _MODEL_CLASSES = {"Sequential", "Functional", "Model"}
@@ -91,6 +102,8 @@ class Keras3Plan:
     code_references: list[CodeReference]
     weight_transforms: dict[str, WeightTransform] = dataclasses.field(default_factory=dict)  # By layer name.
     renamed: dict[str, str] = dataclasses.field(default_factory=dict)  # Legacy layer name -> Keras 3 layer name.
+    # Keras backends on which the file computes something else than the legacy model, with the reason.
+    inexact_backends: dict[str, str] = dataclasses.field(default_factory=dict)
 
 
 class _Refusal(Exception):
@@ -188,6 +201,9 @@ _CHANNELS_LAST_ON_CPU = {"Conv1D", "Conv2D", "Conv3D", "Conv1DTranspose", "Conv2
 # Layers tf_keras called on [sequence, *initial states] when started from other tensors.
 _RECURRENT_LAYERS = {"LSTM", "GRU", "SimpleRNN", "RNN", "Bidirectional", "ConvLSTM1D", "ConvLSTM2D", "ConvLSTM3D"}
 _LINEAR_MAPS = ("Dense", "Conv1D", "Conv2D", "Conv3D", "Conv1DTranspose", "Conv2DTranspose", "Conv3DTranspose")
+# Layers that compute each position from its last-axis features alone: TimeDistributed of one is the layer itself.
+_LAST_AXIS_LAYERS = {"Dense", "Activation", "Dropout", "AlphaDropout", "GaussianDropout", "GaussianNoise", "ReLU",
+                     "LeakyReLU", "ELU"}
 
 WeightTransform = Callable[[list], list]
 
@@ -267,6 +283,12 @@ def plan_keras3_model(
         raise ExportError(f"{source}: cannot export to Keras 3: {exc}") from None
     _check_layers_build(source, translated, state.custom_objects, keras)
     references = [code_reference(source, key, value) for key, value in sorted(state.references.items())]
+    inexact = {}
+    if state.tensorflow_lambdas:
+        inexact["jax"] = (
+            f"Lambda layer(s) {', '.join(map(repr, state.tensorflow_lambdas))} call TensorFlow (tf, or Keras 2's "
+            "backend K), which Keras 3's JAX backend cannot run; pass functions written with keras.ops to run there"
+        )
     return Keras3Plan(
         model_class=translated["class_name"],
         config=translated["config"],
@@ -276,6 +298,7 @@ def plan_keras3_model(
         code_references=references,
         weight_transforms=state.weight_transforms,
         renamed=state.renamed,
+        inexact_backends=inexact,
     )
 
 
@@ -285,9 +308,70 @@ def build_keras3_model(source: str, plan: Keras3Plan):
 
     cls = keras.Sequential if plan.model_class == "Sequential" else keras.Model
     try:
-        return cls.from_config(copy.deepcopy(plan.config), custom_objects=plan.custom_objects)
+        model = cls.from_config(copy.deepcopy(plan.config), custom_objects=plan.custom_objects)
     except Exception as exc:  # Keras 3 raises ValueError, TypeError, KeyError... for configs it cannot build.
         raise ExportError(f"{source}: Keras 3 cannot build the translated model: {type(exc).__name__}: {exc}") from exc
+    return _masks_as_keras2(source, model, plan)
+
+
+def _masks_as_keras2(source: str, model: Any, plan: Keras3Plan) -> Any:
+    """``model`` with the first argument's mask passed explicitly to calls with several tensor arguments.
+
+    Keras 2 handed a layer the mask of its first argument whatever else the
+    call took; Keras 3 fills in ``mask`` only for calls with one tensor
+    argument. An RNN started from ``initial_state`` (a seq2seq decoder) thus
+    ran every padding step in Keras 3. The model is called again layer by
+    layer (``keras.models.clone_model`` keeping the same layers) with those
+    masks given, so that the file records them.
+    """
+    import keras
+    from keras import tree
+
+    if plan.model_class == "Sequential":
+        return model  # One tensor per call.
+    changed: list[str] = []
+
+    def call(layer, *args, **kwargs):
+        if kwargs.get("mask") is None and _takes_mask(layer) and _tensor_count(args, kwargs) > 1 and args:
+            mask = tree.map_structure(lambda tensor: getattr(tensor, "_keras_mask", None), args[0])
+            if any(item is not None for item in tree.flatten(mask)):
+                kwargs["mask"] = mask
+                changed.append(layer.name)
+        return layer(*args, **kwargs)
+
+    try:
+        rebuilt = keras.models.clone_model(model, clone_function=lambda layer: layer, call_function=call)
+    except Exception as exc:  # Whatever Keras 3 raises re-calling a layer; the layer is named where known.
+        raise ExportError(f"{source}: cannot export to Keras 3: passing masks as Keras 2 did failed: {type(exc).__name__}: {exc}") from exc
+    if not changed:
+        return model
+    for name in changed:
+        plan.translations.append(Translation(name, "called with its input's mask (Keras 2 passed it; Keras 3 leaves it out of calls with several tensor arguments)"))
+    started = [name for name in changed if type(rebuilt.get_layer(name)).__name__ in _RECURRENT_LAYERS]
+    if started:
+        earlier = plan.inexact_backends.get("jax")
+        plan.inexact_backends["jax"] = (f"{earlier}; " if earlier else "") + (
+            f"{', '.join(map(repr, started))} {'starts' if len(started) == 1 else 'start'} from initial_state on masked "
+            "sequences, and Keras 3's JAX backend gives a masked step before the first real one the initial state as "
+            "output where Keras 2 (and Keras 3's TensorFlow backend) give zeros: sequences padded at the front differ"
+        )
+    return rebuilt
+
+
+def _takes_mask(layer: Any) -> bool:
+    import inspect
+
+    try:
+        return "mask" in inspect.signature(layer.call).parameters
+    except (TypeError, ValueError):
+        return False
+
+
+def _tensor_count(args: tuple, kwargs: dict) -> int:
+    import keras
+    from keras import tree
+
+    return sum(1 for value in (*args, *kwargs.values()) if any(isinstance(leaf, keras.KerasTensor) for leaf in tree.flatten(value)))
 
 
 def copy_weights(source: str, plan: Keras3Plan, tf_keras_model: Any, session: Any, keras3_model: Any) -> int:
@@ -337,6 +421,7 @@ class _State:
         self.references: dict[str, Any] = {}
         self.weight_transforms: dict[str, WeightTransform] = {}
         self.renamed: dict[str, str] = {}  # Legacy layer name -> the Keras 3 layer holding its weights.
+        self.tensorflow_lambdas: list[str] = []  # Lambda layers calling TensorFlow: Keras 3's TensorFlow backend only.
 
     def note(self, layer: str, change: str | None) -> None:
         if change:
@@ -387,6 +472,8 @@ class _State:
         translated = {key: value for key, value in layer.items() if key not in ("module", "registered_name")}
         translated["class_name"] = class_name
         translated["config"] = config
+        if class_name == "TimeDistributed":
+            translated = self._time_distributed(name, translated)
         if class_name == "Lambda":
             # Keras 3's legacy reader cannot hand a Lambda its function; the current format can.
             translated = _module_keyed(translated, {})
@@ -476,6 +563,44 @@ class _State:
             to_first["inbound_nodes"] = [{"args": [_tensor_reference([inner, 0, 0])], "kwargs": {}}]
         return [to_last, convolution, to_first]
 
+    def _time_distributed(self, name: str, layer: dict) -> dict:
+        """A TimeDistributed layer as Keras 3 computes it right: over a free time axis, the layer it wraps.
+
+        Keras 3's TimeDistributed loops over ``ops.shape(inputs)[0]`` (the
+        batch size) where the time axis is unknown when it is traced, so it
+        fails or drops steps once the batch size and the length differ (seen in
+        Keras 3.15's ``time_distributed.py``). A layer acting on the last axis
+        alone computes the same on the whole sequence; anything else is refused.
+        """
+        live = self.live_layers.get(name)
+        shape = getattr(live, "input_shape", None)
+        if not isinstance(shape, tuple) or len(shape) < 3 or shape[1] is not None:
+            return layer
+        inner = layer["config"]["layer"]
+        inner_class = inner.get("class_name")
+        if inner_class not in _LAST_AXIS_LAYERS:
+            raise _Refusal(
+                f"layer {name!r} (TimeDistributed of {inner_class}) runs over a free time axis, which Keras 3's "
+                "TimeDistributed loops over the batch size instead of the time steps (wrong outputs or a failure "
+                "whenever they differ); only layers acting on the last axis alone can be unwrapped; export a TF2 "
+                "SavedModel (export_saved_model) or give the input a fixed length"
+            )
+        unwrapped = {key: value for key, value in layer.items() if key not in ("config", "module", "registered_name")}
+        unwrapped["class_name"] = inner_class
+        unwrapped["config"] = {**inner["config"], "name": name}
+        for key in ("trainable", "dtype"):
+            if key in layer["config"]:
+                unwrapped["config"].setdefault(key, layer["config"][key])
+        inner_name = inner["config"].get("name")
+        if inner_name in self.weight_transforms:
+            self.weight_transforms[name] = self.weight_transforms.pop(inner_name)
+        self.note(
+            name,
+            f"TimeDistributed({inner_class}) over a free time axis as {inner_class} on the whole sequence (the same "
+            "computation; Keras 3's TimeDistributed loops over the batch size when the length is unknown)",
+        )
+        return unwrapped
+
     def _arguments(self, name: str, class_name: str, config: dict) -> dict:
         for key in list(config):
             rule = _DROPPED_FOR.get((class_name, key)) or _DROPPED_ARGUMENTS.get(key)
@@ -514,6 +639,18 @@ class _State:
                 "load back; replace it with a custom Keras 3 layer (keras3_custom_objects=)"
             )
         key = _LAMBDA_PREFIX + name
+        described = "the supplied Python lambda"
+        if not _importable(function) and (needs_carrying(function) or getattr(function, "__name__", "") != "<lambda>"):
+            try:
+                portable = portable_function(function, name)
+            except NotPortable as exc:
+                raise _Refusal(str(exc)) from None
+            function, described = portable.function, (
+                f"the supplied function {_qualified(live.function)} with the globals it reads "
+                f"({', '.join(portable.globals_read)}) carried in its bytecode"
+            )
+        if reads_tensorflow(live.function):
+            self.tensorflow_lambdas.append(name)
         self.custom_objects[key] = function
         new = {k: config[k] for k in ("name", "trainable", "dtype") if k in config}
         new["function"] = key
@@ -522,9 +659,9 @@ class _State:
             new["output_shape"] = list(output_shape)
         if config.get("arguments"):
             new["arguments"] = config["arguments"]
-        if getattr(function, "__name__", "") == "<lambda>":
+        if getattr(function, "__name__", "") == "<lambda>" or not _importable(function):
             self.bytecode_lambdas.append(name)
-            self.note(name, "Lambda: the supplied Python lambda, stored by Keras 3 as bytecode (load with safe_mode=False)")
+            self.note(name, f"Lambda: {described}, stored by Keras 3 as bytecode (load with safe_mode=False)")
         else:
             self.references[_lookup_name(function)] = function
             self.note(name, f"Lambda: the supplied function {_qualified(function)}, stored by reference to its module")
@@ -614,6 +751,13 @@ def _references_in(value: Any, layer_names: set[str], first_nodes: Mapping[str, 
             return value
         return {key: _references_in(item, layer_names, first_nodes) for key, item in value.items()}
     return value
+
+
+def _importable(function: Any) -> bool:
+    """Whether another process can import ``function`` by its module and name (so Keras 3 can store a reference)."""
+    module = getattr(function, "__module__", None) or ""
+    qualname = getattr(function, "__qualname__", "")
+    return module not in ("__main__", "") and "<" not in qualname and module in sys.modules
 
 
 def _module_keyed(layer: dict, caller_objects: Mapping[str, Any]) -> dict:

@@ -9,11 +9,12 @@ tf_keras, no state of the exporting process. ``JOBS.json`` is a list of jobs::
      "safe_mode": true, "references": [{"key", "module", "qualname", "search_path"}],
      "train": true, "training": "training.json", "train_only": false}
 
-``inputs.npz`` holds the model's inputs in order as ``0``, ``1``...; each job's outputs
-are written to its ``outputs.npz`` as ``0``, ``1``... in the model's output order, with
+``inputs.npz`` holds batches of the model's inputs, in order, as ``<batch>/0``,
+``<batch>/1``...; each job's outputs are written to its ``outputs.npz`` as
+``<batch>/0``, ``<batch>/1``... in the model's output order, with
 a ``__report__`` entry (JSON): the backend, Keras's version, the output names and any
-forbidden module that got imported. With ``train``, what one training step did is then
-written to ``training.json`` (``train_only``: only that).
+forbidden module that got imported. With ``train``, what one training step on the
+first batch did is then written to ``training.json`` (``train_only``: only that).
 """
 
 import importlib
@@ -79,10 +80,17 @@ def run_job(job):
     objects = _custom_objects(job.get("references", []))
     model = keras.saving.load_model(job["model"], custom_objects=objects or None, compile=False, safe_mode=job["safe_mode"])
     stored = np.load(job["inputs"])
-    arrays = [stored[str(index)] for index in range(len(stored.files))]
+    keys = [key.split("/") for key in stored.files]
+    batches = [
+        [stored[f"{batch}/{index}"] for index in range(1 + max(int(i) for b, i in keys if b == str(batch)))]
+        for batch in range(1 + max(int(b) for b, _ in keys))
+    ]
+    arrays = batches[0]
     outputs = _predict(model, arrays)
     if not job.get("train_only"):
-        results = {str(index): output for index, output in enumerate(outputs)}
+        results = {f"0/{index}": output for index, output in enumerate(outputs)}
+        for batch, inputs in enumerate(batches[1:], start=1):
+            results.update({f"{batch}/{index}": output for index, output in enumerate(_predict(model, inputs))})
         functional = getattr(model, "_functional", None) or model
         report = {
             "backend": keras.backend.backend(),

@@ -193,7 +193,11 @@ class Predictor(KerasModelFace, SessionFace):
         """What load measured and decided for the backend.
 
         Keys: ``requested`` and ``backend``; with TF Lite: ``max_deviation``
-        from the session at verification, ``chunk_rows`` and
+        (TF Lite's largest deviation from the float64 reference at
+        verification, or from the session where float64 cannot run:
+        ``float64_unavailable`` says why), ``deviations`` (per output:
+        ``max_abs_error``, ``max_rel_error``, ``float32_session_error``,
+        ``allowed``), ``chunk_rows`` and
         ``chunk_us_per_row`` (the parallel path's chunk size and its probe),
         ``threads``, ``tflite_bytes``, ``convert_seconds``; with ``"auto"``:
         ``auto_choice`` ({batch size: runtime}) and ``auto_us_per_row``;

@@ -7,8 +7,9 @@ It stays up and takes one job per line on standard input
 (``["EXPORT_DIR", "INPUTS.npz", "OUTPUTS.npz"]``), answering each with a
 ``VERIFY-DONE {"ok": ..., "error": ...}`` line: the exporting process starts
 it once and reuses it, rather than paying TensorFlow's start-up per export.
-``INPUTS.npz`` holds ``<signature>/<input>`` arrays; the outputs of each
-signature are written to ``OUTPUTS.npz`` as ``<signature>/<output>``, with a
+``INPUTS.npz`` holds ``<batch>/<signature>/<input>`` arrays (verification
+runs several batches: sequences of two lengths, sample inputs); the outputs of
+each signature are written to ``OUTPUTS.npz`` as ``<batch>/<signature>/<output>``, with a
 ``__report__`` entry (JSON) naming the signatures found and any forbidden
 module that got imported.
 """
@@ -28,10 +29,10 @@ def main(export_dir: str, inputs_path: str, outputs_path: str) -> None:
     stored = np.load(inputs_path)
     by_signature: dict = {}
     for key in stored.files:
-        signature, name = key.split("/", 1)
-        by_signature.setdefault(signature, {})[name] = stored[key]
+        position, signature, name = key.split("/", 2)
+        by_signature.setdefault((position, signature), {})[name] = stored[key]
     results = {}
-    for signature, feeds in by_signature.items():
+    for (position, signature), feeds in by_signature.items():
         function = loaded.signatures[signature]
         rows = len(next(iter(feeds.values())))
         chunks: dict = {}
@@ -40,7 +41,7 @@ def main(export_dir: str, inputs_path: str, outputs_path: str) -> None:
             for name, value in function(**batch).items():
                 chunks.setdefault(name, []).append(value.numpy())
         for name, parts in chunks.items():
-            results[f"{signature}/{name}"] = np.concatenate(parts)
+            results[f"{position}/{signature}/{name}"] = np.concatenate(parts)
     forbidden = sorted(name for name in sys.modules if name.split(".")[0] in ("tf1infer", "tf_keras"))
     report = {"signatures": sorted(loaded.signatures.keys()), "forbidden_modules": forbidden}
     results["__report__"] = np.array(json.dumps(report))

@@ -655,6 +655,35 @@ def _drop_newer_defaults(config: Any) -> None:
                         del arguments[name]
 
 
+def legacy_read_lambdas(config: Any, legacy: bool = False) -> set[int]:
+    """``id()`` of each Lambda layer config in ``config`` that tf_keras's legacy deserializer reads.
+
+    tf_keras reads a layer with its legacy deserializer or its newer one by
+    where it sits: a Sequential model's layer without a ``module`` key, and a
+    ``TimeDistributed``'s wrapped layer where the wrapper's config has none, go
+    to the legacy one; a Functional model's layers and a ``Bidirectional``'s
+    to the newer one (``Sequential.from_config``, ``Wrapper.from_config``,
+    ``Bidirectional.from_config``, ``reconstruct_from_config``, tf_keras 2.15-2.21).
+    """
+    found: set[int] = set()
+    if not isinstance(config, dict):
+        return found
+    class_name, inner = config.get("class_name"), config.get("config", config)
+    if class_name == "Lambda" and legacy:
+        found.add(id(config))
+    if isinstance(inner, list):  # Keras 2.0-2.1 Sequential: config is the layer list.
+        for layer in inner:
+            found |= legacy_read_lambdas(layer, "module" not in layer if isinstance(layer, dict) else False)
+    elif isinstance(inner, dict):
+        for layer in inner.get("layers") or []:
+            if isinstance(layer, dict):
+                found |= legacy_read_lambdas(layer, "module" not in layer if class_name == "Sequential" else False)
+        for key in ("layer", "backward_layer"):
+            if isinstance(inner.get(key), dict):
+                found |= legacy_read_lambdas(inner[key], class_name != "Bidirectional" and "module" not in inner)
+    return found
+
+
 def iter_layer_configs(config: Any) -> Iterator[dict]:
     """Every layer config in a Keras model config, nested models and wrappers included."""
     if not isinstance(config, dict):
@@ -753,11 +782,12 @@ def _stand_in_input_shapes(config: dict, custom_objects: dict, lambda_layers: li
     stand_in = copy.deepcopy(config)
     objects = dict(custom_objects)
     names = []
+    legacy = legacy_read_lambdas(stand_in)
     for layer in iter_layer_configs(stand_in):
         if layer.get("class_name") == "Lambda":
             layer_config = layer["config"]
             names.append(layer_config.get("name"))
-            _replace_lambda_function(layer_config, objects, lambda x: x)
+            _replace_lambda_function(layer, objects, lambda x: x, id(layer) in legacy)
     shapes: dict[str, Any] = {}
     try:
         # Safe mode: a mask function stored as bytecode stays in the stand-in, and must not run.
@@ -841,22 +871,27 @@ def _apply_lambda_policy(
         logger.warning("%s: deserializing Python bytecode of Lambda layers (safe_mode=False)", path)
         return config
     config = copy.deepcopy(config)
+    legacy = legacy_read_lambdas(config)
     for layer in iter_layer_configs(config):
         layer_config = layer.get("config", {})
         if layer.get("class_name") == "Lambda" and layer_config.get("name") in lambdas:
-            _replace_lambda_function(layer_config, custom_objects, lambdas[layer_config["name"]])
+            _replace_lambda_function(layer, custom_objects, lambdas[layer_config["name"]], id(layer) in legacy)
     return config
 
 
-def _replace_lambda_function(layer_config: dict, custom_objects: dict, function: Callable) -> None:
-    """Point a Lambda config at ``function`` instead of its bytecode.
+def _replace_lambda_function(layer: dict, custom_objects: dict, function: Callable, legacy: bool) -> None:
+    """Point a Lambda layer's config at ``function`` instead of its bytecode.
 
-    The function is registered in custom_objects under a reserved name, and the
-    config names it with ``function_type="raw"``: tf_keras's legacy deserializer
-    replaces a config string that names a custom *function* by the function
-    itself, and a raw Lambda uses what it is given. Only plain functions are
-    replaced that way, so other callables (partials, instances) are wrapped.
+    The function is registered in custom_objects under a reserved name, which
+    the config names. tf_keras reads it one of two ways (``legacy``: see
+    :func:`legacy_read_lambdas`): its legacy deserializer replaces a config
+    string naming a custom function by the function itself, so the Lambda is
+    told its function is ``"raw"``; the newer one hands the string on, so the
+    Lambda is told to look a ``"function"`` up in custom_objects. Only plain
+    functions are replaced by the legacy reader, so other callables (partials,
+    instances) are wrapped.
     """
+    layer_config = layer["config"]
     if not inspect.isfunction(function):
         callable_object = function
 
@@ -866,7 +901,7 @@ def _replace_lambda_function(layer_config: dict, custom_objects: dict, function:
     key = _LAMBDA_PREFIX + str(layer_config.get("name"))
     custom_objects[key] = function
     layer_config["function"] = key
-    layer_config["function_type"] = "raw"
+    layer_config["function_type"] = "raw" if legacy else "function"
     layer_config.pop("module", None)
     if layer_config.get("output_shape_type") == "lambda":
         # The stored shape function is bytecode too; tf_keras infers the shape in graph mode.
