@@ -118,6 +118,20 @@ def lambda_model():
     )
 
 
+def masked_states():
+    """Masked RNNs started from other layers' states: a GRU (``reset_after=False``) from an encoder GRU's state, a
+    ``Bidirectional(SimpleRNN)`` from two Dense projections of it."""
+    source = layers.Input(shape=(None,), name="source")
+    target = layers.Input(shape=(None,), name="target")
+    encoded = layers.Embedding(MASKED_STATES_VOCABULARY["source"], 8, mask_zero=True)(source)
+    _, state = layers.GRU(6, return_sequences=True, return_state=True, reset_after=False, name="encoder_gru")(encoded)
+    decoded = layers.Embedding(MASKED_STATES_VOCABULARY["target"], 8, mask_zero=True)(target)
+    sequence = layers.GRU(6, return_sequences=True, name="decoder_gru")(decoded, initial_state=[state])
+    forward, backward = layers.Dense(5, name="forward_state")(state), layers.Dense(5, name="backward_state")(state)
+    both = layers.Bidirectional(layers.SimpleRNN(5, return_sequences=True), name="both_ways")(sequence, initial_state=[forward, backward])
+    return tf_keras.Model([source, target], layers.Dense(3, name="scores")(both), name="masked_states")
+
+
 def lambda_resize():
     """Keras 2.0-style image model whose Lambda resizes with TensorFlow: a function reading the global ``tf``."""
     image = layers.Input(shape=(12, 12, 3), name="image")
@@ -226,10 +240,11 @@ def thresholded_relu():
 # Vocabulary sizes of inputs that hold token ids, whatever their dtype: samples are drawn from [1, size).
 SEQ2SEQ_VOCABULARY = {"encoder_tokens": 40, "decoder_tokens": 30}
 SEQ2SEQ_MASKED_VOCABULARY = {"source_ids": 25, "target_ids": 20}
-TOKEN_INPUTS = {**SEQ2SEQ_VOCABULARY, **SEQ2SEQ_MASKED_VOCABULARY}
+MASKED_STATES_VOCABULARY = {"source": 30, "target": 20}
+TOKEN_INPUTS = {**SEQ2SEQ_VOCABULARY, **SEQ2SEQ_MASKED_VOCABULARY, **MASKED_STATES_VOCABULARY}
 # Inputs whose samples are padded as real data is: ids with 0 (mask_zero) after their end, or zero feature vectors
 # (Masking) after their end; each row a different length.
-PADDED_INPUTS = {"source_ids", "target_ids", "steps"}
+PADDED_INPUTS = {"source_ids", "target_ids", "steps", "source", "target"}
 
 ZOO = {
     "mlp": mlp,
@@ -248,6 +263,7 @@ ZOO = {
     "seq2seq_masked": seq2seq_masked,
     "masking_bidirectional": masking_bidirectional,
     "lambda_resize": lambda_resize,
+    "masked_states": masked_states,
 }
 
 

@@ -15,7 +15,7 @@ CORPUS_DIR = ROOT.parent / "shared" / "corpus"
 # Every zoo model that loads without extra arguments beyond custom_objects.
 ZOO_MODELS = [
     "mlp", "cnn", "lstm", "gru", "embedding", "two_in_two_out", "custom_layer", "channels_first", "seq2seq", "seq2seq_masked",
-    "masking_bidirectional",
+    "masking_bidirectional", "masked_states",
 ]
 
 sys.path.insert(0, str(ZOO_DIR))

@@ -84,7 +84,7 @@ def test_tflite_tf1_saved_model_with_two_outputs():
     np.testing.assert_allclose(probs, expected["probs"], rtol=0, atol=ATOL)
 
 
-RECURRENT = ["lstm", "gru", "seq2seq", "seq2seq_masked", "masking_bidirectional"]
+RECURRENT = ["lstm", "gru", "seq2seq", "seq2seq_masked", "masking_bidirectional", "masked_states"]
 
 
 @pytest.mark.parametrize("name", RECURRENT)

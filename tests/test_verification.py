@@ -70,7 +70,7 @@ def test_verification_batches_hold_padding_table_ends_and_two_lengths():
     assert images[-2].min() >= 0 and images[-2].max() > 200 and 0 <= images[-1].min() and images[-1].max() <= 1
 
 
-@pytest.mark.parametrize("name", ["cnn", "channels_first", "seq2seq_masked", "masking_bidirectional", "lambda_resize"])
+@pytest.mark.parametrize("name", ["cnn", "channels_first", "seq2seq_masked", "masking_bidirectional", "masked_states", "lambda_resize"])
 def test_float64_graph_computes_the_model(name, eager_model):
     """The float64 twin (FusedBatchNorm as arithmetic, resizing cast back, loops retyped) agrees with tf_keras to
     float32's precision, and is not the float32 graph (its outputs are float64 and differ in the last bits)."""

@@ -723,6 +723,8 @@ def _current_node(node: Any, layer_names: set[str], recurrent: bool, first_nodes
             kwargs.update(entry[3])
     if recurrent and len(tensors) > 1:
         tensors, kwargs["initial_state"] = tensors[:1], tensors[1:]
+    if recurrent and kwargs.get("constants") is None:
+        kwargs.pop("constants", None)  # tf_keras's Bidirectional records constants=None; Keras 3 RNNs take none.
     return {
         "args": [tensors[0] if len(tensors) == 1 else tensors],
         "kwargs": _references_in(kwargs, layer_names, first_nodes),
