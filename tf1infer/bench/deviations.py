@@ -8,9 +8,9 @@ the TF Lite backend at load, ``export_saved_model`` and ``export_keras`` (Keras
 models; TensorFlow and, where installed and exact, JAX), each verified on the
 verification batches against the frozen graph in float64. It prints, per model,
 the float32 session's deviation from float64 and each candidate's (largest over
-its outputs), or why a candidate was refused or left out. Run it under each
-kernel family (``TF_ENABLE_ONEDNN_OPTS=0`` and ``=1``): the figures are the
-machine's.
+its outputs, as ``candidate (session)``: each check runs its own rows), or why a
+candidate was refused or left out. Run it under each kernel family
+(``TF_ENABLE_ONEDNN_OPTS=0`` and ``=1``): the figures are the machine's.
 """
 
 from __future__ import annotations
@@ -99,11 +99,11 @@ def _corpus_cases(tf) -> list[tuple[str, str, dict[str, Any], bool]]:
     return cases
 
 
-def _worst(errors: dict[str, dict[str, Any]]) -> tuple[float, float | None]:
-    """(largest max_abs_error, largest float32_session_error) over a verification's outputs."""
+def _worst(errors: dict[str, dict[str, Any]]) -> str:
+    """``"candidate (session)"``: the largest max_abs_error and float32_session_error over a verification's outputs."""
     candidate = max((figures["max_abs_error"] for figures in errors.values()), default=0.0)
     sessions = [figures["float32_session_error"] for figures in errors.values() if figures.get("float32_session_error") is not None]
-    return candidate, (max(sessions) if sessions else None)
+    return f"{candidate:.2g} ({max(sessions):.2g})" if sessions else f"{candidate:.2g} (no float64)"
 
 
 def _reason(exc: BaseException) -> str:
@@ -121,7 +121,7 @@ def measure(name: str, path: str, options: dict[str, Any], keras: bool) -> dict[
         with tf1infer.load(path, backend="tflite", **load_options) as predictor:
             report = predictor.backend_report
             if report.get("deviations"):
-                row["tflite"], row["session"] = _worst(report["deviations"])
+                row["tflite"] = _worst(report["deviations"])
             else:
                 row["tflite"] = f"falls back: {report.get('fallback_reason', '?')[:160]}"
     except Exception as exc:  # A row of the table, whatever went wrong.
@@ -129,10 +129,9 @@ def measure(name: str, path: str, options: dict[str, Any], keras: bool) -> dict[
     with tempfile.TemporaryDirectory() as scratch:
         try:
             report = tf1infer.export_saved_model(path, os.path.join(scratch, "saved"), **load_options)
-            row["saved_model"], session = _worst(report.errors)
-            row.setdefault("session", session)
+            row["saved_model"] = _worst(report.errors)
             if report.float64_unavailable:
-                row["saved_model"] = f"{row['saved_model']:.2g} (no float64: {report.float64_unavailable})"
+                row["saved_model"] += f": {report.float64_unavailable}"
         except Exception as exc:
             row["saved_model"] = _reason(exc)
         if keras and keras3_available():
@@ -140,7 +139,7 @@ def measure(name: str, path: str, options: dict[str, Any], keras: bool) -> dict[
                 report = tf1infer.export_keras(path, os.path.join(scratch, "model.keras"), training_step=False, **load_options, **keras3_options)
                 for backend in available_backends():
                     if backend in report.backends:
-                        row[f"keras3_{backend}"] = _worst(report.backends[backend])[0]
+                        row[f"keras3_{backend}"] = _worst(report.backends[backend])
                     else:
                         row[f"keras3_{backend}"] = report.backends_skipped.get(backend, "not checked")[:160]
             except Exception as exc:
@@ -161,7 +160,7 @@ def main(argv: list[str] | None = None) -> int:
     import tensorflow as tf
 
     print(f"TensorFlow {tf.__version__}, oneDNN kernels {'on' if onednn_enabled() else 'off'}", flush=True)
-    columns = ["model", "session", "tflite", "saved_model", "keras3_tensorflow", "keras3_jax"]
+    columns = ["model", "tflite", "saved_model", "keras3_tensorflow", "keras3_jax"]
     print("| " + " | ".join(columns) + " |")
     print("|" + " --- |" * len(columns))
     started = time.perf_counter()
