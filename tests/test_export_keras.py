@@ -368,3 +368,103 @@ def test_inspect_says_whether_and_how_a_model_exports_to_keras3(capsys):
     assert "thresholded: ThresholdedReLU(theta=0.3) as ReLU(threshold=0.3): x where x > theta, else 0" in summary
     assert main(["inspect", str(ZOO_DIR / "tf1" / "frozen.pb"), "--json"]) == 0
     assert json.loads(capsys.readouterr().out)["keras3_export"][0].startswith("no: a TensorFlow graph without Keras layers")
+
+
+# Arguments for the tf_keras layer classes whose constructors require some (the table test below).
+_REQUIRED_ARGUMENTS = {
+    "units": 2, "filters": 2, "kernel_size": 2, "rate": 0.5, "pool_size": 2, "size": 2, "cropping": 1, "target_shape": (2,),
+    "dims": (1,), "n": 2, "input_dim": 3, "output_dim": 2, "stddev": 0.1, "theta": 1.0, "axis": -1, "height": 2, "width": 2,
+    "factor": 0.1, "depth_multiplier": 1, "num_heads": 2, "key_dim": 2, "num_tokens": 3, "max_tokens": 3, "activation": "relu",
+    "axes": 1, "equation": "ab,bc->ac", "output_shape": 2, "scale": 0.5, "height_factor": 0.1, "width_factor": 0.1, "num_bins": 3,
+}
+_EXTRA_ARGUMENTS = {"Discretization": {"bin_boundaries": [0.0, 1.0]}, "CategoryEncoding": {"num_tokens": 3}}
+
+
+def _default_layer_configs():
+    import inspect
+
+    import keras
+    import tf_keras
+
+    configs = {}
+    for name in sorted(dir(tf_keras.layers)):
+        cls = getattr(tf_keras.layers, name)
+        if not (inspect.isclass(cls) and issubclass(cls, tf_keras.layers.Layer)) or not hasattr(keras.layers, name):
+            continue
+        if name in ("Lambda", "InputLayer") or name in configs:
+            continue
+        kwargs = dict(_EXTRA_ARGUMENTS.get(name, {}))
+        for parameter, spec in inspect.signature(cls.__init__).parameters.items():
+            if parameter in ("self", "args", "kwargs") or spec.default is not inspect.Parameter.empty:
+                continue
+            if parameter == "layer":
+                kwargs[parameter] = tf_keras.layers.LSTM(2) if name == "Bidirectional" else tf_keras.layers.Dense(2)
+            elif parameter in ("cell", "cells"):
+                kwargs[parameter] = tf_keras.layers.LSTMCell(2) if parameter == "cell" else [tf_keras.layers.LSTMCell(2)]
+            elif parameter in _REQUIRED_ARGUMENTS:
+                kwargs[parameter] = _REQUIRED_ARGUMENTS[parameter]
+            else:
+                kwargs = None
+                break
+        if kwargs is not None:
+            configs[name] = {"class_name": name, "config": cls(**kwargs).get_config()}
+    return configs
+
+
+def test_every_tf_keras_layer_class_translates_to_its_keras3_counterpart():
+    """Each tf_keras layer class Keras 3 also has, at its defaults, builds in Keras 3 once translated: arguments
+    Keras 3 refuses are dropped where they hold tf_keras's default (Conv*DTranspose's groups, SpatialDropout's
+    noise_shape, augmentation layers' rng_type...) and named where they do not."""
+    from tf1infer.keras3_translate import translate_layer_config
+
+    configs = _default_layer_configs()
+    assert len(configs) >= 100
+    refused = {}
+    for name, config in configs.items():
+        try:
+            translated, changes = translate_layer_config("table", config)
+        except ExportError as exc:
+            refused[name] = str(exc)
+            continue
+        assert "_tf1infer" not in json.dumps(translated, default=str), name  # No internal key is ever written.
+    # MultiHeadAttention records the shapes it was built with (query_shape...), which Keras 3 does not take.
+    assert set(refused) == {"MultiHeadAttention"}, refused
+    assert "has query_shape=None, which Keras 3's MultiHeadAttention does not take" in refused["MultiHeadAttention"]
+    groups = translate_layer_config("table", configs["Conv2DTranspose"])[1]
+    assert [str(change) for change in groups] == [
+        "conv2d_transpose: dropped groups=1 (tf_keras's default; Keras 3's Conv2DTranspose takes no groups)"
+    ]
+    bigger = {**configs["Conv2DTranspose"], "config": {**configs["Conv2DTranspose"]["config"], "groups": 2}}
+    with pytest.raises(ExportError, match=r"has groups=2, which Keras 3's Conv2DTranspose does not take"):
+        translate_layer_config("table", bigger)
+
+
+def test_wrapped_layers_lose_the_input_shape_marker_and_spatial_dropout_its_trainable(tmp_path):
+    """A Keras 2.1-style text model: SpatialDropout1D, then a Bidirectional LSTM whose config carries
+    batch_input_shape (Keras 2 wrote it on the first layer, inside the wrapper)."""
+    import tf_keras
+    from tf_keras import layers
+
+    model = tf_keras.Sequential([
+        layers.Bidirectional(layers.LSTM(4, return_sequences=True), input_shape=(6, 3), name="bi"),
+        layers.SpatialDropout1D(0.2, name="drop"),
+        layers.GlobalMaxPooling1D(),
+        layers.Dense(2, name="out"),
+    ])
+    config = json.loads(model.to_json())
+    (wrapper,) = [layer for layer in config["config"]["layers"] if layer["class_name"] == "Bidirectional"]
+    wrapper["config"]["layer"]["config"]["batch_input_shape"] = [None, 6, 3]
+    (tmp_path / "arch.json").write_text(json.dumps(json.dumps(config)))  # json.dump(model.to_json(), f): double-encoded.
+    model.save_weights(tmp_path / "weights.h5")
+    x = np.random.default_rng(0).normal(size=(4, 6, 3)).astype("float32")
+    want = model.predict(x, verbose=0)  # tf_keras eager, before tf1infer builds graphs in this process.
+    report = tf1infer.export_keras(tmp_path / "arch.json", tmp_path / "bi.keras", weights=tmp_path / "weights.h5",
+                                   backends=["tensorflow"], training_step=False)
+    assert_held_to_float64(report.backends["tensorflow"], report)
+    assert report.translations["drop"] == [
+        "dropped trainable=True (tf_keras's default; Keras 3's SpatialDropout1D takes no trainable)",
+        "dropped noise_shape=None (tf_keras's default; Keras 3's SpatialDropout1D takes no noise_shape)",
+    ]
+    import keras
+
+    np.testing.assert_allclose(keras.saving.load_model(report.path).predict(x, verbose=0), want, rtol=0, atol=1e-5)

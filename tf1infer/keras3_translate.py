@@ -136,6 +136,7 @@ _DROPPED_ARGUMENTS: dict[str, tuple[Callable[[Any], bool], str, str | None]] = {
     "adjustment": (_always, "dropped adjustment (training-time batch statistics only)", None),
     "input_length": (_always, "dropped input_length (Keras 3 Embedding infers it)", None),
     "input_dtype": (_always, "dropped input_dtype (the InputLayer carries the dtype)", None),
+    "rng_type": (_always, "dropped rng_type (tf_keras's random generator for training-time augmentation)", None),
 }
 # Arguments dropped only from the layers named, with the value that makes them meaningless.
 _DROPPED_FOR: dict[tuple[str, str], tuple[Callable[[Any], bool], str, str | None]] = {
@@ -281,7 +282,7 @@ def plan_keras3_model(
         translated = state.translate(config, top_level=True)
     except _Refusal as exc:
         raise ExportError(f"{source}: cannot export to Keras 3: {exc}") from None
-    _check_layers_build(source, translated, state.custom_objects, keras)
+    _fit_arguments(source, translated, state, keras)
     references = [code_reference(source, key, value) for key, value in sorted(state.references.items())]
     inexact = {}
     if state.tensorflow_lambdas:
@@ -300,6 +301,23 @@ def plan_keras3_model(
         renamed=state.renamed,
         inexact_backends=inexact,
     )
+
+
+def translate_layer_config(source: str, layer: dict, keras3_custom_objects: Mapping[str, Any] | None = None) -> tuple[dict, list[Translation]]:
+    """One tf_keras layer config (``{"class_name", "config"}``) as Keras 3 builds it, and what was changed.
+
+    Raises:
+        ExportError: the layer has no Keras 3 translation; the message names it and why.
+    """
+    import keras
+
+    state = _State(dict(keras3_custom_objects or {}), {})
+    try:
+        translated = state.translate(copy.deepcopy(layer))
+    except _Refusal as exc:
+        raise ExportError(f"{source}: cannot export to Keras 3: {exc}") from None
+    _fit_arguments(source, translated, state, keras)
+    return translated, state.translations
 
 
 def build_keras3_model(source: str, plan: Keras3Plan):
@@ -442,6 +460,7 @@ class _State:
                 "SavedModel with export_saved_model instead"
             )
         config = dict(config)
+        class_name = _canonical_class_name(class_name)
         if class_name in _CLASS_RULES:
             class_name, config, change = _CLASS_RULES[class_name](config)
             self.note(name, change)
@@ -458,6 +477,7 @@ class _State:
         for key in _WRAPPER_KEYS:
             if isinstance(config.get(key), dict):
                 inner = self.translate(config[key])
+                inner["config"].pop("_tf1infer_batch_input_shape", None)  # A wrapped layer's input is the wrapper's.
                 inner_transforms.append(self.weight_transforms.pop(inner["config"].get("name"), None))
                 # Keras 3 wrappers deserialize what they wrap with the current (module-keyed) format.
                 config[key] = _module_keyed(inner, self.caller_objects)
@@ -755,6 +775,14 @@ def _references_in(value: Any, layer_names: set[str], first_nodes: Mapping[str, 
     return value
 
 
+def _canonical_class_name(class_name: Any) -> Any:
+    """Keras 3's own name for a layer class an alias names (``Convolution2D``: ``Conv2D``)."""
+    import keras
+
+    cls = getattr(keras.layers, class_name, None) if isinstance(class_name, str) else None
+    return cls.__name__ if isinstance(cls, type) and cls.__name__ != class_name and hasattr(keras.layers, cls.__name__) else class_name
+
+
 def _importable(function: Any) -> bool:
     """Whether another process can import ``function`` by its module and name (so Keras 3 can store a reference)."""
     module = getattr(function, "__module__", None) or ""
@@ -771,22 +799,80 @@ def _module_keyed(layer: dict, caller_objects: Mapping[str, Any]) -> dict:
     return layer
 
 
-def _check_layers_build(source: str, config: dict, custom_objects: dict[str, Any], keras) -> None:
-    """Build each translated layer alone, so that an argument Keras 3 refuses is reported with the layer's name."""
+def _fit_arguments(source: str, config: dict, state: "_State", keras) -> None:
+    """Build each translated layer alone; drop the arguments Keras 3 refuses that hold tf_keras's default.
+
+    Keras 3 layer classes take fewer arguments than tf_keras's (``groups`` of
+    ``Conv2DTranspose``, ``trainable`` of ``SpatialDropout1D``...). Each layer
+    is built from its config by its Keras 3 class; an argument it refuses is
+    dropped where the legacy config holds the tf_keras class's own default for
+    it (so it changed nothing), and refused otherwise, named. Other failures
+    are reported with the layer's name.
+    """
     for layer in _leaf_layers(config):
-        class_name, layer_config = layer["class_name"], copy.deepcopy(layer["config"])
-        layer_config.pop("_tf1infer_batch_input_shape", None)
-        if class_name in ("InputLayer", "Lambda") or class_name in custom_objects:
+        class_name = layer["class_name"]
+        if class_name in ("InputLayer", "Lambda") or class_name in state.custom_objects:
             continue
         cls = getattr(keras.layers, class_name, None)
-        try:
-            cls.from_config(layer_config)
-        except Exception as exc:  # Whatever Keras 3 raises for arguments it does not take.
-            raise ExportError(
-                f"{source}: cannot export to Keras 3: layer {layer_config.get('name')!r} ({class_name}): Keras 3 "
-                f"refuses its configuration: {type(exc).__name__}: {exc}"
-            ) from exc
+        name = layer["config"].get("name")
+        while True:
+            layer_config = copy.deepcopy(layer["config"])
+            layer_config.pop("_tf1infer_batch_input_shape", None)
+            try:
+                cls.from_config(layer_config)
+                break
+            except Exception as exc:  # Whatever Keras 3 raises for arguments it does not take.
+                argument = _refused_argument(exc)
+                if argument is None or argument not in layer["config"]:
+                    raise ExportError(
+                        f"{source}: cannot export to Keras 3: layer {name!r} ({class_name}): Keras 3 "
+                        f"refuses its configuration: {type(exc).__name__}: {exc}"
+                    ) from exc
+                value = layer["config"][argument]
+                if not _is_legacy_default(class_name, argument, value):
+                    raise ExportError(
+                        f"{source}: cannot export to Keras 3: layer {name!r} ({class_name}) has {argument}={value!r}, "
+                        f"which Keras 3's {class_name} does not take (only tf_keras's default could be dropped); "
+                        "export a TF2 SavedModel with export_saved_model instead"
+                    ) from exc
+                del layer["config"][argument]
+                state.note(str(name), f"dropped {argument}={value!r} (tf_keras's default; Keras 3's {class_name} takes no {argument})")
     _strip_markers(config)
+
+
+def _refused_argument(exc: Exception) -> str | None:
+    """The argument a Keras 3 layer refused, from its error: Keras 3's own check, or Python's."""
+    import re
+
+    found = re.search(r"Unrecognized keyword arguments? passed to \w+: \{'(\w+)'", str(exc)) or re.search(
+        r"unexpected keyword argument '(\w+)'", str(exc)
+    )
+    return found.group(1) if found else None
+
+
+# Arguments every tf_keras layer takes (tf_keras's base Layer), with their defaults.
+_BASE_DEFAULTS = {"trainable": True, "dynamic": False, "autocast": True}
+
+
+def _is_legacy_default(class_name: str, argument: str, value: Any) -> bool:
+    """Whether ``value`` is tf_keras's default for ``argument`` of its ``class_name`` (so dropping it changes nothing)."""
+    import inspect
+
+    import tf_keras
+
+    cls = getattr(tf_keras.layers, class_name, None)
+    # The class's own __init__, or a base class's that its **kwargs reach (Conv2DTranspose's groups is Conv's).
+    parameters = [inspect.signature(base.__init__).parameters.get(argument) for base in (cls.__mro__ if cls else ())
+                  if "__init__" in vars(base)]
+    parameter = next((p for p in parameters if p is not None), None)
+    if parameter is not None and parameter.default is not inspect.Parameter.empty:
+        default = parameter.default
+    elif argument in _BASE_DEFAULTS:
+        default = _BASE_DEFAULTS[argument]
+    else:
+        return False
+    normalize = (lambda v: tuple(v) if isinstance(v, (list, tuple)) else v)  # noqa: E731 - JSON turns tuples into lists.
+    return normalize(value) == normalize(default)
 
 
 def _leaf_layers(layer: dict) -> Iterator[dict]:
@@ -879,4 +965,7 @@ def code_reference(source: str, key: str, value: Any) -> CodeReference:
     return CodeReference(key=key, module=module_name, qualname=qualname, search_path=search_path)
 
 
-__all__ = ["CodeReference", "code_reference", "Keras3Plan", "Translation", "build_keras3_model", "copy_weights", "plan_keras3_model"]
+__all__ = [
+    "CodeReference", "code_reference", "Keras3Plan", "Translation", "build_keras3_model", "copy_weights", "plan_keras3_model",
+    "translate_layer_config",
+]

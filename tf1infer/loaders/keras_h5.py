@@ -415,7 +415,7 @@ def _architecture_config(path: str, architecture: Any) -> Any:
         return architecture
     if isinstance(architecture, (str, os.PathLike)):
         text, named = os.fspath(architecture), path  # Messages name the JSON file where there is one.
-        if not text.lstrip().startswith("{"):
+        if not text.lstrip().startswith(("{", '"')):
             if not os.path.isfile(text):
                 raise ModelLoadError(
                     f"{path}: architecture={text!r} is neither JSON text nor an existing JSON file"
@@ -428,6 +428,9 @@ def _architecture_config(path: str, architecture: Any) -> Any:
                 raise ModelLoadError(f"{named}: not a JSON architecture: the file is not UTF-8 text ({exc})") from exc
         try:
             config = json.loads(text)
+            if isinstance(config, str) and config.lstrip().startswith("{"):
+                # JSON text holding JSON text: json.dump(model.to_json(), f), as many drive scripts saved it.
+                config = json.loads(config)
         except (json.JSONDecodeError, RecursionError) as exc:
             raise ModelLoadError(f"{named}: the architecture is not valid JSON: {type(exc).__name__}: {exc}") from exc
         check_config_shape(named, config, "architecture")
