@@ -21,7 +21,7 @@ import tensorflow as tf
 from conftest import KERAS3_MISSING, ZOO_DIR, assert_held_to_float64, zoo_path
 
 import tf1infer
-from tf1infer.errors import ExportError, ExportVerificationError
+from tf1infer.errors import ExportError, ExportVerificationError, ModelLoadError
 from tf1infer.reference import Float64Unavailable, Tolerance, frozen_float64_runner
 from tf1infer.synthetic import verification_batches
 
@@ -235,3 +235,26 @@ def test_lambda_reading_keras2_backend_numpy_and_a_helper_is_carried(tmp_path):
         tf1infer.export_keras(ZOO_DIR / "lambda.h5", tmp_path / "o.keras", lambdas={"affine": lambda x: x * (OPAQUE is None)})
     assert sorted(os.listdir(tmp_path)) == ["k.keras", "k.keras.report.json"]
     assert json.loads((tmp_path / "k.keras.report.json").read_text())["reference"] == "float64"
+
+
+@needs_keras3
+def test_a_keras3_layer_can_replace_a_lambda(tmp_path):
+    """lambdas= takes a Keras 3 layer too: the session runs it in place of the Lambda, and the .keras file holds it as
+    a native layer (no bytecode: it loads without safe_mode=False, on JAX as on TensorFlow)."""
+    import keras
+
+    report = tf1infer.export_keras(zoo_path("lambda_resize"), tmp_path / "native.keras",
+                                   lambdas={"resize": keras.layers.Resizing(20, 20)}, training_step=False)
+    assert report.load_with["snippet"] == "keras.saving.load_model(path)" and report.load_with["safe_mode"] is True
+    assert report.translations["resize"] == ["Lambda replaced by the supplied Keras 3 layer Resizing (a native layer: no bytecode)"]
+    for errors in report.backends.values():
+        assert_held_to_float64(errors, report)
+    from tf1infer.keras3_export import available_backends
+
+    assert set(report.backends) == set(available_backends()) and not report.backends_skipped  # JAX runs it too.
+    model = keras.saving.load_model(report.path)
+    assert type(model.get_layer("resize")).__name__ == "Resizing"
+    # A layer with weights cannot stand in: the legacy file holds none for it (tf_keras refuses it at load).
+    with pytest.raises(ModelLoadError, match=r"(?s)cannot build the architecture .*Variables were created within a Lambda layer"):
+        tf1infer.export_keras(zoo_path("lambda_resize"), tmp_path / "weighted.keras",
+                              lambdas={"resize": keras.layers.Conv2D(4, 1, padding="same")}, training_step=False)

@@ -469,7 +469,10 @@ class _State:
         if transform is not None:
             self.weight_transforms[name] = transform
             self.note(name, change)
-        if class_name == "Lambda":
+        replacement = self._keras3_replacement(name) if class_name == "Lambda" else None
+        if replacement is not None:
+            class_name, config = replacement
+        elif class_name == "Lambda":
             config = self._lambda(name, config)
         elif class_name == "InputLayer":
             config = self._input_layer(name, config)
@@ -647,6 +650,17 @@ class _State:
             raise _Refusal(f"input {name!r} is ragged; Keras 3 models take dense inputs")
         config.pop("ragged", None)
         return config
+
+    def _keras3_replacement(self, name: str) -> tuple[str, dict] | None:
+        """A Keras 3 layer supplied with ``lambdas=`` for this Lambda: its class name and config, under the Lambda's name."""
+        import keras
+
+        replacement = getattr(getattr(self.live_layers.get(name), "function", None), "_tf1infer_replacement", None)
+        if not isinstance(replacement, keras.layers.Layer):
+            return None
+        # One with weights never gets here: tf_keras refuses variables made inside a Lambda when the file loads.
+        self.note(name, f"Lambda replaced by the supplied Keras 3 layer {type(replacement).__name__} (a native layer: no bytecode)")
+        return type(replacement).__name__, {**replacement.get_config(), "name": name}
 
     def _lambda(self, name: str, config: dict) -> dict:
         live = self.live_layers.get(name)

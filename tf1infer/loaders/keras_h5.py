@@ -103,6 +103,8 @@ def load_keras_h5(
             recorded in the file, as for ``keras.models.load_model``.
         lambdas: replacement functions for ``Lambda`` layers, keyed by layer
             name. Required for every Lambda layer while ``safe_mode`` is True.
+            A weightless Keras 3 layer may stand in for one too (the Keras 3
+            export then writes that layer instead of the Lambda).
         safe_mode: refuse to deserialize Python bytecode stored in the file.
         architecture: for a weights-only file: a JSON string, a path to a JSON
             file, a config dict, or a function returning a tf_keras model
@@ -900,6 +902,8 @@ def _replace_lambda_function(layer: dict, custom_objects: dict, function: Callab
 
         def function(*args, **kwargs):
             return callable_object(*args, **kwargs)
+
+        function._tf1infer_replacement = callable_object  # A Keras 3 layer here replaces the Lambda in Keras 3 exports.
 
     key = _LAMBDA_PREFIX + str(layer_config.get("name"))
     custom_objects[key] = function
