@@ -18,7 +18,7 @@ import sys
 import numpy as np
 import pytest
 import tensorflow as tf
-from conftest import KERAS3_MISSING, ZOO_DIR, assert_held_to_float64, zoo_path
+from conftest import CORPUS_DIR, KERAS3_MISSING, ZOO_DIR, assert_held_to_float64, corpus_entries, corpus_entry, zoo_path
 
 import tf1infer
 from tf1infer.errors import ExportError, ExportVerificationError, ModelLoadError
@@ -258,3 +258,42 @@ def test_a_keras3_layer_can_replace_a_lambda(tmp_path):
     with pytest.raises(ModelLoadError, match=r"(?s)cannot build the architecture .*Variables were created within a Lambda layer"):
         tf1infer.export_keras(zoo_path("lambda_resize"), tmp_path / "weighted.keras",
                               lambdas={"resize": keras.layers.Conv2D(4, 1, padding="same")}, training_step=False)
+
+
+@pytest.mark.parametrize("entry", corpus_entries("keras-h5-lambda"))
+def test_corpus_lambda_files_load_with_their_training_functions_and_export_verified(entry, tmp_path):
+    """The real Lambda files (Keras 1.2 to tf.keras 2.8, bytecode of Python 2.7 to 3.10), with the functions their
+    training code wrote (legacy_models/corpus_lambdas.py): the stored bytecode never runs. Each loads, runs on TF Lite
+    or falls back with a reason, and exports to SavedModel and Keras 3, verified against float64."""
+    from corpus_lambdas import LAMBDAS
+
+    path = CORPUS_DIR / entry["path"]
+    lambdas = LAMBDAS[entry["name"]]
+    assert set(lambdas) == {item["layer"] for item in entry["lambdas"]}
+    with tf1infer.load(path, lambdas=lambdas, backend="tflite") as predictor:
+        report = predictor.backend_report
+        assert report.get("deviations") or report.get("fallback_reason")
+        batch = verification_batches(predictor.inputs, np.random.default_rng(0))[0]
+        outputs = predictor.predict(batch if len(batch) > 1 else batch[0])
+        assert all(np.isfinite(output).all() for output in (outputs if isinstance(outputs, list) else [outputs]))
+    saved = tf1infer.export_saved_model(path, tmp_path / "saved", lambdas=lambdas)
+    assert_held_to_float64(saved.errors, saved)
+    if not KERAS3_MISSING:
+        exported = tf1infer.export_keras(path, tmp_path / "model.keras", lambdas=lambdas, backends=["tensorflow"], training_step=False)
+        assert_held_to_float64(exported.backends["tensorflow"], exported)
+        assert exported.load_with["safe_mode"] is False  # The functions are lambdas: Keras 3 stores their bytecode.
+
+
+@pytest.mark.parametrize("name", ["keras224tf_lambda_normalize", "keras208_lambda_normalize_py27", "keras120_lambda_normalize"])
+def test_corpus_normalizing_lambda_computes_its_formula(name):
+    """x / 255 - 0.5 as the first layer: the model on x equals the model with an identity Lambda on the normalized x."""
+    from corpus_lambdas import LAMBDAS
+
+    entry = corpus_entry(name)
+    if entry is None:
+        pytest.skip("../shared/corpus is absent")
+    ((layer, function),) = LAMBDAS[name].items()
+    path = CORPUS_DIR / entry["path"]
+    with tf1infer.load(path, lambdas={layer: function}) as model, tf1infer.load(path, lambdas={layer: lambda x: x}) as identity:
+        x = np.random.default_rng(1).uniform(0, 255, (4, *model.inputs[0].shape[1:])).astype("float32")
+        np.testing.assert_allclose(model.predict(x), identity.predict(x / np.float32(255.0) - np.float32(0.5)), rtol=0, atol=1e-6)

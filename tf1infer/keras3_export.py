@@ -51,7 +51,7 @@ import numpy as np
 import tensorflow as tf
 
 from tf1infer.errors import ExportError, ExportVerificationError, MissingDependencyError, tensorflow_reason
-from tf1infer.export import Verdict, as_predictor, judge_outputs, main_endpoint, original_outputs, storable, verification_inputs
+from tf1infer.export import as_predictor, judge_outputs, main_endpoint, original_outputs, storable, verification_inputs
 from tf1infer.keras3_translate import CodeReference, build_keras3_model, code_reference, copy_weights, plan_keras3_model
 from tf1infer.loaders.keras_versions import keras3_missing, keras3_version
 from tf1infer.predictor import Predictor
@@ -447,7 +447,6 @@ def _verify(predictor, staging, load_with, backends, training_step, tolerance: T
             skipped[backend] = "jax is not installed"
             continue
         jobs[backend] = [KerasVerificationJob(staging, references.batches[""], load_with, train=training_step and backend == TENSORFLOW)]
-    verdict = Verdict()
     for backend, ((got, report),) in run_verification_jobs(jobs, source).items():
         named = [{name: outputs[index] for index, name in enumerate(endpoint.output_names) if index < len(outputs)} for outputs in got]
         verdict = judge_outputs(references, named, tolerance, source, f"the .keras file on Keras 3's {backend} backend")

@@ -66,25 +66,16 @@ def _cases() -> list[tuple[str, str, dict[str, Any], bool]]:
         ("tf1 frozen.pb", os.path.join(tf1, "frozen.pb"), graph_outputs, False),
         ("tf1 keras_json", os.path.join(tf1, "keras_arch.json"), {"weights": os.path.join(tf1, "keras_weights.h5")}, True),
     ]
-    cases += _corpus_cases(tf)
+    cases += _corpus_cases()
     return cases
 
 
-def _corpus_cases(tf) -> list[tuple[str, str, dict[str, Any], bool]]:
+def _corpus_cases() -> list[tuple[str, str, dict[str, Any], bool]]:
     manifest = os.path.join(CORPUS, "MANIFEST.json")
     if not os.path.exists(manifest):
         return []
-    import tf_keras.backend as K
+    from corpus_lambdas import LAMBDAS as lambdas  # legacy_models/: the training code's functions.
 
-    # The training code's functions, as the manifest quotes them.
-    lambdas = {
-        "keras206_lambda_last_timestep": {"lambda_1": lambda x: x[:, -1, :]},
-        "keras280_lambda_siamese_absdiff": {"lambda": lambda tensor: K.abs(tensor[0] - tensor[1])},
-        "keras224tf_lambda_normalize": {"lambda_2": lambda x: x / 255.0 - 0.5},
-        "keras208_lambda_normalize_py27": {"lambda_1": lambda x: x / 255.0 - 0.5},
-        "keras120_lambda_normalize": {"lambda_1": lambda x: x / 255.0 - 0.5},
-        "keras122_lambda_space_to_depth": {"space_to_depth_x2": lambda x: tf.compat.v1.space_to_depth(x, block_size=2)},
-    }
     options = {"tfserving_bad_half_plus_two": {"inputs": ["Placeholder:0"], "outputs": ["Add:0"]}}
     with open(manifest, encoding="utf-8") as handle:
         entries = json.load(handle)["entries"]
