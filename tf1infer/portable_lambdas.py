@@ -29,7 +29,6 @@ import base64
 import dataclasses
 import dis
 import marshal
-import sys
 import types
 from typing import Any, Callable
 
