@@ -137,28 +137,27 @@ def test_saved_model_export_of_masked_models_reports_both_deviations(tmp_path):
 
 
 @needs_keras3
-def test_keras3_default_masking_is_rejected(tmp_path, monkeypatch):
+def test_keras3_default_masking_is_rejected_and_jax_left_out_where_it_differs(tmp_path, monkeypatch):
     """Keras 3 calls an RNN started from initial_state without its input's mask: the decoder runs every padding
-    step. The export passes the mask as Keras 2 did; without that, verification refuses the file."""
+    step. The export passes the mask as Keras 2 did; without that, verification refuses the file. Keras 3's JAX
+    backend still differs on padding before the start, so it is left out, and refused when asked for."""
     import tf1infer.keras3_translate as translate
 
-    report = tf1infer.export_keras(zoo_path("seq2seq_masked"), tmp_path / "fixed.keras", backends=["tensorflow"], training_step=False)
+    report = tf1infer.export_keras(zoo_path("seq2seq_masked"), tmp_path / "fixed.keras", training_step=False)
     assert "called with its input's mask" in " ".join(report.translations["decoder"])
     assert_held_to_float64(report.backends["tensorflow"], report)
+    assert "jax" not in report.backends and "jax" in report.load_with["inexact_backends"]
+    from tf1infer.keras3_export import available_backends
+
+    if "jax" in available_backends():  # Installed here (make test), so it was asked for and left out.
+        assert report.backends_skipped["jax"].startswith("left out: ") and "initial state as output" in report.backends_skipped["jax"]
+    with pytest.raises(ExportError, match=r"cannot export to Keras 3 for its jax backend: 'decoder' starts from initial_state"):
+        tf1infer.export_keras(zoo_path("seq2seq_masked"), tmp_path / "j.keras", backends=["jax"])
 
     monkeypatch.setattr(translate, "_masks_as_keras2", lambda source, model, plan: model)
     with pytest.raises(ExportVerificationError, match=r"output 'probs' of the .keras file on Keras 3's tensorflow backend differs"):
         tf1infer.export_keras(zoo_path("seq2seq_masked"), tmp_path / "default.keras", backends=["tensorflow"], training_step=False)
     assert not (tmp_path / "default.keras").exists()
-
-
-@needs_keras3
-def test_keras3_jax_backend_is_left_out_where_it_differs(tmp_path):
-    report = tf1infer.export_keras(zoo_path("seq2seq_masked"), tmp_path / "s.keras", training_step=False)
-    assert "jax" not in report.backends and "initial state as output" in report.backends_skipped.get("jax", "initial state as output")
-    assert "jax" in report.load_with["inexact_backends"]
-    with pytest.raises(ExportError, match=r"cannot export to Keras 3 for its jax backend: 'decoder' starts from initial_state"):
-        tf1infer.export_keras(zoo_path("seq2seq_masked"), tmp_path / "j.keras", backends=["jax"])
 
 
 @needs_keras3
