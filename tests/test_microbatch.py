@@ -43,7 +43,11 @@ def test_threads_get_their_own_rows(backend):
         stats = predictor.micro_batching_stats
         assert stats["rows"] == len(x)
         if backend == "session":  # Requests were gathered, not run one by one. TF Lite runs a row in microseconds:
-            assert stats["batches"] < len(x) // 2  # there callers often find it idle and run their own at once.
+            # there callers often find it idle and run their own at once. How many are gathered depends on how busy
+            # the CPU is (129 and 135 batches of 256 rows were seen with the other test worker busy, under 128
+            # alone), so this asserts only that gathering happened;
+            # test_requests_that_come_during_a_callers_own_run_wait_for_it_and_run_as_one_batch pins it down.
+            assert stats["batches"] < len(x)
 
 
 def test_several_inputs_outputs_and_small_batches():
