@@ -216,9 +216,7 @@ def cudnn_reference(name: str, x: np.ndarray) -> np.ndarray:
 
 # The files that take longest, first. make test spreads the suite over workers file by file (pytest-xdist's
 # loadfile); started first, the long files run beside the many short ones instead of after them.
-_SLOWEST_FILES = [
-    "test_spark.py", "test_export_keras.py", "test_bench.py", "test_fuzz.py", "test_export.py", "test_verification.py", "test_cli.py",
-]
+_SLOWEST_FILES = ["test_spark.py", "test_export_keras.py", "test_bench.py", "test_fuzz.py", "test_export.py", "test_cli.py"]
 
 
 def pytest_collection_modifyitems(session, config, items):
