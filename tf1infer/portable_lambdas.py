@@ -51,12 +51,10 @@ class Portable:
 
     Attributes:
         function: the lambda to hand to Keras 3's ``Lambda`` layer.
-        modules: the modules it imports where it runs (after renames).
         globals_read: the global (and closure) names read, by the function and its helpers.
     """
 
     function: Callable[..., Any]
-    modules: tuple[str, ...]
     globals_read: tuple[str, ...]
 
 
@@ -104,9 +102,8 @@ def portable_function(function: Callable[..., Any], layer: str) -> Portable:
     Raises:
         NotPortable: a global it reads cannot be carried (the message names the layer and the global).
     """
-    modules: list[str] = []
     names: list[str] = []
-    description = _describe_function(function, layer, modules, names, depth=0)
+    description = _describe_function(function, layer, names, depth=0)
     payload = base64.b64encode(marshal.dumps((_BUILDER.__code__, description))).decode("ascii")
     source = (
         "lambda *args, **kwargs: (lambda build, description: build(description, build))"
@@ -114,26 +111,26 @@ def portable_function(function: Callable[..., Any], layer: str) -> Portable:
         f"description))(*__import__('marshal').loads(__import__('base64').b64decode('{payload}'))))(*args, **kwargs)"
     )
     carried = eval(compile(source, f"<tf1infer Lambda {layer}>", "eval"), {"__builtins__": __builtins__})  # noqa: S307 - our own source.
-    return Portable(carried, tuple(dict.fromkeys(modules)), tuple(dict.fromkeys(names)))
+    return Portable(carried, tuple(dict.fromkeys(names)))
 
 
-def _describe_function(function: Any, layer: str, modules: list[str], names: list[str], depth: int) -> tuple:
+def _describe_function(function: Any, layer: str, names: list[str], depth: int) -> tuple:
     if depth > 8:
         raise NotPortable(f"Lambda layer {layer!r}: its function's helpers call each other more than 8 deep")
     code = function.__code__
     read = globals_read(function)
     names.extend(read)
-    described_globals = {name: _describe(value, layer, name, modules, names, depth) for name, value in read.items()}
-    defaults = tuple(_describe(v, layer, f"a default of {function.__name__}", modules, names, depth) for v in function.__defaults__ or ())
+    described_globals = {name: _describe(value, layer, name, names, depth) for name, value in read.items()}
+    defaults = tuple(_describe(v, layer, f"a default of {function.__name__}", names, depth) for v in function.__defaults__ or ())
     names.extend(code.co_freevars)
     closure = tuple(
-        _describe(cell.cell_contents, layer, f"{function.__name__}'s closure variable {free!r}", modules, names, depth)
+        _describe(cell.cell_contents, layer, f"{function.__name__}'s closure variable {free!r}", names, depth)
         for free, cell in zip(code.co_freevars, function.__closure__ or ())
     )
     return ("function", code, function.__name__, described_globals, defaults, closure)
 
 
-def _describe(value: Any, layer: str, name: str, modules: list[str], names: list[str], depth: int) -> tuple:
+def _describe(value: Any, layer: str, name: str, names: list[str], depth: int) -> tuple:
     if isinstance(value, types.ModuleType):
         module = _MODULE_RENAMES.get(value.__name__, value.__name__)
         if module == "__main__" or module.split(".")[0] in ("tf_keras", "tf1infer"):
@@ -141,13 +138,11 @@ def _describe(value: Any, layer: str, name: str, modules: list[str], names: list
                 f"Lambda layer {layer!r}: its function reads the global {name!r}, the module {value.__name__}, which "
                 "a Keras 3 process does not have; use tensorflow, numpy or keras.ops there instead"
             )
-        modules.append(module)
         return ("module", module)
     if isinstance(value, types.FunctionType):
-        return _describe_function(value, layer, modules, names, depth + 1)
+        return _describe_function(value, layer, names, depth + 1)
     if isinstance(value, types.BuiltinFunctionType) and getattr(value, "__module__", None):
         module = _MODULE_RENAMES.get(value.__module__, value.__module__)
-        modules.append(module)
         return ("attribute", module, value.__name__)
     if isinstance(value, np.ndarray) and value.dtype.kind in "biuf":
         return ("array", value.dtype.str, value.shape, value.tobytes())
@@ -156,9 +151,9 @@ def _describe(value: Any, layer: str, name: str, modules: list[str], names: list
     if isinstance(value, _LITERALS):
         return ("value", value)
     if isinstance(value, (tuple, list)):
-        return (type(value).__name__, tuple(_describe(item, layer, name, modules, names, depth) for item in value))
+        return (type(value).__name__, tuple(_describe(item, layer, name, names, depth) for item in value))
     if isinstance(value, dict) and all(isinstance(key, _LITERALS) for key in value):
-        return ("dict", tuple((key, _describe(item, layer, name, modules, names, depth)) for key, item in value.items()))
+        return ("dict", tuple((key, _describe(item, layer, name, names, depth)) for key, item in value.items()))
     raise NotPortable(
         f"Lambda layer {layer!r}: its function reads the global {name!r} ({type(value).__module__}.{type(value).__qualname__}), "
         "which cannot be written into the exported file; pass a function that reads only modules, functions, numbers, "
