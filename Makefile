@@ -8,18 +8,20 @@ STAMP := $(VENV)/.installed-stamp
 RUNTIME_STAMP := $(VENV)/.runtime-stamp
 # TensorFlow's C++ start-up chatter (CUDA probing on a CPU machine) hides the output that matters.
 QUIET_TF := TF_CPP_MIN_LOG_LEVEL=2
-DEMO_MODEL ?= legacy_models/mlp.h5
+# Empty: the MLP that comes with the package (tf1infer/cli/demo_data/); DEMO_MODEL=path.h5 for another.
+DEMO_MODEL ?=
 # The suite runs its test files in parallel, one worker per core up to 4 (pytest-xdist; a file's tests stay in one
 # worker and share its fixtures: the Spark session, the exported models). TEST_WORKERS=1 runs them in one process.
 TEST_WORKERS ?= $(shell $(PYTHON) -c "import os; print(min(4, len(os.sched_getaffinity(0))))" 2>/dev/null || echo 1)
 PYTEST = -m pytest tests -p no:cacheprovider -ra $(if $(filter-out 1,$(TEST_WORKERS)),-n $(TEST_WORKERS) --dist loadfile) $(PYTEST_ARGS)
 
-.PHONY: venv demo test test-flipped test-both test-tf fuzz bench-tf1 deviations zoo clean
+.PHONY: venv demo test test-flipped test-both test-tf lint wheel-check fuzz bench-tf1 deviations zoo clean
 
 venv: $(STAMP)
 
 # Each reinstalls whenever setup.py changes (new dependencies or ranges). keras2: tf-keras, which the Keras loaders
-# need (not a requirement of tf1infer itself: see setup.py); jax: the Keras 3 export's second backend.
+# need (not a requirement of tf1infer itself: see setup.py); jax: the Keras 3 export's second backend; litert:
+# ai_edge_litert's TF Lite interpreter (the suite runs TensorFlow's too, and make test-tf runs without it).
 $(RUNTIME_STAMP): setup.py
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --disable-pip-version-check --upgrade pip
@@ -27,11 +29,37 @@ $(RUNTIME_STAMP): setup.py
 	touch $(RUNTIME_STAMP)
 
 $(STAMP): setup.py $(RUNTIME_STAMP)
-	$(BIN)/python -m pip install --quiet --disable-pip-version-check -e ".[test,keras2,jax]"
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check -e ".[test,keras2,jax,litert]"
 	touch $(STAMP)
 
 demo: $(RUNTIME_STAMP)
 	$(BIN)/tf1infer demo $(DEMO_MODEL)
+
+# ruff (lint and format check), mypy, and import-linter's layering contracts; configuration in pyproject.toml.
+LINT_STAMP := $(VENV)/.lint-stamp
+$(LINT_STAMP): setup.py $(STAMP)
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check -e ".[lint]"
+	touch $(LINT_STAMP)
+
+LINTED := tf1infer tests legacy_models
+lint: $(LINT_STAMP)
+	$(BIN)/ruff check $(LINTED)
+	$(BIN)/ruff format --check $(LINTED)
+	$(BIN)/mypy
+	$(BIN)/lint-imports
+
+# The wheel on its own: built, installed with its keras2 extra into a new virtualenv, and run from an empty folder
+# (no repository at hand): `tf1infer --version` and `tf1infer demo` on the model the package carries.
+WHEEL_VENV ?= .venv-wheel
+wheel-check: venv
+	rm -rf dist $(WHEEL_VENV)
+	$(BIN)/python -m pip wheel --quiet --disable-pip-version-check --no-deps -w dist .
+	$(PYTHON) -m venv $(WHEEL_VENV)
+	$(WHEEL_VENV)/bin/python -m pip install --quiet --disable-pip-version-check "$$(ls dist/tf1infer-*.whl)[keras2]"
+	scratch=$$(mktemp -d) && cd $$scratch && \
+	  $(QUIET_TF) $(abspath $(WHEEL_VENV))/bin/tf1infer --version && \
+	  $(QUIET_TF) $(abspath $(WHEEL_VENV))/bin/tf1infer demo && \
+	  cd / && rm -rf $$scratch
 
 test: venv
 	$(QUIET_TF) $(BIN)/python $(PYTEST)
@@ -83,4 +111,4 @@ zoo: venv
 	$(QUIET_TF) $(BIN)/python legacy_models/make_keras3_fixtures.py
 
 clean:
-	rm -rf $(VENV) build *.egg-info
+	rm -rf $(VENV) $(WHEEL_VENV) build dist *.egg-info

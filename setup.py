@@ -17,6 +17,8 @@ setup(
     long_description=open("README.md", encoding="utf-8").read(),
     long_description_content_type="text/markdown",
     packages=find_packages(include=["tf1infer", "tf1infer.*"]),
+    # `tf1infer demo`'s model and sample inputs: the command works from an installed wheel, without the repository.
+    package_data={"tf1infer.cli": ["demo_data/*.h5", "demo_data/samples/*.npz"]},
     python_requires=">=3.10",
     install_requires=[
         f"tensorflow{TF_RANGE}",
@@ -38,6 +40,11 @@ setup(
         "jax": ["jax>=0.4.30"],
         # tf1infer.spark and `tf1infer predict --spark`: Spark's Python side; Spark itself needs Java 17 or 21.
         "spark": SPARK,
+        # TF Lite's interpreter from ai_edge_litert, the package TensorFlow 2.21 deprecates tf.lite.Interpreter for;
+        # without it, backend="tflite" runs TensorFlow's own interpreter.
+        "litert": ["ai-edge-litert>=1.2"],
+        # make lint: the formatter and linter, the type checker, the layering contracts (pyproject.toml).
+        "lint": ["ruff==0.17.6", "mypy==2.4.1", "import-linter==2.17"],
         # make bench-tf1's converting peers and its chart.
         "bench": ["tf2onnx>=1.17", "onnx>=1.17", "onnxruntime>=1.20", "matplotlib>=3.8", "scikit-image>=0.22"],
     },

@@ -37,6 +37,7 @@ SAMPLES = 5
 
 # ---------------------------------------------------------------- numpy reference (Keras 1 semantics)
 
+
 def hard_sigmoid(x):
     return np.clip(0.2 * x + 0.5, 0.0, 1.0)
 
@@ -55,14 +56,16 @@ def correlate_th(x, kernel, bias, padding):
     out = np.zeros((x.shape[0], filters, out_h, out_w), np.float64)
     for i in range(out_h):
         for j in range(out_w):
-            patch = x[:, :, i:i + rows, j:j + cols]
+            patch = x[:, :, i : i + rows, j : j + cols]
             out[:, :, i, j] = np.einsum("bcrs,fcrs->bf", patch, kernel)
     return out + bias[None, :, None, None]
 
 
 def max_pool_th(x, size=2):
     b, c, h, w = x.shape
-    return x[:, :, : h // size * size, : w // size * size].reshape(b, c, h // size, size, w // size, size).max(axis=(3, 5))
+    return (
+        x[:, :, : h // size * size, : w // size * size].reshape(b, c, h // size, size, w // size, size).max(axis=(3, 5))
+    )
 
 
 def lstm_keras1(x, weights, units):
@@ -94,6 +97,7 @@ def gru_keras1(x, weights, units):
 
 
 # ---------------------------------------------------------------- Keras 1 file layout
+
 
 def layer(class_name, name, inbound=None, **config):
     entry = {"class_name": class_name, "name": name, "config": {"name": name, "trainable": True, **config}}
@@ -134,6 +138,7 @@ def normal(rng, shape, scale=0.5):
 
 # ---------------------------------------------------------------- fixtures
 
+
 def conv_merge(rng):
     kernel, conv_bias = normal(rng, (4, 3, 3, 3)), normal(rng, (4,), 0.1)
     gamma, beta = (1 + normal(rng, (4,), 0.1)), normal(rng, (4,), 0.1)
@@ -143,43 +148,136 @@ def conv_merge(rng):
     dense_3_w, dense_3_b = normal(rng, (9, 2)), normal(rng, (2,), 0.1)
     layers = [
         layer("InputLayer", "image", [], batch_input_shape=[None, 3, 10, 10], input_dtype="float32", sparse=False),
-        layer("Convolution2D", "convolution2d_1", ["image"], nb_filter=4, nb_row=3, nb_col=3, init="glorot_uniform",
-              activation="relu", border_mode="same", subsample=[1, 1], dim_ordering="th",
-              W_regularizer=regularizer(0.01), b_regularizer=None, activity_regularizer=None,
-              W_constraint=None, b_constraint=None, bias=True),
-        layer("BatchNormalization", "batchnormalization_1", ["convolution2d_1"], epsilon=0.001, mode=0, axis=1,
-              momentum=0.99, gamma_regularizer=None, beta_regularizer=None),
-        layer("MaxPooling2D", "maxpooling2d_1", ["batchnormalization_1"], pool_size=[2, 2], strides=[2, 2],
-              border_mode="valid", dim_ordering="th"),
+        layer(
+            "Convolution2D",
+            "convolution2d_1",
+            ["image"],
+            nb_filter=4,
+            nb_row=3,
+            nb_col=3,
+            init="glorot_uniform",
+            activation="relu",
+            border_mode="same",
+            subsample=[1, 1],
+            dim_ordering="th",
+            W_regularizer=regularizer(0.01),
+            b_regularizer=None,
+            activity_regularizer=None,
+            W_constraint=None,
+            b_constraint=None,
+            bias=True,
+        ),
+        layer(
+            "BatchNormalization",
+            "batchnormalization_1",
+            ["convolution2d_1"],
+            epsilon=0.001,
+            mode=0,
+            axis=1,
+            momentum=0.99,
+            gamma_regularizer=None,
+            beta_regularizer=None,
+        ),
+        layer(
+            "MaxPooling2D",
+            "maxpooling2d_1",
+            ["batchnormalization_1"],
+            pool_size=[2, 2],
+            strides=[2, 2],
+            border_mode="valid",
+            dim_ordering="th",
+        ),
         layer("Flatten", "flatten_1", ["maxpooling2d_1"]),
-        layer("Dense", "dense_1", ["flatten_1"], output_dim=5, init="glorot_uniform", activation="tanh",
-              W_regularizer=None, b_regularizer=None, activity_regularizer=None, W_constraint=None,
-              b_constraint=None, bias=True, input_dim=None),
+        layer(
+            "Dense",
+            "dense_1",
+            ["flatten_1"],
+            output_dim=5,
+            init="glorot_uniform",
+            activation="tanh",
+            W_regularizer=None,
+            b_regularizer=None,
+            activity_regularizer=None,
+            W_constraint=None,
+            b_constraint=None,
+            bias=True,
+            input_dim=None,
+        ),
         layer("Dropout", "dropout_1", ["dense_1"], p=0.5),
         layer("InputLayer", "meta", [], batch_input_shape=[None, 3], input_dtype="float32", sparse=False),
-        layer("Dense", "dense_2", ["meta"], output_dim=4, init="glorot_uniform", activation="relu",
-              W_regularizer=None, b_regularizer=None, activity_regularizer=None, W_constraint=None,
-              b_constraint=None, bias=True, input_dim=None),
-        layer("Merge", "merge_1", ["dropout_1", "dense_2"], mode="concat", concat_axis=-1, dot_axes=-1,
-              mode_type="raw", output_shape=None, output_shape_type="raw", output_mask=None,
-              output_mask_type="raw", arguments={}, node_indices=[0, 0], tensor_indices=[0, 0]),
-        layer("Dense", "dense_3", ["merge_1"], output_dim=2, init="glorot_uniform", activation="softmax",
-              W_regularizer=None, b_regularizer=None, activity_regularizer=None, W_constraint=None,
-              b_constraint=None, bias=True, input_dim=None),
+        layer(
+            "Dense",
+            "dense_2",
+            ["meta"],
+            output_dim=4,
+            init="glorot_uniform",
+            activation="relu",
+            W_regularizer=None,
+            b_regularizer=None,
+            activity_regularizer=None,
+            W_constraint=None,
+            b_constraint=None,
+            bias=True,
+            input_dim=None,
+        ),
+        layer(
+            "Merge",
+            "merge_1",
+            ["dropout_1", "dense_2"],
+            mode="concat",
+            concat_axis=-1,
+            dot_axes=-1,
+            mode_type="raw",
+            output_shape=None,
+            output_shape_type="raw",
+            output_mask=None,
+            output_mask_type="raw",
+            arguments={},
+            node_indices=[0, 0],
+            tensor_indices=[0, 0],
+        ),
+        layer(
+            "Dense",
+            "dense_3",
+            ["merge_1"],
+            output_dim=2,
+            init="glorot_uniform",
+            activation="softmax",
+            W_regularizer=None,
+            b_regularizer=None,
+            activity_regularizer=None,
+            W_constraint=None,
+            b_constraint=None,
+            bias=True,
+            input_dim=None,
+        ),
     ]
-    config = {"class_name": "Model", "config": {
-        "name": "model_1", "layers": layers,
-        "input_layers": [["image", 0, 0], ["meta", 0, 0]], "output_layers": [["dense_3", 0, 0]],
-    }}
+    config = {
+        "class_name": "Model",
+        "config": {
+            "name": "model_1",
+            "layers": layers,
+            "input_layers": [["image", 0, 0], ["meta", 0, 0]],
+            "output_layers": [["dense_3", 0, 0]],
+        },
+    }
     weights = [
         ("image", []),
         ("convolution2d_1", [("convolution2d_1_W:0", kernel), ("convolution2d_1_b:0", conv_bias)]),
-        ("batchnormalization_1", [("batchnormalization_1_gamma:0", gamma), ("batchnormalization_1_beta:0", beta),
-                                  ("batchnormalization_1_running_mean:0", running_mean),
-                                  ("batchnormalization_1_running_std:0", running_var)]),
-        ("maxpooling2d_1", []), ("flatten_1", []),
+        (
+            "batchnormalization_1",
+            [
+                ("batchnormalization_1_gamma:0", gamma),
+                ("batchnormalization_1_beta:0", beta),
+                ("batchnormalization_1_running_mean:0", running_mean),
+                ("batchnormalization_1_running_std:0", running_var),
+            ],
+        ),
+        ("maxpooling2d_1", []),
+        ("flatten_1", []),
         ("dense_1", [("dense_1_W:0", dense_1_w), ("dense_1_b:0", dense_1_b)]),
-        ("dropout_1", []), ("meta", []),
+        ("dropout_1", []),
+        ("meta", []),
         ("dense_2", [("dense_2_W:0", dense_2_w), ("dense_2_b:0", dense_2_b)]),
         ("merge_1", []),
         ("dense_3", [("dense_3_W:0", dense_3_w), ("dense_3_b:0", dense_3_b)]),
@@ -205,24 +303,68 @@ def rnn_sequential(rng):
     embeddings = normal(rng, (vocabulary, embed))
     lstm = []
     for _gate in "icfo":  # Keras 1.2 stores W, U, b per gate in the order i, c, f, o.
-        lstm += [normal(rng, (embed, lstm_units)), normal(rng, (lstm_units, lstm_units)), normal(rng, (lstm_units,), 0.2)]
+        lstm += [
+            normal(rng, (embed, lstm_units)),
+            normal(rng, (lstm_units, lstm_units)),
+            normal(rng, (lstm_units,), 0.2),
+        ]
     gru = []
     for _gate in "zrh":
-        gru += [normal(rng, (lstm_units, gru_units)), normal(rng, (gru_units, gru_units)), normal(rng, (gru_units,), 0.2)]
+        gru += [
+            normal(rng, (lstm_units, gru_units)),
+            normal(rng, (gru_units, gru_units)),
+            normal(rng, (gru_units,), 0.2),
+        ]
     dense_w, dense_b = normal(rng, (gru_units, 3)), normal(rng, (3,), 0.1)
-    recurrent = dict(init="glorot_uniform", inner_init="orthogonal", inner_activation="hard_sigmoid",
-                     activation="tanh", W_regularizer=None, U_regularizer=None, b_regularizer=None,
-                     dropout_W=0.0, dropout_U=0.0, consume_less="cpu", go_backwards=False, stateful=False,
-                     unroll=False, input_dim=None, input_length=None)
+    recurrent = dict(
+        init="glorot_uniform",
+        inner_init="orthogonal",
+        inner_activation="hard_sigmoid",
+        activation="tanh",
+        W_regularizer=None,
+        U_regularizer=None,
+        b_regularizer=None,
+        dropout_W=0.0,
+        dropout_U=0.0,
+        consume_less="cpu",
+        go_backwards=False,
+        stateful=False,
+        unroll=False,
+        input_dim=None,
+        input_length=None,
+    )
     layers = [
-        layer("Embedding", "embedding_1", input_dim=vocabulary, output_dim=embed, init="uniform",
-              input_length=steps, W_regularizer=None, activity_regularizer=None, W_constraint=None,
-              mask_zero=False, dropout=0.0, batch_input_shape=[None, steps], input_dtype="int32"),
+        layer(
+            "Embedding",
+            "embedding_1",
+            input_dim=vocabulary,
+            output_dim=embed,
+            init="uniform",
+            input_length=steps,
+            W_regularizer=None,
+            activity_regularizer=None,
+            W_constraint=None,
+            mask_zero=False,
+            dropout=0.0,
+            batch_input_shape=[None, steps],
+            input_dtype="int32",
+        ),
         layer("LSTM", "lstm_1", output_dim=lstm_units, return_sequences=True, forget_bias_init="one", **recurrent),
         layer("GRU", "gru_1", output_dim=gru_units, return_sequences=False, **recurrent),
-        layer("Dense", "dense_1", output_dim=3, init="glorot_uniform", activation="softmax", W_regularizer=None,
-              b_regularizer=None, activity_regularizer=None, W_constraint=None, b_constraint=None, bias=True,
-              input_dim=None),
+        layer(
+            "Dense",
+            "dense_1",
+            output_dim=3,
+            init="glorot_uniform",
+            activation="softmax",
+            W_regularizer=None,
+            b_regularizer=None,
+            activity_regularizer=None,
+            W_constraint=None,
+            b_constraint=None,
+            bias=True,
+            input_dim=None,
+        ),
     ]
     config = {"class_name": "Sequential", "config": layers}
     lstm_names = [f"lstm_1_{kind}_{gate}:0" for gate in "icfo" for kind in "WUb"]
@@ -245,14 +387,41 @@ def conv_theano(rng):
     kernel, bias = normal(rng, (2, 1, 3, 3)), normal(rng, (2,), 0.1)
     dense_w, dense_b = normal(rng, (2 * 4 * 4, 3), 0.3), normal(rng, (3,), 0.1)
     layers = [
-        layer("Convolution2D", "convolution2d_1", nb_filter=2, nb_row=3, nb_col=3, init="glorot_uniform",
-              activation="linear", border_mode="valid", subsample=[1, 1], dim_ordering="th", W_regularizer=None,
-              b_regularizer=None, activity_regularizer=None, W_constraint=None, b_constraint=None, bias=True,
-              batch_input_shape=[None, 1, 6, 6], input_dtype="float32"),
+        layer(
+            "Convolution2D",
+            "convolution2d_1",
+            nb_filter=2,
+            nb_row=3,
+            nb_col=3,
+            init="glorot_uniform",
+            activation="linear",
+            border_mode="valid",
+            subsample=[1, 1],
+            dim_ordering="th",
+            W_regularizer=None,
+            b_regularizer=None,
+            activity_regularizer=None,
+            W_constraint=None,
+            b_constraint=None,
+            bias=True,
+            batch_input_shape=[None, 1, 6, 6],
+            input_dtype="float32",
+        ),
         layer("Flatten", "flatten_1"),
-        layer("Dense", "dense_1", output_dim=3, init="glorot_uniform", activation="linear", W_regularizer=None,
-              b_regularizer=None, activity_regularizer=None, W_constraint=None, b_constraint=None, bias=True,
-              input_dim=None),
+        layer(
+            "Dense",
+            "dense_1",
+            output_dim=3,
+            init="glorot_uniform",
+            activation="linear",
+            W_regularizer=None,
+            b_regularizer=None,
+            activity_regularizer=None,
+            W_constraint=None,
+            b_constraint=None,
+            bias=True,
+            input_dim=None,
+        ),
     ]
     config = {"class_name": "Sequential", "config": layers}
     weights = [
@@ -265,8 +434,9 @@ def conv_theano(rng):
     image = rng.normal(0, 1, (SAMPLES, 1, 6, 6)).astype("float32")
     # Theano's conv2d is a true convolution: correlation with the kernel flipped in both spatial axes.
     conv = correlate_th(image, kernel[:, :, ::-1, ::-1], bias, "valid")
-    save_reference("conv_theano", {"convolution2d_1_input": image},
-                   {"dense_1": conv.reshape(SAMPLES, -1) @ dense_w + dense_b})
+    save_reference(
+        "conv_theano", {"convolution2d_1_input": image}, {"dense_1": conv.reshape(SAMPLES, -1) @ dense_w + dense_b}
+    )
 
 
 def main() -> None:

@@ -39,8 +39,11 @@ def two_in_two_out() -> keras.Model:
 
 def lambda_model() -> keras.Model:
     return keras.Sequential(
-        [keras.Input((3,), name="values"), keras.layers.Lambda(lambda x: x * 2.0 + 1.0, name="double"),
-         keras.layers.Dense(2, name="out")],
+        [
+            keras.Input((3,), name="values"),
+            keras.layers.Lambda(lambda x: x * 2.0 + 1.0, name="double"),
+            keras.layers.Dense(2, name="out"),
+        ],
         name="lambda_model",
     )
 

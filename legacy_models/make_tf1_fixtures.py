@@ -155,7 +155,9 @@ def main() -> None:
     write_saved_model(params)
     write_meta(params, "meta_v2", tf.compat.v1.train.SaverDef.V2, use_resource=True)
     write_meta(params, "meta_v1", tf.compat.v1.train.SaverDef.V1, use_resource=False)
-    write_meta(params, "meta_old_version", tf.compat.v1.train.SaverDef.V2, use_resource=False, tensorflow_version="0.12.head")
+    write_meta(
+        params, "meta_old_version", tf.compat.v1.train.SaverDef.V2, use_resource=False, tensorflow_version="0.12.head"
+    )
     write_frozen(params)
     write_tf2_saved_model(params)
     write_keras_json()

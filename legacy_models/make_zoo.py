@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import sys
 
 import h5py
@@ -128,7 +129,9 @@ def masked_states():
     decoded = layers.Embedding(MASKED_STATES_VOCABULARY["target"], 8, mask_zero=True)(target)
     sequence = layers.GRU(6, return_sequences=True, name="decoder_gru")(decoded, initial_state=[state])
     forward, backward = layers.Dense(5, name="forward_state")(state), layers.Dense(5, name="backward_state")(state)
-    both = layers.Bidirectional(layers.SimpleRNN(5, return_sequences=True), name="both_ways")(sequence, initial_state=[forward, backward])
+    both = layers.Bidirectional(layers.SimpleRNN(5, return_sequences=True), name="both_ways")(
+        sequence, initial_state=[forward, backward]
+    )
     return tf_keras.Model([source, target], layers.Dense(3, name="scores")(both), name="masked_states")
 
 
@@ -187,11 +190,16 @@ def seq2seq_masked():
     encoder_tokens = layers.Input(shape=(None,), name="source_ids")
     decoder_tokens = layers.Input(shape=(None,), name="target_ids")
     encoded = layers.Embedding(SEQ2SEQ_MASKED_VOCABULARY["source_ids"], 12, mask_zero=True)(encoder_tokens)
-    _, state_h, state_c = layers.LSTM(16, return_state=True, recurrent_activation="hard_sigmoid", name="encoder")(encoded)
+    _, state_h, state_c = layers.LSTM(16, return_state=True, recurrent_activation="hard_sigmoid", name="encoder")(
+        encoded
+    )
     decoded = layers.Embedding(SEQ2SEQ_MASKED_VOCABULARY["target_ids"], 12, mask_zero=True)(decoder_tokens)
-    sequence, decoder_h, _ = layers.LSTM(16, return_sequences=True, return_state=True, recurrent_activation="hard_sigmoid",
-                                         name="decoder")(decoded, initial_state=[state_h, state_c])
-    probs = layers.TimeDistributed(layers.Dense(SEQ2SEQ_MASKED_VOCABULARY["target_ids"], activation="softmax"), name="probs")(sequence)
+    sequence, decoder_h, _ = layers.LSTM(
+        16, return_sequences=True, return_state=True, recurrent_activation="hard_sigmoid", name="decoder"
+    )(decoded, initial_state=[state_h, state_c])
+    probs = layers.TimeDistributed(
+        layers.Dense(SEQ2SEQ_MASKED_VOCABULARY["target_ids"], activation="softmax"), name="probs"
+    )(sequence)
     summary = layers.Dense(4, activation="tanh", name="summary")(decoder_h)
     return tf_keras.Model([encoder_tokens, decoder_tokens], [probs, summary], name="seq2seq_masked")
 
@@ -212,7 +220,9 @@ def cudnn_lstm():
     """A GPU-trained text model as Keras 2.1-2.3 saved them: ``CuDNNLSTM``, whose only kernel is cuDNN's."""
     from tf_keras.src.layers.rnn.cudnn_lstm import CuDNNLSTM  # Not exported by tf_keras; built, never run, here.
 
-    return tf_keras.Sequential([layers.InputLayer(input_shape=(9, 4)), CuDNNLSTM(7, name="cudnn_lstm")], name="cudnn_lstm")
+    return tf_keras.Sequential(
+        [layers.InputLayer(input_shape=(9, 4)), CuDNNLSTM(7, name="cudnn_lstm")], name="cudnn_lstm"
+    )
 
 
 def cudnn_gru():
@@ -220,7 +230,8 @@ def cudnn_gru():
     from tf_keras.src.layers.rnn.cudnn_gru import CuDNNGRU
 
     return tf_keras.Sequential(
-        [layers.InputLayer(input_shape=(None, 5)), CuDNNGRU(6, return_sequences=True, name="cudnn_gru")], name="cudnn_gru"
+        [layers.InputLayer(input_shape=(None, 5)), CuDNNGRU(6, return_sequences=True, name="cudnn_gru")],
+        name="cudnn_gru",
     )
 
 
@@ -320,6 +331,10 @@ def readable_by_older_keras2(path: str) -> None:
         file.attrs["model_config"] = json.dumps(config)
 
 
+DEMO_MODEL = "mlp"
+DEMO_DATA = os.path.join(HERE, os.pardir, "tf1infer", "cli", "demo_data")
+
+
 def main(names: list[str]) -> None:
     os.makedirs(os.path.join(HERE, "samples"), exist_ok=True)
     for index, (name, build) in enumerate(ZOO.items()):
@@ -336,6 +351,12 @@ def main(names: list[str]) -> None:
         samples = sample_inputs(model, rng)
         np.savez(os.path.join(HERE, "samples", f"{name}.npz"), **{k: samples[k] for k in model.input_names})
         print(f"wrote {os.path.relpath(path)} ({os.path.getsize(path)} bytes, {model.count_params()} parameters)")
+        if name == DEMO_MODEL:  # The wheel's own copy, for `tf1infer demo` without the repository.
+            os.makedirs(os.path.join(DEMO_DATA, "samples"), exist_ok=True)
+            shutil.copyfile(path, os.path.join(DEMO_DATA, f"{name}.h5"))
+            shutil.copyfile(
+                os.path.join(HERE, "samples", f"{name}.npz"), os.path.join(DEMO_DATA, "samples", f"{name}.npz")
+            )
 
 
 if __name__ == "__main__":

@@ -14,13 +14,23 @@ ZOO_DIR = ROOT / "legacy_models"
 CORPUS_DIR = ROOT.parent / "shared" / "corpus"
 # Every zoo model that loads without extra arguments beyond custom_objects.
 ZOO_MODELS = [
-    "mlp", "cnn", "lstm", "gru", "embedding", "two_in_two_out", "custom_layer", "channels_first", "seq2seq", "seq2seq_masked",
-    "masking_bidirectional", "masked_states",
+    "mlp",
+    "cnn",
+    "lstm",
+    "gru",
+    "embedding",
+    "two_in_two_out",
+    "custom_layer",
+    "channels_first",
+    "seq2seq",
+    "seq2seq_masked",
+    "masking_bidirectional",
+    "masked_states",
 ]
 
 sys.path.insert(0, str(ZOO_DIR))
-from zoo_layers import Scale  # noqa: E402
 import make_zoo  # noqa: E402
+from zoo_layers import Scale  # noqa: E402
 
 CUSTOM_OBJECTS = {"Scale": Scale}
 
@@ -29,7 +39,9 @@ from tf1infer.loaders.keras_versions import keras3_version  # noqa: E402
 # Keras 3 (.keras files, the Keras 3 export) is installed with TensorFlow 2.16 and later; on 2.15 those tests skip,
 # and tests/test_tf_versions.py checks the typed refusal instead.
 KERAS3_MISSING = keras3_version() is None
-KERAS3_MISSING_REASON = "Keras 3 is not installed (TensorFlow 2.15 ships Keras 2): .keras files and export_keras need it"
+KERAS3_MISSING_REASON = (
+    "Keras 3 is not installed (TensorFlow 2.15 ships Keras 2): .keras files and export_keras need it"
+)
 needs_keras3 = pytest.mark.skipif(KERAS3_MISSING, reason=KERAS3_MISSING_REASON)
 
 
@@ -79,7 +91,7 @@ def assert_same_rows(have: np.ndarray, want: np.ndarray) -> None:
 
 def assert_held_to_float64(errors: dict, report=None) -> None:
     """Every output of a verification passed the float64-based rule: its deviation from the float64 reference is
-    within what the model's own float32 error allows (tf1infer.reference.Tolerance), and that bound was computed."""
+    within what the model's own float32 error allows (tf1infer.verification.reference.Tolerance), and that bound was computed."""
     if report is not None:
         assert report.reference == "float64" and report.float64_unavailable is None, report.float64_unavailable
     assert errors
@@ -188,13 +200,15 @@ def cudnn_reference(name: str, x: np.ndarray) -> np.ndarray:
 
     with h5py.File(ZOO_DIR / f"{name}.h5", "r") as handle:
         group = handle["model_weights"][name][name]
-        kernel, recurrent, bias = (group[key][()].astype(np.float64) for key in ("kernel:0", "recurrent_kernel:0", "bias:0"))
+        kernel, recurrent, bias = (
+            group[key][()].astype(np.float64) for key in ("kernel:0", "recurrent_kernel:0", "bias:0")
+        )
     units, features = recurrent.shape[0], kernel.shape[0]
     gates = kernel.shape[1] // units
-    input_w = [kernel[:, g * units:(g + 1) * units].reshape(units, features) for g in range(gates)]
-    recurrent_w = [recurrent[:, g * units:(g + 1) * units].reshape(units, units) for g in range(gates)]
-    input_b = [bias[g * units:(g + 1) * units] for g in range(gates)]
-    recurrent_b = [bias[(gates + g) * units:(gates + g + 1) * units] for g in range(gates)]
+    input_w = [kernel[:, g * units : (g + 1) * units].reshape(units, features) for g in range(gates)]
+    recurrent_w = [recurrent[:, g * units : (g + 1) * units].reshape(units, units) for g in range(gates)]
+    input_b = [bias[g * units : (g + 1) * units] for g in range(gates)]
+    recurrent_b = [bias[(gates + g) * units : (gates + g + 1) * units] for g in range(gates)]
     x = x.astype(np.float64)
     h = np.zeros((x.shape[0], units))
     c = np.zeros_like(h)
@@ -216,7 +230,14 @@ def cudnn_reference(name: str, x: np.ndarray) -> np.ndarray:
 
 # The files that take longest, first. make test spreads the suite over workers file by file (pytest-xdist's
 # loadfile); started first, the long files run beside the many short ones instead of after them.
-_SLOWEST_FILES = ["test_spark.py", "test_export_keras.py", "test_bench.py", "test_fuzz.py", "test_export.py", "test_cli.py"]
+_SLOWEST_FILES = [
+    "test_spark.py",
+    "test_export_keras.py",
+    "test_bench.py",
+    "test_fuzz.py",
+    "test_export.py",
+    "test_cli.py",
+]
 
 
 def pytest_collection_modifyitems(session, config, items):

@@ -13,13 +13,12 @@ from __future__ import annotations
 
 import io
 import json
-import os
 import random
 import shutil
 import zipfile
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Iterator
 
 import h5py
 import numpy as np
@@ -45,33 +44,67 @@ def sources() -> list[Source]:
     found = [
         Source(f"zoo/{name}", ZOO / f"{name}.h5", kind="keras-h5", options=options)
         for name, options in [
-            ("mlp", {}), ("cnn", {}), ("lstm", {}), ("gru", {}), ("embedding", {}),
-            ("two_in_two_out", {}), ("custom_layer", {"custom_objects": "zoo"}), ("channels_first", {}),
+            ("mlp", {}),
+            ("cnn", {}),
+            ("lstm", {}),
+            ("gru", {}),
+            ("embedding", {}),
+            ("two_in_two_out", {}),
+            ("custom_layer", {"custom_objects": "zoo"}),
+            ("channels_first", {}),
             ("lambda", {}),
         ]
     ]
-    found += [Source(f"keras1/{name}", ZOO / "keras1" / f"{name}.h5", kind="keras-h5")
-              for name in ("rnn_sequential", "conv_merge", "conv_theano")]
-    found += [Source(f"keras3/{name}", ZOO / "keras3" / f"{name}.keras", kind="keras-v3")
-              for name in ("two_in_two_out", "lambda")]
+    found += [
+        Source(f"keras1/{name}", ZOO / "keras1" / f"{name}.h5", kind="keras-h5")
+        for name in ("rnn_sequential", "conv_merge", "conv_theano")
+    ]
+    found += [
+        Source(f"keras3/{name}", ZOO / "keras3" / f"{name}.keras", kind="keras-v3")
+        for name in ("two_in_two_out", "lambda")
+    ]
     tf1 = ZOO / "tf1"
     found += [
         Source("tf1/frozen.pb", tf1 / "frozen.pb", kind="frozen-graph"),
         Source("tf1/frozen.pbtxt", tf1 / "frozen.pbtxt", kind="frozen-graph", options={"inputs": ["x"]}),
         Source("tf1/meta_v2", tf1 / "meta_v2", kind="meta-graph", options={"outputs": ["logits", "probs"]}),
-        Source("tf1/meta_v1", tf1 / "meta_v1", kind="meta-graph", options={"inputs": ["x:0"], "outputs": ["logits", "probs"]}),
-        Source("tf1/meta_old_version", tf1 / "meta_old_version", kind="meta-graph", options={"outputs": ["logits", "probs"]}),
+        Source(
+            "tf1/meta_v1",
+            tf1 / "meta_v1",
+            kind="meta-graph",
+            options={"inputs": ["x:0"], "outputs": ["logits", "probs"]},
+        ),
+        Source(
+            "tf1/meta_old_version",
+            tf1 / "meta_old_version",
+            kind="meta-graph",
+            options={"outputs": ["logits", "probs"]},
+        ),
         Source("tf1/saved_model", tf1 / "saved_model", kind="saved-model"),
         Source("tf1/tf2_saved_model", tf1 / "tf2_saved_model", kind="saved-model"),
-        Source("tf1/keras_json", tf1, load="keras_arch.json", kind="keras-json", options={"weights": "keras_weights.h5"}),
+        Source(
+            "tf1/keras_json", tf1, load="keras_arch.json", kind="keras-json", options={"weights": "keras_weights.h5"}
+        ),
     ]
     if (CORPUS / "MANIFEST.json").is_file():
         found += [
             Source("corpus/mini_xception", CORPUS / "keras205_gender_mini_xception.hdf5", kind="keras-h5"),
-            Source("corpus/half_plus_two", CORPUS / "tfserving_saved_model_half_plus_two_cpu" / "00000123", kind="saved-model"),
-            Source("corpus/half_plus_three", CORPUS / "tfserving_saved_model_half_plus_three" / "00000123", kind="saved-model"),
-            Source("corpus/bad_half_plus_two", CORPUS / "tfserving_bad_half_plus_two" / "00000123", kind="meta-graph",
-                   options={"outputs": ["Add:0"]}),
+            Source(
+                "corpus/half_plus_two",
+                CORPUS / "tfserving_saved_model_half_plus_two_cpu" / "00000123",
+                kind="saved-model",
+            ),
+            Source(
+                "corpus/half_plus_three",
+                CORPUS / "tfserving_saved_model_half_plus_three" / "00000123",
+                kind="saved-model",
+            ),
+            Source(
+                "corpus/bad_half_plus_two",
+                CORPUS / "tfserving_bad_half_plus_two" / "00000123",
+                kind="meta-graph",
+                options={"outputs": ["Add:0"]},
+            ),
         ]
     return found
 
@@ -122,14 +155,23 @@ def _empty(data: bytes, rng: random.Random) -> tuple[bytes, str]:
 
 
 BYTE_DAMAGE = {
-    "truncate": _truncate, "flip1": _flip(1), "flip10": _flip(10), "flip100": _flip(100),
-    "zero4k": _zero_block, "garbage": _garbage, "empty": _empty,
+    "truncate": _truncate,
+    "flip1": _flip(1),
+    "flip10": _flip(10),
+    "flip100": _flip(100),
+    "zero4k": _zero_block,
+    "garbage": _garbage,
+    "empty": _empty,
 }
 
 # ---------------------------------------------------------------- structural edits of Keras HDF5 files
 
 _BAD_CONFIGS = [
-    ("int", "5"), ("string", '"Sequential"'), ("list", "[1, 2, 3]"), ("null", "null"), ("empty object", "{}"),
+    ("int", "5"),
+    ("string", '"Sequential"'),
+    ("list", "[1, 2, 3]"),
+    ("null", "null"),
+    ("empty object", "{}"),
     ("class_name int", '{"class_name": 5, "config": {}}'),
     ("layers as dict", '{"class_name": "Functional", "config": {"layers": {"a": 1}}}'),
     ("layers of ints", '{"class_name": "Sequential", "config": {"layers": [1, 2]}}'),
@@ -165,10 +207,16 @@ def _h5_edit(path: Path, rng: random.Random) -> str:
                     handle.attrs["model_config"] = json.dumps(config)
                     return f"layer {victim}'s {key} of the wrong type"
         if choice == 3:
-            attr, value = rng.choice([
-                ("keras_version", "1.2.2"), ("keras_version", "3.1.0"), ("keras_version", 7),
-                ("keras_version", np.void(b"\xff\xff")), ("backend", "theano"), ("backend", 3.5),
-            ])
+            attr, value = rng.choice(
+                [
+                    ("keras_version", "1.2.2"),
+                    ("keras_version", "3.1.0"),
+                    ("keras_version", 7),
+                    ("keras_version", np.void(b"\xff\xff")),
+                    ("backend", "theano"),
+                    ("backend", 3.5),
+                ]
+            )
             handle.attrs[attr] = value
             return f"{attr} set to {value!r}"
         if choice == 4 and datasets:
@@ -197,10 +245,13 @@ def _h5_edit(path: Path, rng: random.Random) -> str:
         groups = [obj for obj in weights.values() if isinstance(obj, h5py.Group)]
         if groups:
             group = rng.choice(groups)
-            attr, value = rng.choice([
-                ("weight_names", np.array([b"missing/kernel:0"])), ("weight_names", 5),
-                ("weight_names", np.array([], dtype="S1")),
-            ])
+            attr, value = rng.choice(
+                [
+                    ("weight_names", np.array([b"missing/kernel:0"])),
+                    ("weight_names", 5),
+                    ("weight_names", np.array([], dtype="S1")),
+                ]
+            )
             group.attrs[attr] = value
             return f"{group.name} {attr} set to {value!r}"
         handle.attrs["layer_names"] = np.array([b"ghost"])
@@ -232,11 +283,15 @@ def _keras_v3_edit(path: Path, rng: random.Random) -> str:
         _write_zip(path, {**members, name: bytes(data)}, corrupt_crc_of=name, original=members[name])
         return f"member {name} changed under its CRC"
     if choice == 1:
-        members["config.json"], detail = rng.choice([
-            (b"\xff\xfe\x00{", "invalid UTF-8"), (b'{"class_name": "Functional", "config": ', "truncated JSON"),
-            (b"[1, 2]", "a list"), (b'{"class_name": "Functional", "config": {"layers": 5}}', "layers of the wrong type"),
-            (b'"text"', "a string"),
-        ])
+        members["config.json"], detail = rng.choice(
+            [
+                (b"\xff\xfe\x00{", "invalid UTF-8"),
+                (b'{"class_name": "Functional", "config": ', "truncated JSON"),
+                (b"[1, 2]", "a list"),
+                (b'{"class_name": "Functional", "config": {"layers": 5}}', "layers of the wrong type"),
+                (b'"text"', "a string"),
+            ]
+        )
         detail = f"config.json: {detail}"
     elif choice == 2:
         name = rng.choice(sorted(members))
@@ -266,7 +321,7 @@ def _write_zip(path: Path, members: dict[str, bytes], corrupt_crc_of: str | None
     if corrupt_crc_of is not None:  # Same length, other bytes: the stored CRC no longer matches.
         start = raw.find(original) if original else -1
         if start >= 0:
-            raw = raw[:start] + members[corrupt_crc_of] + raw[start + len(original):]
+            raw = raw[:start] + members[corrupt_crc_of] + raw[start + len(original) :]
     path.write_bytes(raw)
 
 
@@ -279,10 +334,14 @@ def _directory_edit(root: Path, rng: random.Random) -> str:
     choice = rng.randrange(4)
     if choice == 0 and checkpoint_files:
         target = checkpoint_files[0]
-        text, what = rng.choice([
-            ("", "empty"), ("model_checkpoint_path: \"gone.ckpt\"\n", "names a missing checkpoint"),
-            ("this is not a proto {{{", "garbage text"), ("\xff\xfe", "invalid UTF-8"),
-        ])
+        text, what = rng.choice(
+            [
+                ("", "empty"),
+                ('model_checkpoint_path: "gone.ckpt"\n', "names a missing checkpoint"),
+                ("this is not a proto {{{", "garbage text"),
+                ("\xff\xfe", "invalid UTF-8"),
+            ]
+        )
         target.write_bytes(text.encode("latin-1") if "\xff" in text else text.encode())
         return f"checkpoint file: {what}"
     if choice == 1:

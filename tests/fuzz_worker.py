@@ -25,9 +25,10 @@ sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."
 import numpy as np  # noqa: E402
 
 import tf1infer  # noqa: E402
-from tf1infer import cli, memory  # noqa: E402
+from tf1infer.cli import commands as cli  # noqa: E402
 from tf1infer.errors import Tf1InferError  # noqa: E402
-from tf1infer.synthetic import synthetic_inputs  # noqa: E402
+from tf1infer.runtime import memory  # noqa: E402
+from tf1infer.verification.synthetic import synthetic_inputs  # noqa: E402
 
 
 def _options(raw: dict) -> dict:

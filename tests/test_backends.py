@@ -8,14 +8,22 @@ import threading
 import numpy as np
 import pytest
 from conftest import (
-    CORPUS_DIR, HALF_PLUS, ZOO_DIR, as_list, assert_held_to_float64, corpus_entries, random_inputs, tf1_formula, zoo_path,
+    CORPUS_DIR,
+    HALF_PLUS,
+    ZOO_DIR,
+    as_list,
+    assert_held_to_float64,
+    corpus_entries,
+    random_inputs,
+    tf1_formula,
+    zoo_path,
 )
 
 import tf1infer
-from tf1infer import backends
+from tf1infer.backends import auto, tflite
 from tf1infer.errors import InvalidOptionError, PredictorClosedError
-from tf1infer.reference import Tolerance
-from tf1infer.synthetic import verification_batches
+from tf1infer.verification.reference import Tolerance
+from tf1infer.verification.synthetic import verification_batches
 
 ATOL = 1e-5  # The issue's bound for float32 TF Lite against TensorFlow (outputs here are at most ~1 in size).
 CONVERTIBLE = ["mlp", "cnn", "embedding", "two_in_two_out", "channels_first"]
@@ -37,17 +45,22 @@ def test_tflite_matches_eager_keras(name, eager_model):
         report = predictor.backend_report
         assert_held_to_float64(report["deviations"])
         assert "float64_unavailable" not in report
-        assert isinstance(predictor._callable, backends.TFLiteRuntime)  # Calls go to the interpreters, not the session.
-        assert report["chunk_rows"] in backends.CHUNK_CANDIDATES + (None,) and report["threads"] >= 1
+        assert isinstance(predictor._callable, tflite.TFLiteRuntime)  # Calls go to the interpreters, not the session.
+        assert report["chunk_rows"] in tflite.CHUNK_CANDIDATES + (None,) and report["threads"] >= 1
         fastest = min(report["chunk_us_per_row"], key=report["chunk_us_per_row"].get)
         assert report["chunk_rows"] == (None if fastest == "whole" else fastest)
         x = random_inputs(predictor.inputs, 300, seed=5)
         feed = x[0] if len(x) == 1 else x
         # 1 row: the multi-threaded interpreter; 7 and 300: chunks on parallel interpreters, with remainders.
         for batch_size in (1, 7, 300):
-            assert_close(predictor.predict(feed, batch_size=batch_size), reference.predict(feed, batch_size=batch_size, verbose=0))
-        assert_close(predictor.predict_on_batch([a[:1] for a in x] if len(x) > 1 else x[0][:1]),
-                     reference.predict([a[:1] for a in x] if len(x) > 1 else x[0][:1], verbose=0))
+            assert_close(
+                predictor.predict(feed, batch_size=batch_size),
+                reference.predict(feed, batch_size=batch_size, verbose=0),
+            )
+        assert_close(
+            predictor.predict_on_batch([a[:1] for a in x] if len(x) > 1 else x[0][:1]),
+            reference.predict([a[:1] for a in x] if len(x) > 1 else x[0][:1], verbose=0),
+        )
 
 
 @pytest.mark.parametrize("entry", corpus_entries("keras-h5"))
@@ -57,7 +70,9 @@ def test_tflite_corpus_keras_model_matches_stored_reference(entry, eager_model):
     x = np.load(CORPUS_DIR / reference["input"])
     with tf1infer.load(path, backend="tflite") as predictor:
         assert predictor.backend == "tflite", predictor.backend_report
-        np.testing.assert_allclose(predictor.predict(x), np.load(CORPUS_DIR / reference["output"]), rtol=0, atol=reference["atol"])
+        np.testing.assert_allclose(
+            predictor.predict(x), np.load(CORPUS_DIR / reference["output"]), rtol=0, atol=reference["atol"]
+        )
         rows = random_inputs(predictor.inputs, 40, seed=3)[0]
         assert_close(predictor.predict(rows, batch_size=32), eager_model(path).predict(rows, batch_size=32, verbose=0))
 
@@ -71,7 +86,9 @@ def test_tflite_corpus_tf1_models_match_formula(entry):
     options = {"signature": signature} if entry["format"] == "tf1-saved-model" else {}
     with tf1infer.load(CORPUS_DIR / entry["path"], backend="tflite", **options) as predictor:
         assert predictor.backend == "tflite", predictor.backend_report
-        np.testing.assert_allclose(predictor.predict(x, batch_size=2), scale * x + offset, rtol=0, atol=reference["atol"])
+        np.testing.assert_allclose(
+            predictor.predict(x, batch_size=2), scale * x + offset, rtol=0, atol=reference["atol"]
+        )
 
 
 def test_tflite_tf1_saved_model_with_two_outputs():
@@ -94,7 +111,7 @@ def test_recurrent_zoo_models_run_on_tflite_at_every_batch_size(name, eager_mode
     with tf1infer.load(zoo_path(name), backend="tflite") as predictor:
         report = predictor.backend_report
         assert predictor.backend == "tflite", report
-        assert report["fixed_rows"] == list(backends.FIXED_ROWS) and report["chunk_rows"] in backends.FIXED_ROWS
+        assert report["fixed_rows"] == list(tflite.FIXED_ROWS) and report["chunk_rows"] in tflite.FIXED_ROWS
         assert_held_to_float64(report["deviations"])
         assert "float64_unavailable" not in report
         # Rows: one; a padded 3 (runs at 4); sizes between the converted ones; more than every chunk. Unknown
@@ -106,12 +123,17 @@ def test_recurrent_zoo_models_run_on_tflite_at_every_batch_size(name, eager_mode
         # Padding after the end, before the start and inside, the ends of the embedding tables (what verification
         # feeds), and the zoo's own padded samples.
         stored = np.load(ZOO_DIR / "samples" / f"{name}.npz")
-        for batch in [*verification_batches(predictor.inputs, np.random.default_rng(3)), [stored[n] for n in predictor.input_names]]:
+        for batch in [
+            *verification_batches(predictor.inputs, np.random.default_rng(3)),
+            [stored[n] for n in predictor.input_names],
+        ]:
             feed = batch[0] if len(batch) == 1 else batch
             assert_close(predictor.predict_on_batch(feed), reference.predict(feed, batch_size=len(batch[0]), verbose=0))
         one = random_inputs(predictor.inputs, 1, seed=0, free_dim=6)
         empty = as_list(predictor.predict_on_batch([a[:0] for a in one] if len(one) > 1 else one[0][:0]))
-        assert [e.shape for e in empty] == [(0,) + o.shape[1:] for o in as_list(predictor.predict_on_batch(one if len(one) > 1 else one[0]))]
+        assert [e.shape for e in empty] == [
+            (0,) + o.shape[1:] for o in as_list(predictor.predict_on_batch(one if len(one) > 1 else one[0]))
+        ]
 
 
 def test_keras1_recurrent_fixture_runs_on_tflite():
@@ -121,7 +143,9 @@ def test_keras1_recurrent_fixture_runs_on_tflite():
     with tf1infer.load(ZOO_DIR / "keras1" / "rnn_sequential.h5", backend="tflite") as predictor:
         assert predictor.backend == "tflite", predictor.backend_report
         for batch_size in (1, len(x)):
-            np.testing.assert_allclose(predictor.predict(x, batch_size=batch_size), stored["outputs/dense_1"], rtol=0, atol=ATOL)
+            np.testing.assert_allclose(
+                predictor.predict(x, batch_size=batch_size), stored["outputs/dense_1"], rtol=0, atol=ATOL
+            )
 
 
 def test_every_recurrent_layer_kind_runs_on_tflite(tmp_path):
@@ -150,15 +174,17 @@ def test_every_recurrent_layer_kind_runs_on_tflite(tmp_path):
 def test_recurrent_auto_picks_the_faster_runtime_per_batch_size(eager_model):
     with tf1infer.load(zoo_path("lstm"), backend="auto") as predictor:
         report = predictor.backend_report
-        assert predictor.backend == "auto" and report["fixed_rows"] == list(backends.FIXED_ROWS)
+        assert predictor.backend == "auto" and report["fixed_rows"] == list(tflite.FIXED_ROWS)
         for size, runtime in report["auto_choice"].items():
             timings = report["auto_us_per_row"].get(size)
             if timings:
                 assert runtime == min(timings, key=timings.get)
         x = random_inputs(predictor.inputs, 300, seed=4)[0]
         for batch_size in (1, 32, 300):
-            assert_close(predictor.predict(x, batch_size=batch_size),
-                         eager_model(zoo_path("lstm")).predict(x, batch_size=batch_size, verbose=0))
+            assert_close(
+                predictor.predict(x, batch_size=batch_size),
+                eager_model(zoo_path("lstm")).predict(x, batch_size=batch_size, verbose=0),
+            )
 
 
 def test_loading_leaves_tensorflows_loop_intermediates_switch_as_it_was():
@@ -209,8 +235,11 @@ def test_ops_tflite_cannot_run_fall_back_to_the_session_with_a_logged_reason(bac
 
 def test_verification_failure_falls_back(monkeypatch, caplog):
     # No float32 reordering is exact to 0: with no tolerance the (real) comparison must refuse TF Lite.
-    monkeypatch.setattr(backends, "VERIFY_TOLERANCE", Tolerance(factor=0.0, floor_ulps=0))
-    with caplog.at_level(logging.WARNING, logger="tf1infer.backends"), tf1infer.load(zoo_path("mlp"), backend="tflite") as predictor:
+    monkeypatch.setattr(tflite, "VERIFY_TOLERANCE", Tolerance(factor=0.0, floor_ulps=0))
+    with (
+        caplog.at_level(logging.WARNING, logger="tf1infer.backends"),
+        tf1infer.load(zoo_path("mlp"), backend="tflite") as predictor,
+    ):
         assert predictor.backend == "session"
         assert "differs from the session's: max abs error" in predictor.backend_report["fallback_reason"]
     assert "differs from the session's" in caplog.text
@@ -220,7 +249,7 @@ def test_auto_measures_each_batch_size_and_dispatches_by_nearest(eager_model):
     with tf1infer.load(zoo_path("cnn"), backend="auto") as predictor:
         report = predictor.backend_report
         assert predictor.backend == "auto"
-        assert set(report["auto_choice"]) == set(backends.AUTO_BATCH_SIZES)
+        assert set(report["auto_choice"]) == set(auto.AUTO_BATCH_SIZES)
         assert set(report["auto_choice"].values()) <= {"session", "tflite"}
         for size, runtime in report["auto_choice"].items():
             timings = report["auto_us_per_row"].get(size)
@@ -228,7 +257,10 @@ def test_auto_measures_each_batch_size_and_dispatches_by_nearest(eager_model):
                 assert runtime == min(timings, key=timings.get)
         x = random_inputs(predictor.inputs, 100, seed=2)[0]
         for batch_size in (1, 30, 100):
-            assert_close(predictor.predict(x, batch_size=batch_size), eager_model(zoo_path("cnn")).predict(x, batch_size=batch_size, verbose=0))
+            assert_close(
+                predictor.predict(x, batch_size=batch_size),
+                eager_model(zoo_path("cnn")).predict(x, batch_size=batch_size, verbose=0),
+            )
 
 
 @pytest.mark.parametrize("chunk_rows", [1, 3, None])
@@ -243,16 +275,23 @@ def test_every_tflite_path_matches_the_session(chunk_rows):
 
 def test_auto_runner_picks_the_nearest_measured_size_on_a_log_scale():
     calls = []
-    runner = backends.AutoRunner(
+    runner = auto.AutoRunner(
         {"session": lambda x: calls.append(("session", len(x))), "tflite": lambda x: calls.append(("tflite", len(x)))},
         {1: "tflite", 32: "session", 256: "tflite"},
     )
     assert [runner.runtime_for(n) for n in (1, 5, 6, 32, 90, 91, 256, 4096)] == [
-        "tflite", "tflite", "session", "session", "session", "tflite", "tflite", "tflite"
+        "tflite",
+        "tflite",
+        "session",
+        "session",
+        "session",
+        "tflite",
+        "tflite",
+        "tflite",
     ]
     runner(np.zeros((40, 2)))
     assert calls == [("session", 40)]
-    tie = backends.AutoRunner({"session": None, "tflite": None}, {1: "tflite", 4: "session"})
+    tie = auto.AutoRunner({"session": None, "tflite": None}, {1: "tflite", 4: "session"})
     assert [tie.runtime_for(n) for n in (2, 3)] == ["tflite", "session"]  # 2 is as near 1 as 4: the smaller wins.
 
 
@@ -301,3 +340,29 @@ def test_threads_option_caps_the_interpreters():
         x = random_inputs(predictor.inputs, 20, seed=6)[0]
         with tf1infer.load(zoo_path("cnn")) as session:
             assert_close(predictor.predict(x, batch_size=20), session.predict(x, batch_size=20))
+
+
+@pytest.mark.parametrize("interpreter", ["ai_edge_litert", "tensorflow"])
+def test_tflite_runs_on_the_interpreter_chosen_and_says_which(interpreter, monkeypatch):
+    """ai_edge_litert's interpreter where installed (the litert extra; make test installs it), TensorFlow's
+    otherwise or when TF1INFER_TFLITE_INTERPRETER says so; both verified against float64 at load, as exact as the
+    session, and the report names the one that ran."""
+    if interpreter == "ai_edge_litert":
+        pytest.importorskip("ai_edge_litert.interpreter", reason="ai_edge_litert is not installed (tf1infer[litert])")
+    monkeypatch.setenv("TF1INFER_TFLITE_INTERPRETER", interpreter)
+    x = np.random.default_rng(3).random((37, 16, 16, 3), np.float32)
+    with tf1infer.load(zoo_path("cnn"), backend="tflite") as lite, tf1infer.load(zoo_path("cnn")) as session:
+        report = lite.backend_report
+        assert lite.backend == "tflite" and report["tflite_interpreter"].split()[0] == interpreter
+        assert report["max_deviation"] <= max(figures["allowed"] for figures in report["deviations"].values())
+        np.testing.assert_allclose(lite.predict(x), session.predict(x), rtol=1e-5, atol=1e-5)
+
+
+def test_an_unknown_or_missing_interpreter_is_refused(monkeypatch):
+    from tf1infer.errors import InvalidOptionError
+
+    monkeypatch.setenv("TF1INFER_TFLITE_INTERPRETER", "tflite-runtime")
+    with pytest.raises(
+        InvalidOptionError, match="TF1INFER_TFLITE_INTERPRETER must be 'ai_edge_litert' or 'tensorflow'"
+    ):
+        tflite.interpreter_source()

@@ -8,15 +8,16 @@ import os
 import re
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
 from conftest import ZOO_DIR, assert_same_rows, needs_keras3, zoo_path
 
 from tf1infer.cli import main
-from tf1infer.demo import run_demo
-from tf1infer.kernels import onednn_enabled
+from tf1infer.cli.demo import run_demo
 from tf1infer.loaders import keras_versions
+from tf1infer.runtime.kernels import onednn_enabled
 
 
 def test_inspect_prints_inputs_and_outputs(capsys):
@@ -78,9 +79,13 @@ INSPECT_CASES = [
 ]
 
 
-@pytest.mark.parametrize("relative, options, fmt, parameters", [
-    pytest.param(*case, id=case[0], marks=[needs_keras3] if case[0].endswith(".keras") else []) for case in INSPECT_CASES
-])
+@pytest.mark.parametrize(
+    "relative, options, fmt, parameters",
+    [
+        pytest.param(*case, id=case[0], marks=[needs_keras3] if case[0].endswith(".keras") else [])
+        for case in INSPECT_CASES
+    ],
+)
 def test_inspect_every_format(relative, options, fmt, parameters, capsys):
     assert main(["inspect", str(ZOO_DIR / relative), "--json", *options]) == 0
     report = json.loads(capsys.readouterr().out)
@@ -132,10 +137,27 @@ def test_predict_npy_to_npy_and_h5(tmp_path, capsys):
     np.save(tmp_path / "x.npy", x)
     with tf1infer.load(zoo_path("mlp")) as predictor:
         want = predictor.predict(x, batch_size=64)
-    assert main(["predict", zoo_path("mlp"), str(tmp_path / "x.npy"), "-o", str(tmp_path / "y.npy"), "--batch-size", "64"]) == 0
+    assert (
+        main(["predict", zoo_path("mlp"), str(tmp_path / "x.npy"), "-o", str(tmp_path / "y.npy"), "--batch-size", "64"])
+        == 0
+    )
     assert "wrote 300 rows to" in capsys.readouterr().out
     np.testing.assert_array_equal(np.load(tmp_path / "y.npy"), want)
-    assert main(["predict", zoo_path("mlp"), str(tmp_path / "x.npy"), "-o", str(tmp_path / "y.h5"), "--batch-size", "auto", "--quiet"]) == 0
+    assert (
+        main(
+            [
+                "predict",
+                zoo_path("mlp"),
+                str(tmp_path / "x.npy"),
+                "-o",
+                str(tmp_path / "y.h5"),
+                "--batch-size",
+                "auto",
+                "--quiet",
+            ]
+        )
+        == 0
+    )
     assert "chosen for a memory limit of" in capsys.readouterr().out
     with h5py.File(tmp_path / "y.h5", "r") as file:
         assert_same_rows(file["dense_2"][:], want)  # Batches of the size chosen.
@@ -150,7 +172,12 @@ def test_predict_with_the_tflite_backend_and_its_fallback(tmp_path, capsys):
     np.save(tmp_path / "x.npy", x)
     with tf1infer.load(zoo_path("mlp")) as predictor:
         want = predictor.predict(x)
-    assert main(["predict", zoo_path("mlp"), str(tmp_path / "x.npy"), "-o", str(tmp_path / "y.npy"), "--backend", "tflite"]) == 0
+    assert (
+        main(
+            ["predict", zoo_path("mlp"), str(tmp_path / "x.npy"), "-o", str(tmp_path / "y.npy"), "--backend", "tflite"]
+        )
+        == 0
+    )
     assert "backend: tflite\n" in capsys.readouterr().out
     np.testing.assert_allclose(np.load(tmp_path / "y.npy"), want, rtol=0, atol=1e-5)
     import tensorflow as tf
@@ -160,7 +187,20 @@ def test_predict_with_the_tflite_backend_and_its_fallback(tmp_path, capsys):
         tf.math.erf(tf.compat.v1.placeholder(tf.float32, [None, 4], name="x"), name="erf")
     (tmp_path / "erf.pb").write_bytes(graph.as_graph_def().SerializeToString())
     np.save(tmp_path / "e.npy", np.random.default_rng(7).normal(size=(5, 4)).astype(np.float32))
-    assert main(["predict", str(tmp_path / "erf.pb"), str(tmp_path / "e.npy"), "-o", str(tmp_path / "s.npy"), "--backend", "auto"]) == 0
+    assert (
+        main(
+            [
+                "predict",
+                str(tmp_path / "erf.pb"),
+                str(tmp_path / "e.npy"),
+                "-o",
+                str(tmp_path / "s.npy"),
+                "--backend",
+                "auto",
+            ]
+        )
+        == 0
+    )
     assert "backend: session (TF Lite fell back: TF Lite cannot convert this graph: 'tf.Erf'" in capsys.readouterr().out
     assert np.load(tmp_path / "s.npy").shape == (5, 4)
 
@@ -168,9 +208,9 @@ def test_predict_with_the_tflite_backend_and_its_fallback(tmp_path, capsys):
 def test_predict_npz_and_h5_inputs_by_name(tmp_path, capsys):
     import h5py
     import numpy as np
+    from conftest import random_inputs
 
     import tf1infer
-    from conftest import random_inputs
 
     with tf1infer.load(zoo_path("two_in_two_out")) as predictor:
         arrays = dict(zip(predictor.input_names, random_inputs(predictor.inputs, 40, seed=9)))
@@ -199,7 +239,10 @@ def test_predict_image_folder_with_labels(tmp_path, capsys):
         (tmp_path / "images" / label / "1.png").write_bytes(tf.io.encode_png(np.full((16, 16, 3), 9, np.uint8)).numpy())
     (tmp_path / "images" / "b" / "bad.png").write_bytes(b"garbage")
     out = tmp_path / "out.h5"
-    assert main(["predict", zoo_path("cnn"), str(tmp_path / "images"), "-o", str(out), "--labels", "--rescale", "0.5"]) == 0
+    assert (
+        main(["predict", zoo_path("cnn"), str(tmp_path / "images"), "-o", str(out), "--labels", "--rescale", "0.5"])
+        == 0
+    )
     captured = capsys.readouterr()
     assert "wrote 2 rows" in captured.out and "b/bad.png: not a decodable image" in captured.out
     assert "skipped b/bad.png" in captured.err
@@ -242,7 +285,12 @@ def test_killed_predict_resumes_to_the_same_file(tmp_path):
     env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"}
     partial = tmp_path / "killed.h5.partial"
     # One row per batch (a commit each): slow enough to be killed part way through.
-    process = subprocess.Popen(command + ["-o", str(tmp_path / "killed.h5"), "--batch-size", "1"], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    process = subprocess.Popen(
+        command + ["-o", str(tmp_path / "killed.h5"), "--batch-size", "1"],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     deadline = time.time() + 120
     rows = 0
     while time.time() < deadline and rows < 500:
@@ -257,7 +305,9 @@ def test_killed_predict_resumes_to_the_same_file(tmp_path):
     process.wait()
     assert 500 <= rows < 40000, "the run must be killed part way through"
     assert not (tmp_path / "killed.h5").exists()
-    subprocess.run(command + ["-o", str(tmp_path / "killed.h5"), "--resume"], env=env, check=True, stdout=subprocess.DEVNULL)
+    subprocess.run(
+        command + ["-o", str(tmp_path / "killed.h5"), "--resume"], env=env, check=True, stdout=subprocess.DEVNULL
+    )
     subprocess.run(command + ["-o", str(tmp_path / "whole.h5")], env=env, check=True, stdout=subprocess.DEVNULL)
     with h5py.File(tmp_path / "killed.h5", "r") as resumed, h5py.File(tmp_path / "whole.h5", "r") as whole:
         assert resumed.attrs["rows"] == 40000
@@ -269,7 +319,11 @@ def test_inspect_precision(capsys):
     assert main(["inspect", zoo_path("mlp"), "--precision", "--calibration-samples", "8"]) == 0
     lines = [" ".join(line.split()) for line in capsys.readouterr().out.splitlines()]
     assert "precision deviation from float32 on 8 random samples:" in lines
-    bfloat16 = "bfloat16: max abs " if onednn_enabled() else "bfloat16: unavailable: precision='bfloat16' needs TensorFlow's oneDNN"
+    bfloat16 = (
+        "bfloat16: max abs "
+        if onednn_enabled()
+        else "bfloat16: unavailable: precision='bfloat16' needs TensorFlow's oneDNN"
+    )
     assert any(line.startswith(bfloat16) for line in lines)
     assert main(["inspect", zoo_path("mlp"), "--precision", "--json"]) == 0
     report = json.loads(capsys.readouterr().out)["precision_report"]
@@ -279,8 +333,9 @@ def test_inspect_precision(capsys):
 def _run_cli(*args: str, **env: str) -> subprocess.CompletedProcess:
     """``python -m tf1infer ARGS`` with TF_CPP_MIN_LOG_LEVEL unset (the suite sets it), plus ``env``."""
     base = {key: value for key, value in os.environ.items() if key != "TF_CPP_MIN_LOG_LEVEL"}
-    return subprocess.run([sys.executable, "-m", "tf1infer", *args], capture_output=True, text=True, timeout=300,
-                          env={**base, **env})
+    return subprocess.run(
+        [sys.executable, "-m", "tf1infer", *args], capture_output=True, text=True, timeout=300, env={**base, **env}
+    )
 
 
 def _log_messages(text: str) -> set[str]:
@@ -296,13 +351,18 @@ def test_cli_hides_tensorflows_start_up_log_unless_asked():
     assert quiet.stderr == ""  # Not one line of CUDA probing, CPU features or MLIR passes.
     assert quiet.stdout.startswith("format                 keras-h5")
     # What TensorFlow itself prints when imported here comes back with --verbose, or when the user chose a level.
-    bare = subprocess.run([sys.executable, "-c", "import tensorflow"], capture_output=True, text=True, timeout=300,
-                          env={key: value for key, value in os.environ.items() if key != "TF_CPP_MIN_LOG_LEVEL"})
+    bare = subprocess.run(
+        [sys.executable, "-c", "import tensorflow"],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env={key: value for key, value in os.environ.items() if key != "TF_CPP_MIN_LOG_LEVEL"},
+    )
     shown = _run_cli("inspect", zoo_path("mlp"), "--verbose")
     assert shown.returncode == 0, shown.stderr
     assert _log_messages(bare.stderr) <= _log_messages(shown.stderr), (bare.stderr, shown.stderr)
     # The user's own TF_CPP_MIN_LOG_LEVEL is theirs to set: the command then leaves TensorFlow's log alone.
-    from tf1infer.cli import _hides_tensorflow_log
+    from tf1infer.cli.commands import _hides_tensorflow_log
 
     assert _hides_tensorflow_log(["inspect", "m.h5"], {})
     assert not _hides_tensorflow_log(["inspect", "m.h5", "--verbose"], {})
@@ -326,15 +386,31 @@ def test_version_names_tensorflow_numpy_and_the_kernel_family(capsys):
     import tensorflow as tf
 
     import tf1infer
-    from tf1infer import kernels
+    from tf1infer.runtime import kernels
 
     with pytest.raises(SystemExit) as exited:
         main(["--version"])
     assert exited.value.code == 0
-    shown = dict(line.split(None, 1) if not line.startswith("keras 3") else ("keras 3", line[11:])
-                 for line in capsys.readouterr().out.splitlines())
+    shown = dict(
+        line.split(None, 1) if not line.startswith("keras 3") else ("keras 3", line[11:])
+        for line in capsys.readouterr().out.splitlines()
+    )
     assert shown["tf1infer"] == tf1infer.__version__
     assert shown["tensorflow"] == tf.__version__
     assert shown["numpy"] == np.__version__
     assert shown["kernels"] == kernels.describe()
     assert shown["keras 3"] == (keras_versions.keras3_version() or "not installed")
+
+
+def test_demo_runs_from_any_folder_on_the_model_the_package_carries(tmp_path, monkeypatch, capsys):
+    """`tf1infer demo` from an installed wheel has no repository at hand: the package carries the zoo's MLP and
+    its samples (written there by legacy_models/make_zoo.py, byte for byte)."""
+    from tf1infer.cli.demo import DEMO_MODEL
+
+    carried = Path(DEMO_MODEL)
+    assert carried.read_bytes() == (ZOO_DIR / "mlp.h5").read_bytes()
+    assert (carried.parent / "samples" / "mlp.npz").read_bytes() == (ZOO_DIR / "samples" / "mlp.npz").read_bytes()
+    monkeypatch.chdir(tmp_path)
+    assert main(["demo"]) == 0
+    out = capsys.readouterr().out
+    assert "predicted 16 rows from" in out and "samples/mlp.npz" in out and "max |tf1infer - keras|" in out

@@ -4,11 +4,10 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from conftest import CUDNN_MODELS, cudnn_reference, zoo_path
 
 import tf1infer
 from tf1infer.cli import main
-
-from conftest import CUDNN_MODELS, cudnn_reference, zoo_path
 
 # float32 inference against a float64 numpy reference of cuDNN's formulas.
 ATOL = 1e-5

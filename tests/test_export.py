@@ -18,14 +18,22 @@ from pathlib import Path
 import numpy as np
 import pytest
 import tensorflow as tf
+from conftest import (
+    CORPUS_DIR,
+    CUSTOM_OBJECTS,
+    HALF_PLUS,
+    KERAS3_MISSING,
+    ZOO_DIR,
+    ZOO_MODELS,
+    assert_held_to_float64,
+    case_inputs,
+    corpus_entry,
+    tf1_formula,
+    zoo_path,
+)
 
 import tf1infer
 from tf1infer.errors import ExportError, ExportVerificationError
-
-from conftest import (
-    CORPUS_DIR, CUSTOM_OBJECTS, KERAS3_MISSING, HALF_PLUS, ZOO_DIR, ZOO_MODELS, assert_held_to_float64, case_inputs, corpus_entry, tf1_formula,
-    zoo_path,
-)
 
 ATOL = 1e-5
 ROWS = 6
@@ -35,7 +43,10 @@ ROWS = 6
 CASES: dict[str, tuple[Path, dict, str]] = {
     **{f"zoo-{name}": (Path(zoo_path(name)), {"custom_objects": CUSTOM_OBJECTS}, "eager") for name in ZOO_MODELS},
     "zoo-lambda": (ZOO_DIR / "lambda.h5", {"lambdas": {"affine": lambda x: x * 2.0 + 1.0}}, "original"),
-    **{f"keras1-{name}": (ZOO_DIR / "keras1" / f"{name}.h5", {}, "keras1") for name in ("conv_merge", "rnn_sequential", "conv_theano")},
+    **{
+        f"keras1-{name}": (ZOO_DIR / "keras1" / f"{name}.h5", {}, "keras1")
+        for name in ("conv_merge", "rnn_sequential", "conv_theano")
+    },
     "tf1-saved_model": (ZOO_DIR / "tf1" / "saved_model", {}, "tf1"),
     "tf1-tf2_saved_model": (ZOO_DIR / "tf1" / "tf2_saved_model", {}, "tf1"),
     "tf1-meta_v2": (ZOO_DIR / "tf1" / "meta_v2", {"outputs": ["logits", "probs"]}, "tf1"),
@@ -43,7 +54,11 @@ CASES: dict[str, tuple[Path, dict, str]] = {
     "tf1-meta_old_version": (ZOO_DIR / "tf1" / "meta_old_version", {"outputs": ["logits", "probs"]}, "tf1"),
     "tf1-frozen_pb": (ZOO_DIR / "tf1" / "frozen.pb", {"outputs": ["logits", "probs"]}, "tf1"),
     "tf1-frozen_pbtxt": (ZOO_DIR / "tf1" / "frozen.pbtxt", {"outputs": ["logits", "probs"]}, "tf1"),
-    "tf1-keras_json": (ZOO_DIR / "tf1" / "keras_arch.json", {"weights": ZOO_DIR / "tf1" / "keras_weights.h5"}, "eager-mlp"),
+    "tf1-keras_json": (
+        ZOO_DIR / "tf1" / "keras_arch.json",
+        {"weights": ZOO_DIR / "tf1" / "keras_weights.h5"},
+        "eager-mlp",
+    ),
 }
 if not KERAS3_MISSING:  # A .keras file loads only with Keras 3 (TensorFlow 2.16+); test_tf_versions checks the refusal.
     CASES["keras3-two_in_two_out"] = (ZOO_DIR / "keras3" / "two_in_two_out.keras", {}, "keras3")
@@ -126,7 +141,10 @@ def round_trips(tmp_path_factory):
         results[case_id] = {"report": report, "inputs": inputs, "original": original, "names": names}
     finished = subprocess.run(
         [sys.executable, "-I", "-c", _RUN_EXPORTS, json.dumps(jobs)],
-        capture_output=True, text=True, env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"}, check=False,
+        capture_output=True,
+        text=True,
+        env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"},
+        check=False,
     )
     assert finished.returncode == 0, finished.stderr[-3000:]
     assert json.loads(finished.stdout.strip().splitlines()[-1]) == {"leaked": []}
@@ -151,7 +169,9 @@ def test_export_round_trip_matches_the_reference(case_id, round_trips, eager_mod
     for name, want, original in zip(output_names, expected, result["original"]):
         got = result["exported"][name]
         assert got.dtype == original.dtype and got.shape == original.shape
-        np.testing.assert_allclose(got, np.asarray(want).reshape(got.shape), atol=ATOL, rtol=0, err_msg=f"{case_id}: {name}")
+        np.testing.assert_allclose(
+            got, np.asarray(want).reshape(got.shape), atol=ATOL, rtol=0, err_msg=f"{case_id}: {name}"
+        )
 
 
 def test_export_keeps_dynamic_batch_integer_inputs_and_variables(round_trips):
@@ -169,7 +189,10 @@ def test_saved_model_cli_shows_the_signature(round_trips):
     out_dir = round_trips["zoo-two_in_two_out"]["report"].out_dir
     cli = Path(sys.executable).parent / "saved_model_cli"
     shown = subprocess.run(
-        [str(cli), "show", "--dir", out_dir, "--all"], capture_output=True, text=True, check=True,
+        [str(cli), "show", "--dir", out_dir, "--all"],
+        capture_output=True,
+        text=True,
+        check=True,
         env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"},
     ).stdout
     assert "signature_def['serving_default']" in shown
@@ -223,7 +246,10 @@ def _random_graph(path: Path) -> None:
 def test_failed_verification_leaves_nothing_and_keeps_the_old_export(tmp_path):
     model = tmp_path / "noisy.pb"
     _random_graph(model)
-    with pytest.raises(ExportVerificationError, match=r"output 'serving_default/noisy' of the export differs from the original: max abs error"):
+    with pytest.raises(
+        ExportVerificationError,
+        match=r"output 'serving_default/noisy' of the export differs from the original: max abs error",
+    ):
         tf1infer.export_saved_model(model, tmp_path / "fresh")
     assert not (tmp_path / "fresh").exists()
     assert _leftovers(tmp_path) == []
@@ -238,7 +264,7 @@ def test_failed_verification_leaves_nothing_and_keeps_the_old_export(tmp_path):
 
 
 def test_interrupted_export_leaves_nothing(tmp_path, monkeypatch):
-    import tf1infer.export as export_module
+    import tf1infer.export.saved_model as export_module
 
     def interrupted(*_args, **_kwargs):
         raise KeyboardInterrupt
@@ -252,8 +278,12 @@ def test_interrupted_export_leaves_nothing(tmp_path, monkeypatch):
 def test_sample_inputs_are_verified_too(tmp_path):
     samples = tmp_path / "samples.npz"
     rng = np.random.default_rng(3)
-    np.savez(samples, features=rng.normal(size=(5, 6)).astype("float32"), extra=rng.normal(size=(5, 3)).astype("float32"))
-    report = tf1infer.export_saved_model(zoo_path("two_in_two_out"), tmp_path / "out", sample_inputs=samples, random_samples=4)
+    np.savez(
+        samples, features=rng.normal(size=(5, 6)).astype("float32"), extra=rng.normal(size=(5, 3)).astype("float32")
+    )
+    report = tf1infer.export_saved_model(
+        zoo_path("two_in_two_out"), tmp_path / "out", sample_inputs=samples, random_samples=4
+    )
     assert report.samples == 4 + 5
 
 
@@ -273,7 +303,7 @@ def test_export_command_prints_the_report(tmp_path, capsys):
 
 
 def test_exports_share_one_verification_process_and_a_dead_one_is_replaced(tmp_path):
-    from tf1infer.export import VerificationWorker
+    from tf1infer.export.saved_model import VerificationWorker
 
     first = tf1infer.export_saved_model(zoo_path("mlp"), tmp_path / "a")
     worker = VerificationWorker._current
@@ -283,13 +313,18 @@ def test_exports_share_one_verification_process_and_a_dead_one_is_replaced(tmp_p
     with pytest.MonkeyPatch.context() as patch:  # Other TensorFlow settings: a worker of their own.
         patch.setenv("TF_ENABLE_ONEDNN_OPTS", "0" if os.environ.get("TF_ENABLE_ONEDNN_OPTS") == "1" else "1")
         assert tf1infer.export_saved_model(zoo_path("mlp"), tmp_path / "other").verified
-        assert VerificationWorker._current is not worker and VerificationWorker._current.settings["TF_ENABLE_ONEDNN_OPTS"]
+        assert (
+            VerificationWorker._current is not worker and VerificationWorker._current.settings["TF_ENABLE_ONEDNN_OPTS"]
+        )
     worker = VerificationWorker._current
     worker.process.kill()  # A worker that dies between exports is replaced by the next one.
     worker.process.wait()
     third = tf1infer.export_saved_model(zoo_path("mlp"), tmp_path / "c")
     assert third.verified and VerificationWorker._current is not worker
     # The worker is a plain TensorFlow process: it never imported tf1infer (every report checks; this one too).
-    running = subprocess.run(["ps", "-ww", "-o", "args=", "-p", str(VerificationWorker._current.process.pid)],
-                             capture_output=True, text=True).stdout.split()
-    assert running[1:2] == ["-I"] and running[2].endswith("verify_worker.py") and running[3:] == ["--serve"], running
+    running = subprocess.run(
+        ["ps", "-ww", "-o", "args=", "-p", str(VerificationWorker._current.process.pid)], capture_output=True, text=True
+    ).stdout.split()
+    assert running[1:2] == ["-I"] and running[2].endswith("saved_model_worker.py") and running[3:] == ["--serve"], (
+        running
+    )

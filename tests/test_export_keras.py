@@ -21,17 +21,25 @@ from conftest import KERAS3_MISSING, KERAS3_MISSING_REASON
 if KERAS3_MISSING:
     pytest.skip(KERAS3_MISSING_REASON, allow_module_level=True)
 
-import tf1infer
-from tf1infer.cli import main
-from tf1infer.errors import ExportError, ExportVerificationError, MissingDependencyError
-from tf1infer.keras3_export import TENSORFLOW, KerasVerificationJob, available_backends, run_verification_jobs
-
+import zoo_layers_keras3  # noqa: E402  (legacy_models/ is on sys.path through conftest)
 from conftest import (
-    CORPUS_DIR, CUDNN_MODELS, CUSTOM_OBJECTS, case_inputs, ZOO_DIR, ZOO_MODELS, assert_held_to_float64, corpus_entry, cudnn_reference,
-    random_inputs, zoo_path,
+    CORPUS_DIR,
+    CUDNN_MODELS,
+    CUSTOM_OBJECTS,
+    ZOO_DIR,
+    ZOO_MODELS,
+    assert_held_to_float64,
+    case_inputs,
+    corpus_entry,
+    cudnn_reference,
+    random_inputs,
+    zoo_path,
 )
 
-import zoo_layers_keras3  # noqa: E402  (legacy_models/ is on sys.path through conftest)
+import tf1infer
+from tf1infer.cli import main
+from tf1infer.errors import ExportError, ExportVerificationError
+from tf1infer.export.keras3 import TENSORFLOW, KerasVerificationJob, available_backends, run_verification_jobs
 
 ATOL = 1e-5
 ROWS = 6
@@ -41,38 +49,57 @@ KERAS3_OBJECTS = {"Scale": zoo_layers_keras3.Scale}
 # case id -> (path, export options, how to get the reference outputs)
 CASES: dict[str, tuple[Path, dict, str]] = {
     **{
-        f"zoo-{name}": (Path(zoo_path(name)), {"custom_objects": CUSTOM_OBJECTS, "keras3_custom_objects": KERAS3_OBJECTS}, "eager")
+        f"zoo-{name}": (
+            Path(zoo_path(name)),
+            {"custom_objects": CUSTOM_OBJECTS, "keras3_custom_objects": KERAS3_OBJECTS},
+            "eager",
+        )
         for name in ZOO_MODELS
     },
     "zoo-thresholded_relu": (Path(zoo_path("thresholded_relu")), {}, "eager"),
     "zoo-lambda": (ZOO_DIR / "lambda.h5", {"lambdas": {"affine": lambda x: x * 2.0 + 1.0}}, "lambda"),
     **{f"zoo-{name}": (Path(zoo_path(name)), {}, "cudnn") for name in CUDNN_MODELS},
-    **{f"keras1-{name}": (ZOO_DIR / "keras1" / f"{name}.h5", {}, "keras1") for name in ("conv_merge", "rnn_sequential", "conv_theano")},
+    **{
+        f"keras1-{name}": (ZOO_DIR / "keras1" / f"{name}.h5", {}, "keras1")
+        for name in ("conv_merge", "rnn_sequential", "conv_theano")
+    },
     "keras3-two_in_two_out": (ZOO_DIR / "keras3" / "two_in_two_out.keras", {}, "keras3"),
     "keras3-lambda": (ZOO_DIR / "keras3" / "lambda.keras", {"safe_mode": False}, "keras3"),
-    "tf1-keras_json": (ZOO_DIR / "tf1" / "keras_arch.json", {"weights": ZOO_DIR / "tf1" / "keras_weights.h5"}, "eager-mlp"),
+    "tf1-keras_json": (
+        ZOO_DIR / "tf1" / "keras_arch.json",
+        {"weights": ZOO_DIR / "tf1" / "keras_weights.h5"},
+        "eager-mlp",
+    ),
 }
 if corpus_entry("keras205_gender_mini_xception") is not None:
-    CASES["corpus-keras205_gender_mini_xception"] = (CORPUS_DIR / corpus_entry("keras205_gender_mini_xception")["path"], {}, "corpus")
+    CASES["corpus-keras205_gender_mini_xception"] = (
+        CORPUS_DIR / corpus_entry("keras205_gender_mini_xception")["path"],
+        {},
+        "corpus",
+    )
 
 
 # JAX compiles each model with XLA (1-6 s each here), so the suite runs one case of each kind of translation there;
 # every case runs on JAX with TF1INFER_KERAS3_JAX_ALL=1 (each export_keras call verifies on JAX by default anyway).
-JAX_CASES = set(CASES) if os.environ.get("TF1INFER_KERAS3_JAX_ALL") else {
-    "zoo-lstm",  # dropped tf_keras RNN arguments
-    "zoo-seq2seq",  # an RNN started from another's states, masking
-    # Padded ids after the end and inside (the JAX backend differs on padding before the start: see the export's report).
-    "zoo-seq2seq_masked",
-    "zoo-masking_bidirectional",  # Masking through Bidirectional(LSTM), GRU(reset_after=False), SimpleRNN
-    "zoo-cudnn_gru",  # CuDNNGRU as GRU(reset_after=True)
-    "zoo-channels_first",  # the channels-first convolution between Permute layers
-    "zoo-custom_layer",  # a caller's Keras 3 class imported by the worker
-    "zoo-lambda",  # bytecode
-    "zoo-thresholded_relu",  # a removed layer rebuilt
-    "keras1-rnn_sequential",  # Keras 1, hard_sigmoid folded into the weights
-    "keras1-conv_theano",  # Keras 1 Theano kernels
-    "keras3-two_in_two_out",  # a .keras source
-}
+JAX_CASES = (
+    set(CASES)
+    if os.environ.get("TF1INFER_KERAS3_JAX_ALL")
+    else {
+        "zoo-lstm",  # dropped tf_keras RNN arguments
+        "zoo-seq2seq",  # an RNN started from another's states, masking
+        # Padded ids after the end and inside (the JAX backend differs on padding before the start: see the export's report).
+        "zoo-seq2seq_masked",
+        "zoo-masking_bidirectional",  # Masking through Bidirectional(LSTM), GRU(reset_after=False), SimpleRNN
+        "zoo-cudnn_gru",  # CuDNNGRU as GRU(reset_after=True)
+        "zoo-channels_first",  # the channels-first convolution between Permute layers
+        "zoo-custom_layer",  # a caller's Keras 3 class imported by the worker
+        "zoo-lambda",  # bytecode
+        "zoo-thresholded_relu",  # a removed layer rebuilt
+        "keras1-rnn_sequential",  # Keras 1, hard_sigmoid folded into the weights
+        "keras1-conv_theano",  # Keras 1 Theano kernels
+        "keras3-two_in_two_out",  # a .keras source
+    }
+)
 
 
 def _inputs_for(case_id: str, predictor) -> list[np.ndarray]:
@@ -91,7 +118,9 @@ def _reference(case_id: str, inputs: list[np.ndarray], eager_model) -> list[np.n
 
         with h5py.File(path, "r") as handle:
             weights = handle["model_weights"]
-            (w1, b1), (w2, b2) = ([weights[name][name][key][()] for key in ("kernel:0", "bias:0")] for name in ("dense", "dense_1"))
+            (w1, b1), (w2, b2) = (
+                [weights[name][name][key][()] for key in ("kernel:0", "bias:0")] for name in ("dense", "dense_1")
+            )
         return [((inputs[0].astype(np.float64) @ w1 + b1) * 2.0 + 1.0) @ w2 + b2]
     if kind == "cudnn":
         return [cudnn_reference(path.stem, inputs[0])]
@@ -152,11 +181,15 @@ def test_export_reloads_in_a_clean_keras3_process_and_matches(exported, case_id)
 
 def test_translations_are_reported_per_layer(exported):
     translations = exported["zoo-thresholded_relu"]["report"].translations
-    assert translations["thresholded"] == ["ThresholdedReLU(theta=0.3) as ReLU(threshold=0.3): x where x > theta, else 0"]
+    assert translations["thresholded"] == [
+        "ThresholdedReLU(theta=0.3) as ReLU(threshold=0.3): x where x > theta, else 0"
+    ]
     keras1 = exported["keras1-rnn_sequential"]["report"].translations
     assert any("hard_sigmoid: gate weights scaled by 1.2" in change for change in keras1["lstm_1"])
     channels_first = exported["zoo-channels_first"]["report"].translations
-    assert any("channels_first as channels_last between Permute layers" in c for c in channels_first["separable_conv2d"])
+    assert any(
+        "channels_first as channels_last between Permute layers" in c for c in channels_first["separable_conv2d"]
+    )
     custom = exported["zoo-custom_layer"]["report"].load_with
     assert custom["custom_objects"][0]["module"] == "zoo_layers_keras3"
     assert "custom_objects={'tf1infer_zoo>Scale': zoo_layers_keras3.Scale}" in custom["snippet"]  # Its registered name.
@@ -188,7 +221,10 @@ def test_export_verifies_on_every_backend_and_publishes_file_and_report(tmp_path
     assert report.verified and set(report.backends) == set(available_backends())
     for errors in report.backends.values():
         assert_held_to_float64(errors, report)
-    assert report.training_step["ran"] and report.training_step["changed"] == report.training_step["trainable_weights"] == 6
+    assert (
+        report.training_step["ran"]
+        and report.training_step["changed"] == report.training_step["trainable_weights"] == 6
+    )
     assert report.training_step["finite"]
     assert sorted(os.listdir(tmp_path)) == ["mlp.keras", "mlp.keras.report.json"]
     assert json.loads((tmp_path / "mlp.keras.report.json").read_text()) == json.loads(json.dumps(report.to_dict()))
@@ -201,13 +237,17 @@ def test_export_verifies_on_every_backend_and_publishes_file_and_report(tmp_path
 
 def test_a_training_step_that_kills_tensorflow_is_retried_on_the_other_kernel_family(tmp_path, monkeypatch):
     import keras3_abort_layer
-    from tf1infer.kernels import onednn_enabled
+
+    from tf1infer.runtime.kernels import onednn_enabled
 
     flipped = "0" if onednn_enabled() else "1"
     monkeypatch.setenv("TF1INFER_TEST_TRAIN_ONLY_WITH", flipped)
     report = tf1infer.export_keras(
-        zoo_path("custom_layer"), tmp_path / "custom.keras", custom_objects=CUSTOM_OBJECTS,
-        keras3_custom_objects={"Scale": keras3_abort_layer.AbortingScale}, backends=["tensorflow"],
+        zoo_path("custom_layer"),
+        tmp_path / "custom.keras",
+        custom_objects=CUSTOM_OBJECTS,
+        keras3_custom_objects={"Scale": keras3_abort_layer.AbortingScale},
+        backends=["tensorflow"],
     )
     step = report.training_step
     assert step["ran"] and step["changed"] == step["trainable_weights"] == 6 and step["finite"]
@@ -226,10 +266,18 @@ def test_lambda_export_needs_safe_mode_false_in_keras3(exported):
 
 
 def test_named_lambda_function_is_stored_by_reference(tmp_path, exported):
-    report = tf1infer.export_keras(ZOO_DIR / "lambda.h5", tmp_path / "named.keras", lambdas={"affine": zoo_layers_keras3.affine},
-                                   backends=["tensorflow"], training_step=False)
+    report = tf1infer.export_keras(
+        ZOO_DIR / "lambda.h5",
+        tmp_path / "named.keras",
+        lambdas={"affine": zoo_layers_keras3.affine},
+        backends=["tensorflow"],
+        training_step=False,
+    )
     assert report.load_with["safe_mode"] is True
-    assert report.load_with["snippet"] == "keras.saving.load_model(path, custom_objects={'affine': zoo_layers_keras3.affine})"
+    assert (
+        report.load_with["snippet"]
+        == "keras.saving.load_model(path, custom_objects={'affine': zoo_layers_keras3.affine})"
+    )
     assert report.translations["affine"] == [
         "Lambda: the supplied function zoo_layers_keras3.affine, stored by reference to its module"
     ]
@@ -243,8 +291,13 @@ def test_lambda_defined_inside_a_function_is_carried_as_bytecode(tmp_path):
     def local(x):
         return x + offset
 
-    report = tf1infer.export_keras(ZOO_DIR / "lambda.h5", tmp_path / "local.keras", lambdas={"affine": local}, backends=["tensorflow"],
-                                   training_step=False)
+    report = tf1infer.export_keras(
+        ZOO_DIR / "lambda.h5",
+        tmp_path / "local.keras",
+        lambdas={"affine": local},
+        backends=["tensorflow"],
+        training_step=False,
+    )
     assert report.load_with["snippet"] == "keras.saving.load_model(path, safe_mode=False)"
     assert "with the globals it reads (offset) carried in its bytecode" in report.translations["affine"][0]
     assert_held_to_float64(report.backends["tensorflow"], report)
@@ -254,11 +307,15 @@ def _nothing_but(folder: Path, names: list[str]) -> None:
     assert sorted(os.listdir(folder)) == sorted(names)
 
 
-@pytest.mark.parametrize("path, options", [
-    (ZOO_DIR / "tf1" / "frozen.pb", {"outputs": ["logits", "probs"]}),
-    (ZOO_DIR / "tf1" / "meta_v2", {"outputs": ["logits", "probs"]}),
-    (ZOO_DIR / "tf1" / "saved_model", {}),
-], ids=["frozen-graph", "meta-graph", "saved-model"])
+@pytest.mark.parametrize(
+    "path, options",
+    [
+        (ZOO_DIR / "tf1" / "frozen.pb", {"outputs": ["logits", "probs"]}),
+        (ZOO_DIR / "tf1" / "meta_v2", {"outputs": ["logits", "probs"]}),
+        (ZOO_DIR / "tf1" / "saved_model", {}),
+    ],
+    ids=["frozen-graph", "meta-graph", "saved-model"],
+)
 def test_graph_formats_are_refused_with_the_way_to_go(tmp_path, path, options):
     with pytest.raises(ExportError, match=r"no Keras layers to rebuild.*export_saved_model.*keras.layers.TFSMLayer"):
         tf1infer.export_keras(path, tmp_path / "graph.keras", **options)
@@ -266,7 +323,9 @@ def test_graph_formats_are_refused_with_the_way_to_go(tmp_path, path, options):
 
 
 def test_custom_layer_without_a_keras3_class_is_refused_naming_it(tmp_path):
-    with pytest.raises(ExportError, match=r"layer 'scale' is a Scale, which Keras 3 does not have: pass .*keras3_custom_objects"):
+    with pytest.raises(
+        ExportError, match=r"layer 'scale' is a Scale, which Keras 3 does not have: pass .*keras3_custom_objects"
+    ):
         tf1infer.export_keras(zoo_path("custom_layer"), tmp_path / "custom.keras", custom_objects=CUSTOM_OBJECTS)
     _nothing_but(tmp_path, [])
 
@@ -287,7 +346,10 @@ def test_nested_models_wrappers_masking_and_keras2_hard_sigmoid(tmp_path):
 
     layers = tf_keras.layers
     inner = tf_keras.Sequential(
-        [layers.InputLayer(input_shape=(6, 4)), layers.TimeDistributed(layers.Dense(5, activation="tanh"), name="per_step")],
+        [
+            layers.InputLayer(input_shape=(6, 4)),
+            layers.TimeDistributed(layers.Dense(5, activation="tanh"), name="per_step"),
+        ],
         name="encoder",
     )
     steps = layers.Input((6, 4), name="steps")
@@ -310,27 +372,41 @@ def test_nested_models_wrappers_masking_and_keras2_hard_sigmoid(tmp_path):
         "activation hard_sigmoid: weights scaled by 1.2 for Keras 3's hard_sigmoid (x/6 + 0.5, Keras 2's was 0.2 x + 0.5)"
     ]
     exported_model = keras.saving.load_model(tmp_path / "nested.keras")
-    np.testing.assert_allclose(exported_model.predict(data, verbose=0), model.predict(data, verbose=0), atol=ATOL, rtol=0)
+    np.testing.assert_allclose(
+        exported_model.predict(data, verbose=0), model.predict(data, verbose=0), atol=ATOL, rtol=0
+    )
 
 
 def test_removed_layer_without_equivalent_is_refused_naming_it(tmp_path):
-    source = _save_tf_keras(tmp_path / "local.h5", lambda k: k.Sequential(
-        [k.layers.InputLayer(input_shape=(8, 3)), k.layers.LocallyConnected1D(4, 3, name="local"), k.layers.Flatten()]))
+    source = _save_tf_keras(
+        tmp_path / "local.h5",
+        lambda k: k.Sequential(
+            [
+                k.layers.InputLayer(input_shape=(8, 3)),
+                k.layers.LocallyConnected1D(4, 3, name="local"),
+                k.layers.Flatten(),
+            ]
+        ),
+    )
     with pytest.raises(ExportError, match=r"layer 'local' \(LocallyConnected1D\): Keras 3 removed LocallyConnected1D"):
         tf1infer.export_keras(source, tmp_path / "local.keras")
     _nothing_but(tmp_path, ["local.h5"])
 
 
 def test_time_major_rnn_is_refused(tmp_path):
-    source = _save_tf_keras(tmp_path / "time_major.h5", lambda k: k.Sequential(
-        [k.layers.InputLayer(input_shape=(5, 3)), k.layers.LSTM(4, time_major=True, name="tm")]))
-    with pytest.raises(ExportError, match=r"layer 'tm' \(LSTM\) has time_major=True: Keras 3 RNN layers only take batch-major"):
+    source = _save_tf_keras(
+        tmp_path / "time_major.h5",
+        lambda k: k.Sequential([k.layers.InputLayer(input_shape=(5, 3)), k.layers.LSTM(4, time_major=True, name="tm")]),
+    )
+    with pytest.raises(
+        ExportError, match=r"layer 'tm' \(LSTM\) has time_major=True: Keras 3 RNN layers only take batch-major"
+    ):
         tf1infer.export_keras(source, tmp_path / "time_major.keras")
     _nothing_but(tmp_path, ["time_major.h5"])
 
 
 def test_existing_file_is_kept_unless_overwrite_and_a_failed_verification_keeps_it(tmp_path, monkeypatch):
-    import tf1infer.keras3_export as keras3_export
+    import tf1infer.export.keras3 as keras3_export
 
     target = tmp_path / "mlp.keras"
     target.write_bytes(b"the old model")
@@ -338,8 +414,11 @@ def test_existing_file_is_kept_unless_overwrite_and_a_failed_verification_keeps_
         tf1infer.export_keras(zoo_path("mlp"), target)
     # A translation that loses the weights: the Keras 3 model keeps its fresh ones, and verification must catch it.
     monkeypatch.setattr(keras3_export, "copy_weights", lambda *args: 0)
-    with pytest.raises(ExportVerificationError, match=r"output 'dense_2' of the .keras file on Keras 3's tensorflow backend differs "
-                                                      r"from the original: max abs error .* nothing was written"):
+    with pytest.raises(
+        ExportVerificationError,
+        match=r"output 'dense_2' of the .keras file on Keras 3's tensorflow backend differs "
+        r"from the original: max abs error .* nothing was written",
+    ):
         tf1infer.export_keras(zoo_path("mlp"), target, overwrite=True, backends=["tensorflow"])
     assert target.read_bytes() == b"the old model"
     _nothing_but(tmp_path, ["mlp.keras"])
@@ -348,7 +427,19 @@ def test_existing_file_is_kept_unless_overwrite_and_a_failed_verification_keeps_
 
 
 def test_cli_exports_to_keras_by_suffix_and_refuses_graphs(tmp_path, capsys):
-    assert main(["export", zoo_path("thresholded_relu"), str(tmp_path / "t.keras"), "--backends", "tensorflow", "--no-training-step"]) == 0
+    assert (
+        main(
+            [
+                "export",
+                zoo_path("thresholded_relu"),
+                str(tmp_path / "t.keras"),
+                "--backends",
+                "tensorflow",
+                "--no-training-step",
+            ]
+        )
+        == 0
+    )
     shown = capsys.readouterr().out
     assert "thresholded: ThresholdedReLU(theta=0.3) as ReLU(threshold=0.3)" in shown
     assert "tensorflow backend, dense_1: max abs error" in shown
@@ -367,15 +458,44 @@ def test_inspect_says_whether_and_how_a_model_exports_to_keras3(capsys):
     assert summary[0] == "yes"
     assert "thresholded: ThresholdedReLU(theta=0.3) as ReLU(threshold=0.3): x where x > theta, else 0" in summary
     assert main(["inspect", str(ZOO_DIR / "tf1" / "frozen.pb"), "--json"]) == 0
-    assert json.loads(capsys.readouterr().out)["keras3_export"][0].startswith("no: a TensorFlow graph without Keras layers")
+    assert json.loads(capsys.readouterr().out)["keras3_export"][0].startswith(
+        "no: a TensorFlow graph without Keras layers"
+    )
 
 
 # Arguments for the tf_keras layer classes whose constructors require some (the table test below).
 _REQUIRED_ARGUMENTS = {
-    "units": 2, "filters": 2, "kernel_size": 2, "rate": 0.5, "pool_size": 2, "size": 2, "cropping": 1, "target_shape": (2,),
-    "dims": (1,), "n": 2, "input_dim": 3, "output_dim": 2, "stddev": 0.1, "theta": 1.0, "axis": -1, "height": 2, "width": 2,
-    "factor": 0.1, "depth_multiplier": 1, "num_heads": 2, "key_dim": 2, "num_tokens": 3, "max_tokens": 3, "activation": "relu",
-    "axes": 1, "equation": "ab,bc->ac", "output_shape": 2, "scale": 0.5, "height_factor": 0.1, "width_factor": 0.1, "num_bins": 3,
+    "units": 2,
+    "filters": 2,
+    "kernel_size": 2,
+    "rate": 0.5,
+    "pool_size": 2,
+    "size": 2,
+    "cropping": 1,
+    "target_shape": (2,),
+    "dims": (1,),
+    "n": 2,
+    "input_dim": 3,
+    "output_dim": 2,
+    "stddev": 0.1,
+    "theta": 1.0,
+    "axis": -1,
+    "height": 2,
+    "width": 2,
+    "factor": 0.1,
+    "depth_multiplier": 1,
+    "num_heads": 2,
+    "key_dim": 2,
+    "num_tokens": 3,
+    "max_tokens": 3,
+    "activation": "relu",
+    "axes": 1,
+    "equation": "ab,bc->ac",
+    "output_shape": 2,
+    "scale": 0.5,
+    "height_factor": 0.1,
+    "width_factor": 0.1,
+    "num_bins": 3,
 }
 _EXTRA_ARGUMENTS = {"Discretization": {"bin_boundaries": [0.0, 1.0]}, "CategoryEncoding": {"num_tokens": 3}}
 
@@ -400,7 +520,9 @@ def _default_layer_configs():
             if parameter == "layer":
                 kwargs[parameter] = tf_keras.layers.LSTM(2) if name == "Bidirectional" else tf_keras.layers.Dense(2)
             elif parameter in ("cell", "cells"):
-                kwargs[parameter] = tf_keras.layers.LSTMCell(2) if parameter == "cell" else [tf_keras.layers.LSTMCell(2)]
+                kwargs[parameter] = (
+                    tf_keras.layers.LSTMCell(2) if parameter == "cell" else [tf_keras.layers.LSTMCell(2)]
+                )
             elif parameter in _REQUIRED_ARGUMENTS:
                 kwargs[parameter] = _REQUIRED_ARGUMENTS[parameter]
             else:
@@ -415,7 +537,7 @@ def test_every_tf_keras_layer_class_translates_to_its_keras3_counterpart():
     """Each tf_keras layer class Keras 3 also has, at its defaults, builds in Keras 3 once translated: arguments
     Keras 3 refuses are dropped where they hold tf_keras's default (Conv*DTranspose's groups, SpatialDropout's
     noise_shape, augmentation layers' rng_type...) and named where they do not."""
-    from tf1infer.keras3_translate import translate_layer_config
+    from tf1infer.export.keras3_translate import translate_layer_config
 
     configs = _default_layer_configs()
     assert len(configs) >= 100
@@ -445,21 +567,30 @@ def test_wrapped_layers_lose_the_input_shape_marker_and_spatial_dropout_its_trai
     import tf_keras
     from tf_keras import layers
 
-    model = tf_keras.Sequential([
-        layers.Bidirectional(layers.LSTM(4, return_sequences=True), input_shape=(6, 3), name="bi"),
-        layers.SpatialDropout1D(0.2, name="drop"),
-        layers.GlobalMaxPooling1D(),
-        layers.Dense(2, name="out"),
-    ])
+    model = tf_keras.Sequential(
+        [
+            layers.Bidirectional(layers.LSTM(4, return_sequences=True), input_shape=(6, 3), name="bi"),
+            layers.SpatialDropout1D(0.2, name="drop"),
+            layers.GlobalMaxPooling1D(),
+            layers.Dense(2, name="out"),
+        ]
+    )
     config = json.loads(model.to_json())
     (wrapper,) = [layer for layer in config["config"]["layers"] if layer["class_name"] == "Bidirectional"]
     wrapper["config"]["layer"]["config"]["batch_input_shape"] = [None, 6, 3]
-    (tmp_path / "arch.json").write_text(json.dumps(json.dumps(config)))  # json.dump(model.to_json(), f): double-encoded.
+    (tmp_path / "arch.json").write_text(
+        json.dumps(json.dumps(config))
+    )  # json.dump(model.to_json(), f): double-encoded.
     model.save_weights(tmp_path / "weights.h5")
     x = np.random.default_rng(0).normal(size=(4, 6, 3)).astype("float32")
     want = model.predict(x, verbose=0)  # tf_keras eager, before tf1infer builds graphs in this process.
-    report = tf1infer.export_keras(tmp_path / "arch.json", tmp_path / "bi.keras", weights=tmp_path / "weights.h5",
-                                   backends=["tensorflow"], training_step=False)
+    report = tf1infer.export_keras(
+        tmp_path / "arch.json",
+        tmp_path / "bi.keras",
+        weights=tmp_path / "weights.h5",
+        backends=["tensorflow"],
+        training_step=False,
+    )
     assert_held_to_float64(report.backends["tensorflow"], report)
     assert report.translations["drop"] == [
         "dropped trainable=True (tf_keras's default; Keras 3's SpatialDropout1D takes no trainable)",

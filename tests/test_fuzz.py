@@ -51,8 +51,12 @@ class Worker:
     def start(self) -> None:
         env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3", "PYTHONUNBUFFERED": "1"}
         self.process = subprocess.Popen(
-            [sys.executable, str(WORKER)], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-            stderr=subprocess.DEVNULL, text=True, env=env,
+            [sys.executable, str(WORKER)],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.DEVNULL,
+            text=True,
+            env=env,
         )
 
     def send(self, request: dict) -> None:
@@ -68,7 +72,7 @@ class Worker:
         while select.select([process.stdout], [], [], 0)[0]:
             line = process.stdout.readline()
             if line.startswith("FUZZ-RESULT "):
-                return json.loads(line[len("FUZZ-RESULT "):])
+                return json.loads(line[len("FUZZ-RESULT ") :])
             if not line:  # End of output: the child died.
                 process.wait()
                 self.process = None
@@ -128,7 +132,10 @@ def test_every_corrupt_model_loads_or_fails_typed(tmp_path):
     for variant, result in results:
         by_family[variant.family][result["outcome"]] += 1
     summary = {
-        "variants": VARIANTS, "seed": SEED, "seconds": round(elapsed), "outcomes": dict(counts),
+        "variants": VARIANTS,
+        "seed": SEED,
+        "seconds": round(elapsed),
+        "outcomes": dict(counts),
         "families": {family: dict(counter) for family, counter in sorted(by_family.items())},
         "sources": len(sources()),
     }
@@ -139,7 +146,9 @@ def test_every_corrupt_model_loads_or_fails_typed(tmp_path):
         for variant, result in results
         if result["outcome"] not in ("works", "typed")
     ]
-    assert not failures, f"{len(failures)} of {VARIANTS} variants were not typed-or-working:\n" + "\n".join(failures[:15])
+    assert not failures, f"{len(failures)} of {VARIANTS} variants were not typed-or-working:\n" + "\n".join(
+        failures[:15]
+    )
     too_much = [
         f"{describe(variant)}: {result['peak_mb']} MiB"
         for variant, result in results
@@ -147,7 +156,9 @@ def test_every_corrupt_model_loads_or_fails_typed(tmp_path):
     ]
     assert not too_much, "variants that needed more memory than the allowance:\n" + "\n".join(too_much)
     # Every family was exercised and most variants fail: the campaign damages what it claims to.
-    assert {"truncate", "flip1", "flip100", "zero4k", "garbage", "empty", "h5-edit", "zip-edit", "dir-edit"} <= set(by_family)
+    assert {"truncate", "flip1", "flip100", "zero4k", "garbage", "empty", "h5-edit", "zip-edit", "dir-edit"} <= set(
+        by_family
+    )
     assert counts["typed"] > VARIANTS // 2
 
 
@@ -181,11 +192,22 @@ def _hostile_model(marker: Path, where: str):
         x = tf_keras.Input((3, 4))
         return tf_keras.Model(x, tf_keras.layers.TimeDistributed(tf_keras.layers.Lambda(payload, name="payload"))(x))
     if where == "nested_model":
-        inner = tf_keras.Sequential([tf_keras.Input((4,)), tf_keras.layers.Lambda(payload, name="payload")], name="inner")
+        inner = tf_keras.Sequential(
+            [tf_keras.Input((4,)), tf_keras.layers.Lambda(payload, name="payload")], name="inner"
+        )
         x = tf_keras.Input((4,))
         return tf_keras.Model(x, tf_keras.layers.Dense(2)(inner(x)))
     if where == "mask":
-        return tf_keras.Sequential([tf_keras.Input((4,)), tf_keras.layers.Lambda(lambda t: t, mask=lambda t, m, _marker=str(marker): (open(_marker, "w").write("ran"), m)[1], name="payload")])
+        return tf_keras.Sequential(
+            [
+                tf_keras.Input((4,)),
+                tf_keras.layers.Lambda(
+                    lambda t: t,
+                    mask=lambda t, m, _marker=str(marker): (open(_marker, "w").write("ran"), m)[1],
+                    name="payload",
+                ),
+            ]
+        )
     raise ValueError(where)
 
 
@@ -223,11 +245,16 @@ def hostile_runs(tmp_path_factory):
         _hostile_model(marker, where).save(str(path))
         marker.unlink(missing_ok=True)  # Building the model above may have called the payload.
         files[where] = (path, marker)
-    done = subprocess.run([sys.executable, "-c", _HOSTILE_CHILD, *(str(path) for path, _ in files.values())],
-                          capture_output=True, text=True, timeout=600, env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"})
+    done = subprocess.run(
+        [sys.executable, "-c", _HOSTILE_CHILD, *(str(path) for path, _ in files.values())],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"},
+    )
     lines = [line for line in done.stdout.splitlines() if line.startswith("HOSTILE-RESULTS ")]
     assert done.returncode == 0 and lines, done.stdout + done.stderr[-2000:]
-    results = json.loads(lines[-1][len("HOSTILE-RESULTS "):])
+    results = json.loads(lines[-1][len("HOSTILE-RESULTS ") :])
     return {where: (results[str(path)], marker) for where, (path, marker) in files.items()}
 
 

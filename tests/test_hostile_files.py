@@ -80,7 +80,10 @@ def test_attribute_of_a_type_keras_never_writes_is_refused_unread(tmp_path):
     value[0] = np.arange(3, dtype="int8")
     with h5py.File(path, "r+") as handle:
         handle.attrs.create("backend", data=value, dtype=h5py.vlen_dtype(np.int8))
-    with pytest.raises(ModelLoadError, match=r"mlp.h5: the HDF5 file is corrupt or forged: attribute 'backend' of '/' has a variable-length sequence type"):
+    with pytest.raises(
+        ModelLoadError,
+        match=r"mlp.h5: the HDF5 file is corrupt or forged: attribute 'backend' of '/' has a variable-length sequence type",
+    ):
         tf1infer.load(path)
 
 
@@ -90,7 +93,10 @@ def test_dataset_declaring_more_than_the_file_holds_is_not_allocated(tmp_path):
         name = "/model_weights/dense/dense/kernel:0"
         del handle[name]
         handle.create_dataset(name, shape=(2**40,), dtype="float32", chunks=(1024,))
-    with pytest.raises(ModelLoadError, match=r"dataset '/model_weights/dense/dense/kernel:0' declares shape \(1099511627776,\) of float32"):
+    with pytest.raises(
+        ModelLoadError,
+        match=r"dataset '/model_weights/dense/dense/kernel:0' declares shape \(1099511627776,\) of float32",
+    ):
         tf1infer.load(path)
 
 
@@ -100,8 +106,14 @@ def test_dataset_declaring_more_than_the_file_holds_is_not_allocated(tmp_path):
         ("5", r"model_config should be a JSON object, found a number 5"),
         ('"Sequential"', r"model_config should be a JSON object, found text 'Sequential'"),
         ('{"class_name": 5, "config": {}}', r"model_config.class_name should be text, found a number 5"),
-        ('{"class_name": "Sequential", "config": {"layers": {"a": 1}}}', r"model_config.config.layers should be a list"),
-        ('{"class_name": "Sequential", "config": {"layers": [1]}}', r"model_config.config.layers\[0\] should be a JSON object"),
+        (
+            '{"class_name": "Sequential", "config": {"layers": {"a": 1}}}',
+            r"model_config.config.layers should be a list",
+        ),
+        (
+            '{"class_name": "Sequential", "config": {"layers": [1]}}',
+            r"model_config.config.layers\[0\] should be a JSON object",
+        ),
         ('{"class_name": "NotALayer", "config": {}}', r"unknown layer class\(es\) NotALayer"),
         ("[" * 100000 + "]" * 100000, r"'model_config' attribute nests too deeply"),
     ],
@@ -130,7 +142,9 @@ def test_functional_config_whose_nodes_never_connect_is_refused_not_spun_on(tmp_
         handle.attrs["model_config"] = json.dumps(config)
     result = load_in_child(path)
     assert result["outcome"] == "typed", result
-    assert "layer 'topic' waits on node(s) [['global_average_pooling1d', 0]], which no layer produces" in result["message"]
+    assert (
+        "layer 'topic' waits on node(s) [['global_average_pooling1d', 0]], which no layer produces" in result["message"]
+    )
 
 
 def test_shared_layers_and_nested_models_still_connect(tmp_path, eager_model):
@@ -147,12 +161,17 @@ def test_shared_layers_and_nested_models_still_connect(tmp_path, eager_model):
         np.testing.assert_allclose(predictor.predict(x), eager_model(str(path)).predict(x, verbose=0), atol=1e-6)
 
 
-@pytest.mark.parametrize("content, message", [(b"", "ValueError: Invalid checkpoint state"), (b"\xff\xfe garbage", "UnicodeDecodeError")])
+@pytest.mark.parametrize(
+    "content, message", [(b"", "ValueError: Invalid checkpoint state"), (b"\xff\xfe garbage", "UnicodeDecodeError")]
+)
 def test_unreadable_checkpoint_state_file_is_named(tmp_path, content, message):
     folder = tmp_path / "meta_v2"
     shutil.copytree(TF1 / "meta_v2", folder)
     (folder / "checkpoint").write_bytes(content)
-    with pytest.raises(ModelLoadError, match=rf"meta_v2/checkpoint: the checkpoint state file is unreadable \({message}.*checkpoint='path/prefix'"):
+    with pytest.raises(
+        ModelLoadError,
+        match=rf"meta_v2/checkpoint: the checkpoint state file is unreadable \({message}.*checkpoint='path/prefix'",
+    ):
         tf1infer.load(folder, outputs=["probs"])
     # Naming the checkpoint does not read the state file.
     with tf1infer.load(folder, outputs=["probs"], checkpoint=str(folder / "model.ckpt-7")) as predictor:
@@ -164,7 +183,10 @@ def test_truncated_checkpoint_data_keeps_tensorflows_reason(tmp_path):
     shutil.copytree(TF1 / "meta_v2", folder)
     data = folder / "model.ckpt-7.data-00000-of-00001"
     data.write_bytes(data.read_bytes()[:40])
-    with pytest.raises(ModelLoadError, match=r"checkpoint .*model.ckpt-7 .*(OutOfRange|DataLoss|InvalidArgument)\w* at op 'save/RestoreV2'"):
+    with pytest.raises(
+        ModelLoadError,
+        match=r"checkpoint .*model.ckpt-7 .*(OutOfRange|DataLoss|InvalidArgument)\w* at op 'save/RestoreV2'",
+    ):
         tf1infer.load(folder, outputs=["probs"])
 
 
@@ -191,7 +213,10 @@ def test_keras3_config_of_the_wrong_kind(tmp_path, content):
     with zipfile.ZipFile(source) as archive, zipfile.ZipFile(path, "w") as out:
         for info in archive.infolist():
             out.writestr(info.filename, content if info.filename == "config.json" else archive.read(info.filename))
-    with pytest.raises(ModelLoadError, match=r"bad.keras: (the archive's config.json is not valid JSON text|config.json should be a JSON object)"):
+    with pytest.raises(
+        ModelLoadError,
+        match=r"bad.keras: (the archive's config.json is not valid JSON text|config.json should be a JSON object)",
+    ):
         tf1infer.load(path)
 
 
@@ -200,11 +225,20 @@ def test_cli_prints_one_error_line_and_exits_2(tmp_path):
     data = bytearray(path.read_bytes())
     data[3072 : 3072 + 4096] = bytes(4096)
     path.write_bytes(bytes(data))
-    done = subprocess.run([sys.executable, "-m", "tf1infer.cli", "inspect", str(path)], capture_output=True, text=True,
-                          timeout=300, env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"})
+    done = subprocess.run(
+        [sys.executable, "-m", "tf1infer.cli", "inspect", str(path)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"},
+    )
     assert done.returncode == 2
     errors = [line for line in done.stderr.splitlines() if line.startswith("tf1infer: ")]
-    assert errors == [line for line in done.stderr.splitlines() if line.strip() and not line.startswith(("WARNING", "I0000", "E0000", "W0000"))]
+    assert errors == [
+        line
+        for line in done.stderr.splitlines()
+        if line.strip() and not line.startswith(("WARNING", "I0000", "E0000", "W0000"))
+    ]
     assert len(errors) == 1 and errors[0].startswith(f"tf1infer: error: {path}: the HDF5 file is corrupt")
     assert "Traceback" not in done.stderr
 
@@ -221,10 +255,16 @@ def test_keras3_weights_that_keras_only_warns_about_are_refused(monkeypatch):
 
     def load_and_skip(*args, **kwargs):
         model = real_load(*args, **kwargs)
-        warnings.warn("Skipping nested container at 'hidden': no matching group found in the saved file. "
-                      "Affected layers will retain their freshly-initialized weights.")
+        warnings.warn(
+            "Skipping nested container at 'hidden': no matching group found in the saved file. "
+            "Affected layers will retain their freshly-initialized weights.",
+            stacklevel=2,
+        )
         return model
 
     monkeypatch.setattr(keras.saving, "load_model", load_and_skip)
-    with pytest.raises(ModelLoadError, match=r"two_in_two_out.keras: Keras 3 could not load all of the stored weights .*Skipping nested container"):
+    with pytest.raises(
+        ModelLoadError,
+        match=r"two_in_two_out.keras: Keras 3 could not load all of the stored weights .*Skipping nested container",
+    ):
         tf1infer.load(ZOO_DIR / "keras3" / "two_in_two_out.keras")

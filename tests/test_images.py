@@ -1,4 +1,4 @@
-"""tf1infer.images: image folders decoded by TensorFlow, in sorted order, bad files reported.
+"""tf1infer.io.images: image folders decoded by TensorFlow, in sorted order, bad files reported.
 
 Reference: the pixel arrays the test encodes. PNG is lossless, so a folder of PNGs at the
 model's size must predict exactly what ``predict`` gives on those arrays (times ``rescale``);
@@ -13,11 +13,10 @@ import h5py
 import numpy as np
 import pytest
 import tensorflow as tf
+from conftest import zoo_path
 
 import tf1infer
 from tf1infer.errors import InputError
-
-from conftest import zoo_path
 
 
 def _write_png(path, pixels: np.ndarray) -> None:
@@ -76,7 +75,9 @@ def test_class_subfolders_give_labels_and_bad_files_are_reported(cnn, pixels, tm
     assert {key for key, _ in summary.skipped} == bad
     assert all(f"skipped {name}" in caplog.text for name in bad)  # On the console as they happen.
     with h5py.File(out, "r") as file:
-        assert [key.decode() for key in file["keys"][:]] == [f"cat/{i}.png" for i in range(4)] + [f"dog/{i}.png" for i in range(4)]
+        assert [key.decode() for key in file["keys"][:]] == [f"cat/{i}.png" for i in range(4)] + [
+            f"dog/{i}.png" for i in range(4)
+        ]
         assert file["labels"][:].tolist() == [0, 0, 0, 0, 1, 1, 1, 1]
         assert file.attrs["class_names"] == '["cat", "dog"]'
         skipped = {key.decode(): reason.decode() for key, reason in file["skipped"][:]}

@@ -71,7 +71,10 @@ def test_multi_input_list_and_dict_agree(two_inputs):
 @pytest.mark.parametrize(
     "bad, message",
     [
-        (np.ones((4, 10, 1), "float32"), r"input 'input_1' expects rank-2 arrays \(of shape \(None, 10\), float32\); got shape \(4, 10, 1\)"),
+        (
+            np.ones((4, 10, 1), "float32"),
+            r"input 'input_1' expects rank-2 arrays \(of shape \(None, 10\), float32\); got shape \(4, 10, 1\)",
+        ),
         (np.ones((4, 9), "float32"), r"input 'input_1' expects size 10 on axis 1 .*got shape \(4, 9\)"),
         (np.full((4, 10), "a"), r"input 'input_1' expects float32 values .*got <U1 \(strings\)"),
         ([[1.0, 2.0], [3.0]], r"input 'input_1' could not be converted to an array"),
@@ -111,7 +114,9 @@ def test_integer_inputs_accept_whole_floats_and_refuse_fractions(embedding):
     expected = embedding.predict(ids)
     np.testing.assert_array_equal(embedding.predict(ids.astype("float32")), expected)
     np.testing.assert_array_equal(embedding.predict(ids.astype("int64")), expected)
-    with pytest.raises(InputError, match=r"input 'token_ids' expects int32 values; got float64 values that are not whole"):
+    with pytest.raises(
+        InputError, match=r"input 'token_ids' expects int32 values; got float64 values that are not whole"
+    ):
         embedding.predict(ids + 0.5)
     with pytest.raises(InputError, match=r"outside int32's range"):
         embedding.predict(ids.astype("int64") + 2**40)

@@ -9,8 +9,9 @@ import pytest
 from conftest import CORPUS_ABSENT, CORPUS_DIR, ZOO_DIR, random_inputs, zoo_path
 
 import tf1infer
-from tf1infer import backends, kernels
+from tf1infer.backends import int8 as int8_backend
 from tf1infer.errors import InputError, InvalidOptionError, ModelLoadError
+from tf1infer.runtime import kernels
 
 MINI_XCEPTION = CORPUS_DIR / "keras205_gender_mini_xception.hdf5"
 needs_corpus = pytest.mark.skipif(not MINI_XCEPTION.is_file(), reason=CORPUS_ABSENT)
@@ -37,12 +38,13 @@ def photo_crops():
 def test_int8_mini_xception_agrees_with_float32_on_held_out_photographs(photo_crops):
     calibration, held_out = photo_crops
     assert len(held_out) >= 500
-    with tf1infer.load(MINI_XCEPTION) as fp32, tf1infer.load(
-        MINI_XCEPTION, backend="tflite", precision="int8", calibration=calibration
-    ) as int8:
+    with (
+        tf1infer.load(MINI_XCEPTION) as fp32,
+        tf1infer.load(MINI_XCEPTION, backend="tflite", precision="int8", calibration=calibration) as int8,
+    ):
         report = int8.backend_report
         assert int8.backend == "tflite" and report["precision"] == "int8" and int8.metadata["precision"] == "int8"
-        assert report["calibration_rows"] == backends.CALIBRATION_ROWS  # More crops than that: spread over them.
+        assert report["calibration_rows"] == int8_backend.CALIBRATION_ROWS  # More crops than that: spread over them.
         assert report["int8_dot_products"] == kernels.int8_dot_products()
         quantized, reference = int8.predict(held_out), fp32.predict(held_out)
         assert quantized.dtype == np.float32 and quantized.shape == reference.shape == (len(held_out), 2)
@@ -91,8 +93,12 @@ def test_int8_runs_integer_inputs_and_several_outputs():
         with tf1infer.load(zoo_path(name)) as fp32:
             calibration = random_inputs(fp32.inputs, 300, seed=1)
             x = random_inputs(fp32.inputs, 200, seed=2)
-            with tf1infer.load(zoo_path(name), backend="tflite", precision="int8",
-                               calibration=calibration if len(calibration) > 1 else calibration[0]) as int8:
+            with tf1infer.load(
+                zoo_path(name),
+                backend="tflite",
+                precision="int8",
+                calibration=calibration if len(calibration) > 1 else calibration[0],
+            ) as int8:
                 got = int8.predict(x if len(x) > 1 else x[0])
                 want = fp32.predict(x if len(x) > 1 else x[0])
                 report = int8.precision_report(x if len(x) > 1 else x[0])["precisions"]["int8"]
@@ -105,7 +111,9 @@ def test_int8_runs_integer_inputs_and_several_outputs():
 
 def test_int8_refusals_say_what_to_do():
     x = random_inputs(tf1infer.load(zoo_path("mlp")).inputs, 20, seed=3)[0]
-    with pytest.raises(InvalidOptionError, match=r"precision='int8' runs on TF Lite's integer kernels: pass backend='tflite'"):
+    with pytest.raises(
+        InvalidOptionError, match=r"precision='int8' runs on TF Lite's integer kernels: pass backend='tflite'"
+    ):
         tf1infer.load(zoo_path("mlp"), precision="int8", calibration=x)
     with pytest.raises(InvalidOptionError, match=r"needs calibration=.*never calibrates on random data"):
         tf1infer.load(zoo_path("mlp"), backend="tflite", precision="int8")
@@ -116,14 +124,21 @@ def test_int8_refusals_say_what_to_do():
     with pytest.raises(InputError, match="input_1"):
         tf1infer.load(zoo_path("mlp"), backend="tflite", precision="int8", calibration=x[:, :7])
     with pytest.raises(ModelLoadError, match=r"lstm.h5: precision='int8' is not available for this model: recurrent"):
-        tf1infer.load(zoo_path("lstm"), backend="tflite", precision="int8",
-                      calibration=np.random.default_rng(0).normal(size=(20, 8, 4)).astype(np.float32))
+        tf1infer.load(
+            zoo_path("lstm"),
+            backend="tflite",
+            precision="int8",
+            calibration=np.random.default_rng(0).normal(size=(20, 8, 4)).astype(np.float32),
+        )
 
 
 def test_int8_precision_report_needs_an_int8_predictor_and_held_out_data():
     with tf1infer.load(zoo_path("cnn")) as fp32:
         x = random_inputs(fp32.inputs, 40, seed=4)[0]
-        assert "loaded with precision='int8'" in fp32.precision_report(x, precisions=["int8"])["precisions"]["int8"]["unavailable"]
+        assert (
+            "loaded with precision='int8'"
+            in fp32.precision_report(x, precisions=["int8"])["precisions"]["int8"]["unavailable"]
+        )
     with tf1infer.load(zoo_path("cnn"), backend="tflite", precision="int8", calibration=x) as int8:
         assert "held-out samples you give" in int8.precision_report()["precisions"]["int8"]["unavailable"]
         report = int8.precision_report(random_inputs(int8.inputs, 30, seed=5)[0])
@@ -133,15 +148,19 @@ def test_int8_precision_report_needs_an_int8_predictor_and_held_out_data():
 
 def test_int8_without_dot_product_instructions_is_said_in_words(caplog):
     x = random_inputs(tf1infer.load(zoo_path("cnn")).inputs, 40, seed=6)[0]
-    with caplog.at_level(logging.WARNING, logger="tf1infer.backends"):
+    with caplog.at_level(logging.WARNING, logger="tf1infer.backends.int8"):
         tf1infer.load(zoo_path("cnn"), backend="tflite", precision="int8", calibration=x).close()
     warned = "no int8 dot-product instructions" in caplog.text
     assert warned == (kernels.int8_dot_products() is False)
 
 
 def test_int8_dot_product_detection_reads_the_cpu_flags(tmp_path):
-    cases = {"flags\t: sse4_2 avx2 fma avx512_vnni\n": True, "flags\t: sse4_2 avx avx2 fma\n": False,
-             "Features\t: fp asimd asimddp\n": True, "Features\t: fp asimd\n": False}
+    cases = {
+        "flags\t: sse4_2 avx2 fma avx512_vnni\n": True,
+        "flags\t: sse4_2 avx avx2 fma\n": False,
+        "Features\t: fp asimd asimddp\n": True,
+        "Features\t: fp asimd\n": False,
+    }
     for index, (text, expected) in enumerate(cases.items()):
         (tmp_path / f"cpuinfo{index}").write_text("processor\t: 0\n" + text)
         assert kernels.int8_dot_products(str(tmp_path / f"cpuinfo{index}")) is expected
@@ -155,15 +174,45 @@ def test_cli_predicts_at_int8_with_a_calibration_file(tmp_path, capsys):
     np.save(tmp_path / "calibration.npy", rng.normal(size=(200, 10)).astype(np.float32))
     x = rng.normal(size=(50, 10)).astype(np.float32)
     np.save(tmp_path / "x.npy", x)
-    assert main(["predict", zoo_path("mlp"), str(tmp_path / "x.npy"), "-o", str(tmp_path / "y.npy"), "--backend", "tflite",
-                 "--precision", "int8", "--calibration", str(tmp_path / "calibration.npy")]) == 0
+    assert (
+        main(
+            [
+                "predict",
+                zoo_path("mlp"),
+                str(tmp_path / "x.npy"),
+                "-o",
+                str(tmp_path / "y.npy"),
+                "--backend",
+                "tflite",
+                "--precision",
+                "int8",
+                "--calibration",
+                str(tmp_path / "calibration.npy"),
+            ]
+        )
+        == 0
+    )
     out = capsys.readouterr().out
     assert "backend: tflite, int8 calibrated on 200 samples" in out
     with tf1infer.load(zoo_path("mlp")) as fp32:
         deviation = np.abs(np.load(tmp_path / "y.npy") - fp32.predict(x))
     assert 0 < deviation.max() <= MAX_ABS
-    assert main(["predict", zoo_path("mlp"), str(tmp_path / "x.npy"), "-o", str(tmp_path / "z.npy"), "--backend", "tflite",
-                 "--precision", "int8"]) == 2
+    assert (
+        main(
+            [
+                "predict",
+                zoo_path("mlp"),
+                str(tmp_path / "x.npy"),
+                "-o",
+                str(tmp_path / "z.npy"),
+                "--backend",
+                "tflite",
+                "--precision",
+                "int8",
+            ]
+        )
+        == 2
+    )
     assert "needs calibration=" in capsys.readouterr().err
     assert not (tmp_path / "z.npy").exists()
 

@@ -13,11 +13,10 @@ import shutil
 import h5py
 import numpy as np
 import pytest
+from conftest import ZOO_DIR
 
 import tf1infer
 from tf1infer.errors import ModelLoadError
-
-from conftest import ZOO_DIR
 
 KERAS1 = ZOO_DIR / "keras1"
 # float32 inference against a float64 numpy reference.
@@ -78,21 +77,33 @@ def test_batchnorm_modes_without_keras2_equivalent_are_refused(tmp_path):
 
     target = tmp_path / "bn_mode2.h5"
     _rewrite_config(KERAS1 / "conv_merge.h5", target, batch_statistics_at_inference)
-    with pytest.raises(ModelLoadError, match=r"bn_mode2.h5: BatchNormalization layer 'batchnormalization_1' uses Keras 1 mode=2"):
+    with pytest.raises(
+        ModelLoadError, match=r"bn_mode2.h5: BatchNormalization layer 'batchnormalization_1' uses Keras 1 mode=2"
+    ):
         tf1infer.load(target)
 
 
 def test_merge_of_sequential_models_is_refused_with_the_way_out(tmp_path):
     def merge_of_branches(config):
-        branch = {"class_name": "Sequential", "config": [{"class_name": "Dense", "config": {
-            "name": "d", "output_dim": 2, "batch_input_shape": [None, 3], "input_dtype": "float32"}}]}
+        branch = {
+            "class_name": "Sequential",
+            "config": [
+                {
+                    "class_name": "Dense",
+                    "config": {"name": "d", "output_dim": 2, "batch_input_shape": [None, 3], "input_dtype": "float32"},
+                }
+            ],
+        }
         merge = {"class_name": "Merge", "config": {"name": "merge_1", "mode": "concat", "layers": [branch, branch]}}
         config.clear()
         config.update({"class_name": "Sequential", "config": [merge]})
 
     target = tmp_path / "merged_branches.h5"
     _rewrite_config(KERAS1 / "conv_theano.h5", target, merge_of_branches)
-    with pytest.raises(ModelLoadError, match=r"merged_branches.h5: Merge layer 'merge_1' merges whole Sequential models.*architecture=build_model"):
+    with pytest.raises(
+        ModelLoadError,
+        match=r"merged_branches.h5: Merge layer 'merge_1' merges whole Sequential models.*architecture=build_model",
+    ):
         tf1infer.load(target)
 
 
@@ -115,5 +126,8 @@ def test_weights_that_do_not_fit_the_converted_layers_name_both(tmp_path):
         group = handle["model_weights/dense_1"]
         del group["dense_1_W"]
         group.create_dataset("dense_1_W", data=np.ones((5, 3), "float32"))
-    with pytest.raises(ModelLoadError, match=r"weights stored for layer 'dense_1' have shapes \[\(5, 3\), \(3,\)\], layer 'dense_1' \(Dense\) expects \[\(32, 3\), \(3,\)\]"):
+    with pytest.raises(
+        ModelLoadError,
+        match=r"weights stored for layer 'dense_1' have shapes \[\(5, 3\), \(3,\)\], layer 'dense_1' \(Dense\) expects \[\(32, 3\), \(3,\)\]",
+    ):
         tf1infer.load(target)

@@ -11,10 +11,10 @@ from conftest import KERAS3_MISSING, KERAS3_MISSING_REASON
 if KERAS3_MISSING:
     pytest.skip(KERAS3_MISSING_REASON, allow_module_level=True)
 
+from conftest import ZOO_DIR, random_inputs
+
 import tf1infer
 from tf1infer.errors import ModelLoadError, UnsafeModelError
-
-from conftest import ZOO_DIR, random_inputs
 
 KERAS3 = ZOO_DIR / "keras3"
 
@@ -46,13 +46,17 @@ def test_keras3_file_matches_keras3_predict(keras3):
 
 
 def test_keras3_lambda_is_refused_in_safe_mode():
-    with pytest.raises(UnsafeModelError, match=r"lambda.keras: refusing to load: Lambda layer\(s\) double hold Python bytecode"):
+    with pytest.raises(
+        UnsafeModelError, match=r"lambda.keras: refusing to load: Lambda layer\(s\) double hold Python bytecode"
+    ):
         tf1infer.load(KERAS3 / "lambda.keras")
 
 
 def test_keras3_lambda_runs_with_safe_mode_off(keras3, tmp_path):
     # Written here, by this Python: stored bytecode is only readable by the Python version that wrote it.
-    model = keras3.Sequential([keras3.Input((3,), name="values"), keras3.layers.Lambda(lambda x: x * 2.0 + 1.0, name="double")])
+    model = keras3.Sequential(
+        [keras3.Input((3,), name="values"), keras3.layers.Lambda(lambda x: x * 2.0 + 1.0, name="double")]
+    )
     path = tmp_path / "trusted.keras"
     model.save(path)
     values = np.random.default_rng(0).normal(size=(4, 3)).astype("float32")

@@ -6,11 +6,10 @@ import json
 
 import numpy as np
 import pytest
+from conftest import CORPUS_ABSENT, CORPUS_DIR, ZOO_DIR, corpus_entry, needs_keras3, random_inputs, zoo_path
 
 import tf1infer
 from tf1infer.errors import LayerNotFoundError, ModelLoadError, UnsupportedOperationError
-
-from conftest import CORPUS_ABSENT, CORPUS_DIR, ZOO_DIR, corpus_entry, needs_keras3, random_inputs, zoo_path
 
 ATOL = 1e-5
 
@@ -62,7 +61,9 @@ def test_compile_and_make_predict_function_are_accepted_and_change_nothing(cnn):
     assert cnn.graph.finalized
 
 
-@pytest.mark.parametrize("method", ["fit", "fit_generator", "train_on_batch", "evaluate", "set_weights", "load_weights", "optimizer"])
+@pytest.mark.parametrize(
+    "method", ["fit", "fit_generator", "train_on_batch", "evaluate", "set_weights", "load_weights", "optimizer"]
+)
 def test_training_methods_are_typed_refusals_pointing_to_the_keras3_export(cnn, method):
     with pytest.raises(UnsupportedOperationError, match=r"frozen inference graph.*tf1infer.export_keras"):
         attribute = getattr(cnn, method)
@@ -112,7 +113,10 @@ def test_save_writes_a_keras_h5_that_loads_back(cnn, tmp_path):
     x = random_inputs(cnn.inputs, 3, seed=4)[0]
     with tf1infer.load(path) as again:
         np.testing.assert_array_equal(again.predict(x), cnn.predict(x))
-    with pytest.raises(UnsupportedOperationError, match=r"save\(\) writes Keras .h5 files; for a Keras 3 .keras file use tf1infer.export_keras"):
+    with pytest.raises(
+        UnsupportedOperationError,
+        match=r"save\(\) writes Keras .h5 files; for a Keras 3 .keras file use tf1infer.export_keras",
+    ):
         cnn.save(tmp_path / "again.keras")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["again.h5"]
 
@@ -120,14 +124,14 @@ def test_save_writes_a_keras_h5_that_loads_back(cnn, tmp_path):
 def test_graph_formats_say_they_have_no_keras_layers():
     with tf1infer.load(ZOO_DIR / "tf1" / "frozen.pb") as graph_model:
         with pytest.raises(UnsupportedOperationError, match=r"layers needs a Keras model, and this is a frozen-graph"):
-            graph_model.layers
+            _ = graph_model.layers
         with pytest.raises(UnsupportedOperationError, match=r"summary needs a Keras model"):
             graph_model.summary()
 
 
 def test_predict_generator_as_keras2_had_it(cnn):
     x = random_inputs(cnn.inputs, 6, seed=5)[0]
-    batches = (x[i:i + 2] for i in range(0, 6, 2))
+    batches = (x[i : i + 2] for i in range(0, 6, 2))
     np.testing.assert_allclose(cnn.predict_generator(batches, steps=3), cnn.predict(x), atol=1e-6, rtol=1e-6)
 
 
@@ -172,7 +176,9 @@ def test_keras3_file_with_layer_outputs():
     with tf1infer.load(path, outputs=[inner, "probs"]) as predictor:
         assert predictor.output_names == [inner, "probs"]
         x = random_inputs(predictor.inputs, 5, seed=8)
-        want = keras.Model(reference.inputs, [reference.get_layer(inner).output, reference.get_layer("probs").output]).predict(x, verbose=0)
+        want = keras.Model(
+            reference.inputs, [reference.get_layer(inner).output, reference.get_layer("probs").output]
+        ).predict(x, verbose=0)
         for have, expected in zip(predictor.predict(x), want):
             np.testing.assert_allclose(have, expected, atol=ATOL, rtol=0)
     with pytest.raises(ModelLoadError, match=r"outputs= names \['fc2'\]; the model's layers are"):

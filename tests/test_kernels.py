@@ -17,9 +17,9 @@ from conftest import ZOO_DIR, random_inputs, zoo_path
 from tensorflow.core.protobuf import rewriter_config_pb2
 
 import tf1infer
-from tf1infer import kernels
+from tf1infer.backends.precision import frozen_graph_of
 from tf1infer.loaders.graph_tools import channels_last, has_channels_first_ops
-from tf1infer.precision import frozen_graph_of
+from tf1infer.runtime import kernels
 
 ATOL = 1e-5
 Rewriter = rewriter_config_pb2.RewriterConfig
@@ -49,8 +49,10 @@ def test_frozen_graph_is_channels_last_and_computes_the_same(path):
     with graph.as_default():
         tf.import_graph_def(graph_def, name="")
     with tf.compat.v1.Session(graph=graph) as session:
-        have = session.run([spec.name for spec in predictor.outputs],
-                           {feeds[spec.name]: array for spec, array in zip(predictor.inputs, x)})
+        have = session.run(
+            [spec.name for spec in predictor.outputs],
+            {feeds[spec.name]: array for spec, array in zip(predictor.inputs, x)},
+        )
     for h, w in zip(have, want):
         np.testing.assert_allclose(h, w, rtol=0, atol=ATOL)
 
@@ -69,7 +71,9 @@ def test_kernel_family_names_onednn_and_the_cpu(tmp_path, monkeypatch):
     assert set(family) == {"onednn", "onednn_setting", "cpu", "machine", "vector_extensions"}
     assert kernels.describe(family).startswith(f"oneDNN {'on' if family['onednn'] else 'off'} (")
     x86 = tmp_path / "x86"
-    x86.write_text("processor\t: 0\nmodel name\t: AMD EPYC 7B13\nflags\t\t: fpu sse4_2 avx avx2 fma avx512f avx512_vnni\n")
+    x86.write_text(
+        "processor\t: 0\nmodel name\t: AMD EPYC 7B13\nflags\t\t: fpu sse4_2 avx avx2 fma avx512f avx512_vnni\n"
+    )
     assert kernels.cpu_vector_extensions(str(x86)) == ["sse4_2", "avx", "avx2", "fma", "avx512f", "avx512_vnni"]
     assert kernels.cpu_model(str(x86)) == "AMD EPYC 7B13"
     arm = tmp_path / "arm"
@@ -112,8 +116,8 @@ def _runner(single_row_seconds: float):
 @pytest.mark.parametrize("onednn", [True, False])
 def test_single_rows_run_as_two_where_that_is_measured_faster(monkeypatch, onednn):
     """oneDNN's batch-1 trap (AVX2 CPUs): one-row calls are padded to two rows only where load measures a gain."""
-    from tf1infer import backends
-    from tf1infer.feeds import TensorSpec
+    from tf1infer.backends import session as backends
+    from tf1infer.io.feeds import TensorSpec
 
     monkeypatch.setattr(kernels, "onednn_enabled", lambda: onednn)
     specs_in = (TensorSpec("x:0", (None, 3), np.dtype("float32")),)
@@ -145,7 +149,9 @@ def test_single_row_outputs_match_the_reference_on_this_kernel_family(eager_mode
         report = predictor.backend_report.get("single_row_padding")
         assert (report is not None) == kernels.onednn_enabled()
         x = random_inputs(predictor.inputs, 1, seed=8)[0]
-        np.testing.assert_allclose(predictor.predict_on_batch(x), eager_model(path).predict(x, verbose=0), rtol=0, atol=ATOL)
+        np.testing.assert_allclose(
+            predictor.predict_on_batch(x), eager_model(path).predict(x, verbose=0), rtol=0, atol=ATOL
+        )
 
 
 def test_padding_probe_never_runs_a_callers_session(monkeypatch):

@@ -37,7 +37,9 @@ def test_not_an_hdf5_file(tmp_path):
 def test_unknown_format(tmp_path):
     path = tmp_path / "model.bin"
     path.write_bytes(b"\x00" * 32)
-    with pytest.raises(ModelLoadError, match=r"cannot tell the model format of this file; supported formats: .*keras-h5"):
+    with pytest.raises(
+        ModelLoadError, match=r"cannot tell the model format of this file; supported formats: .*keras-h5"
+    ):
         tf1infer.load(path)
 
 
@@ -47,7 +49,9 @@ def test_truncated_file(tmp_path, keep):
     data = open(source, "rb").read()
     path = tmp_path / "truncated.h5"
     path.write_bytes(data[: int(len(data) * keep)])
-    with pytest.raises(ModelLoadError, match=rf"{path}: cannot (be read as HDF5|read the weights).*truncated or corrupt"):
+    with pytest.raises(
+        ModelLoadError, match=rf"{path}: cannot (be read as HDF5|read the weights).*truncated or corrupt"
+    ):
         tf1infer.load(path)
 
 
@@ -90,12 +94,16 @@ def test_hdf5_file_that_is_not_a_keras_model(tmp_path):
 
 
 def test_unknown_layer_class_names_it_and_custom_objects():
-    with pytest.raises(ModelLoadError, match=r"custom_layer.h5: unknown layer class\(es\) Scale .*custom_objects=\{'Scale': Scale\}"):
+    with pytest.raises(
+        ModelLoadError, match=r"custom_layer.h5: unknown layer class\(es\) Scale .*custom_objects=\{'Scale': Scale\}"
+    ):
         tf1infer.load(zoo_path("custom_layer"))
 
 
 def test_unknown_option_lists_the_valid_ones():
-    with pytest.raises(TypeError, match=r"option\(s\) custom_object that the keras-h5 loader does not take; it takes: custom_objects"):
+    with pytest.raises(
+        TypeError, match=r"option\(s\) custom_object that the keras-h5 loader does not take; it takes: custom_objects"
+    ):
         tf1infer.load(zoo_path("mlp"), custom_object={})
 
 
@@ -159,7 +167,7 @@ def test_lambda_layers_are_refused_by_default_with_instructions():
     message = str(info.value)
     assert "lambda.h5: refusing to load: 1 Lambda layer(s) hold Python bytecode" in message
     assert "'affine' (layer 3 of 4, input from the previous layer, input shape (None, 8)" in message
-    assert "lambdas={\"affine\": lambda x: ...}" in message
+    assert 'lambdas={"affine": lambda x: ...}' in message
     assert isinstance(info.value, ModelLoadError)
 
 
@@ -208,7 +216,9 @@ def test_safe_mode_false_with_bytecode_from_another_python(tmp_path):
                 code, defaults, closure = layer["config"]["function"]
                 layer["config"]["function"] = [code[: len(code) // 2], defaults, closure]  # Unreadable marshal data.
         handle.attrs["model_config"] = json.dumps(config)
-    with pytest.raises(UnsafeModelError, match=r"bytecode of Lambda layer\(s\) affine cannot be read by this Python .*lambdas="):
+    with pytest.raises(
+        UnsafeModelError, match=r"bytecode of Lambda layer\(s\) affine cannot be read by this Python .*lambdas="
+    ):
         tf1infer.load(path, safe_mode=False)
     with pytest.raises(Tf1InferError):
         tf1infer.load(path)

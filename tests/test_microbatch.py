@@ -13,7 +13,7 @@ from conftest import CUSTOM_OBJECTS, KERAS3_MISSING, ZOO_DIR, assert_same_rows, 
 
 import tf1infer
 from tf1infer.errors import InputError, InvalidOptionError, PredictionError, PredictorClosedError, QueueFullError
-from tf1infer.microbatch import MicroBatcher, MicroBatchingSettings
+from tf1infer.runtime.microbatch import MicroBatcher, MicroBatchingSettings
 
 
 def _rows(predictor, count: int, seed: int) -> list[np.ndarray]:
@@ -29,7 +29,9 @@ def _serial(path, inputs: list[np.ndarray], **options) -> list[np.ndarray]:
 
 @pytest.mark.parametrize("backend", ["session", "tflite", "auto"])
 def test_threads_get_their_own_rows(backend):
-    with tf1infer.load(zoo_path("cnn"), backend=backend, micro_batching=True, max_batch_size=16, max_wait_ms=5) as predictor:
+    with tf1infer.load(
+        zoo_path("cnn"), backend=backend, micro_batching=True, max_batch_size=16, max_wait_ms=5
+    ) as predictor:
         (x,) = _rows(predictor, 256, seed=1)
         (expected,) = _serial(zoo_path("cnn"), [x], backend=backend)
         got = [None] * len(x)
@@ -65,7 +67,9 @@ def test_several_inputs_outputs_and_small_batches():
         with ThreadPoolExecutor(12) as pool:
             list(pool.map(call, range(len(sizes))))
         for output_index in range(2):
-            assert_same_rows(np.concatenate([results[i][output_index] for i in range(len(sizes))]), expected[output_index])
+            assert_same_rows(
+                np.concatenate([results[i][output_index] for i in range(len(sizes))]), expected[output_index]
+            )
 
 
 def test_different_trailing_shapes_are_never_mixed():
@@ -189,7 +193,7 @@ def test_a_failing_batch_reaches_every_thread_caller_through_the_chained_wake_up
 
 def _answered_batch(count: int) -> list:
     """``count`` chained requests of one two-column row each, answered as one batch by the responder's code."""
-    from tf1infer.microbatch import _Request
+    from tf1infer.runtime.microbatch import _Request
 
     requests = [_Request([np.full((1, 2), i, "float32")], chained=True) for i in range(count)]
     outputs = [np.arange(count, dtype="float32")[:, None] * 10]
@@ -198,7 +202,7 @@ def _answered_batch(count: int) -> list:
 
 
 def test_chained_wake_ups_release_only_the_chain_heads_and_each_caller_wakes_the_next():
-    from tf1infer.microbatch import _CHAIN_LENGTH
+    from tf1infer.runtime.microbatch import _CHAIN_LENGTH
 
     requests = _answered_batch(20)
     heads = -(-20 // _CHAIN_LENGTH)
@@ -499,11 +503,14 @@ def test_every_format_can_be_micro_batched(tmp_path):
     if not KERAS3_MISSING:  # .keras files need Keras 3 (TensorFlow 2.16+).
         cases.append((ZOO_DIR / "keras3" / "two_in_two_out.keras", {}))
     for path, options in cases:
-        with tf1infer.load(path, **options) as plain, tf1infer.load(path, micro_batching=True, max_wait_ms=5, **options) as batched:
+        with (
+            tf1infer.load(path, **options) as plain,
+            tf1infer.load(path, micro_batching=True, max_wait_ms=5, **options) as batched,
+        ):
             inputs = _rows(plain, 24, seed=11)
             expected = _serial(path, inputs, **options)
 
-            def call(i: int):
+            def call(i: int, inputs=inputs, batched=batched):
                 one = [array[i : i + 1] for array in inputs]
                 out = batched.predict_on_batch(one if len(one) > 1 else one[0])
                 return out if isinstance(out, list) else [out]
@@ -548,7 +555,7 @@ def test_models_without_a_batch_axis_or_with_state_are_refused():
 )
 def test_batch_assembly_copies_exactly(make):
     """The worker's GIL-holding concatenation and row copies equal NumPy's, for every kind of array."""
-    from tf1infer.microbatch import _concatenate, _copy
+    from tf1infer.runtime.microbatch import _concatenate, _copy
 
     rng = np.random.default_rng(7)
     parts = [make(rng, n) for n in (1, 3, 2)]

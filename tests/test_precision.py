@@ -13,12 +13,11 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from conftest import CORPUS_ABSENT, CORPUS_DIR, CUSTOM_OBJECTS, as_list, random_inputs, zoo_path
 
 import tf1infer
 from tf1infer.errors import InvalidOptionError, ModelLoadError
-from tf1infer.kernels import onednn_enabled
-
-from conftest import CORPUS_ABSENT, CORPUS_DIR, CUSTOM_OBJECTS, as_list, random_inputs, zoo_path
+from tf1infer.runtime.kernels import onednn_enabled
 
 TOLERANCE = {"bfloat16": 3e-2, "float16": 5e-3}
 RECURRENT = {"lstm", "gru"}
@@ -107,7 +106,9 @@ def test_bfloat16_on_corpus_model():
 
 
 def test_unknown_precision_is_refused():
-    with pytest.raises(InvalidOptionError, match="precision must be one of float32, bfloat16, float16, int8; got 'int4'"):
+    with pytest.raises(
+        InvalidOptionError, match="precision must be one of float32, bfloat16, float16, int8; got 'int4'"
+    ):
         tf1infer.load(zoo_path("mlp"), precision="int4")
 
 

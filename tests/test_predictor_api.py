@@ -178,7 +178,9 @@ def test_tensorflow_failures_become_prediction_errors():
     session = tf.compat.v1.Session(graph=graph)
     predictor = tf1infer.Predictor.from_session(session, ["x"], ["rows_of_four"])
     assert predictor.predict(np.ones((2, 4))).shape == (2, 4)
-    with pytest.raises(PredictionError, match=r"TensorFlow failed running the model on inputs 'x': \(3, 3\): InvalidArgumentError"):
+    with pytest.raises(
+        PredictionError, match=r"TensorFlow failed running the model on inputs 'x': \(3, 3\): InvalidArgumentError"
+    ):
         predictor.predict_on_batch(np.ones((3, 3)))
     session.close()
 

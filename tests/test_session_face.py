@@ -7,11 +7,10 @@ from collections import namedtuple
 import numpy as np
 import pytest
 import tensorflow as tf
+from conftest import ZOO_DIR, tf1_formula
 
 import tf1infer
 from tf1infer.errors import InputError, LayerNotFoundError, ModelLoadError, PredictionError
-
-from conftest import ZOO_DIR, tf1_formula
 
 TF1 = ZOO_DIR / "tf1"
 
@@ -26,11 +25,14 @@ def _rows(rows: int = 5, seed: int = 0) -> np.ndarray:
     return np.random.default_rng(seed).normal(size=(rows, 4)).astype("float32")
 
 
-@pytest.mark.parametrize("fetch, feed", [
-    ("probs:0", "x:0"),
-    ("probs", "x"),  # An op name: its first output.
-    ("import/probs:0", "import/x:0"),  # Names written against tf.import_graph_def's default "import/" scope.
-])
+@pytest.mark.parametrize(
+    "fetch, feed",
+    [
+        ("probs:0", "x:0"),
+        ("probs", "x"),  # An op name: its first output.
+        ("import/probs:0", "import/x:0"),  # Names written against tf.import_graph_def's default "import/" scope.
+    ],
+)
 def test_names_as_old_scripts_write_them(frozen, fetch, feed):
     x = _rows()
     have = frozen.run(fetch, {feed: x})
@@ -43,7 +45,9 @@ def test_graph_and_session_answer_to_import_prefixed_names(frozen):
     assert graph.get_tensor_by_name("import/x:0") is graph.get_tensor_by_name("x:0")
     assert graph.get_operation_by_name("import/probs") is graph.get_operation_by_name("probs")
     x = _rows(4, seed=9)
-    np.testing.assert_array_equal(frozen.session.run("import/probs:0", {"import/x:0": x}), frozen.run("probs:0", {"x:0": x}))
+    np.testing.assert_array_equal(
+        frozen.session.run("import/probs:0", {"import/x:0": x}), frozen.run("probs:0", {"x:0": x})
+    )
     with pytest.raises(KeyError, match="import/nothing"):
         graph.get_tensor_by_name("import/nothing:0")
 
@@ -74,10 +78,15 @@ def test_runs_through_the_direct_call_and_keeps_one_runner_per_signature(frozen,
 def test_unknown_names_suggest_the_closest(frozen):
     with pytest.raises(LayerNotFoundError, match=r"fetch 'prbs:0' is not in the graph; closest names: probs"):
         frozen.run("prbs:0", {"x:0": _rows()})
-    with pytest.raises(InputError, match=r"feed_dict does not fit the graph: Cannot feed value of shape \(2, 3\) for Tensor x:0"):
+    with pytest.raises(
+        InputError, match=r"feed_dict does not fit the graph: Cannot feed value of shape \(2, 3\) for Tensor x:0"
+    ):
         frozen.run("probs:0", {"x:0": np.ones((2, 3), np.float32)})
-    with pytest.raises(PredictionError, match=r"TensorFlow failed running 1 fetch\(es\) fed nothing: InvalidArgumentError.*"
-                                              r"must feed a value for placeholder tensor 'x'"):
+    with pytest.raises(
+        PredictionError,
+        match=r"TensorFlow failed running 1 fetch\(es\) fed nothing: InvalidArgumentError.*"
+        r"must feed a value for placeholder tensor 'x'",
+    ):
         frozen.run("probs:0")
 
 
@@ -119,8 +128,11 @@ def test_scalar_placeholders_are_not_batched_inputs_and_take_constants_at_load(k
             np.testing.assert_allclose(predictor.predict(x, batch_size=batch_size), want, atol=1e-5, rtol=0)
     with tf1infer.load(path) as unfed:
         assert unfed.input_names == ["x"]  # Not keep_prob: a scalar holds one value for every row.
-        with pytest.raises(PredictionError, match=r"Placeholder 'keep_prob' is not an input of this Predictor: give it .* "
-                                                  r"tf1infer.load\(path, constants=\{'keep_prob': ...\}\)"):
+        with pytest.raises(
+            PredictionError,
+            match=r"Placeholder 'keep_prob' is not an input of this Predictor: give it .* "
+            r"tf1infer.load\(path, constants=\{'keep_prob': ...\}\)",
+        ):
             unfed.predict(x)
     with pytest.raises(ModelLoadError, match=r"constants= names 'dropout', which is not a placeholder of the graph"):
         tf1infer.load(path, constants={"dropout": 1.0})
@@ -164,9 +176,12 @@ def training_checkpoint(tmp_path_factory):
 
 def test_a_graph_saved_with_training_ops_is_not_guessed(training_checkpoint):
     folder, w, b = training_checkpoint
-    with pytest.raises(ModelLoadError, match=r"saved with its training ops \(gradients.*not the model's outputs, and some "
-                                             r"placeholders are labels.*outputs=\['probs'\]\).*Placeholders: x \(float32 \(None, 4\)\), "
-                                             r"y_true .*Likely outputs: .*probs \(Softmax\)"):
+    with pytest.raises(
+        ModelLoadError,
+        match=r"saved with its training ops \(gradients.*not the model's outputs, and some "
+        r"placeholders are labels.*outputs=\['probs'\]\).*Placeholders: x \(float32 \(None, 4\)\), "
+        r"y_true .*Likely outputs: .*probs \(Softmax\)",
+    ):
         tf1infer.load(folder)
     x = _rows(5, seed=4)
     logits = x.astype(np.float64) @ w + b

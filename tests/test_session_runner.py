@@ -1,4 +1,4 @@
-"""The Session's direct call (tf1infer.session_runner): Session.run's outputs and errors without its per-call Python."""
+"""The Session's direct call (tf1infer.runtime.session_runner): Session.run's outputs and errors without its per-call Python."""
 
 from __future__ import annotations
 
@@ -8,9 +8,9 @@ import tensorflow as tf
 from conftest import CUSTOM_OBJECTS, ZOO_MODELS, as_list, random_inputs, zoo_path
 
 import tf1infer
-from tf1infer import session_runner
 from tf1infer.errors import PredictionError
-from tf1infer.session_runner import SessionRunner, session_callable
+from tf1infer.runtime import session_runner
+from tf1infer.runtime.session_runner import SessionRunner, session_callable
 
 
 def runner_and_tensors(predictor):
@@ -122,7 +122,9 @@ def test_a_graph_left_open_may_grow_between_calls():
 
 
 def test_without_the_entry_points_it_falls_back_to_make_callable(monkeypatch):
-    monkeypatch.setattr(session_runner, "_SESSION_ENTRY_POINTS", (*session_runner._SESSION_ENTRY_POINTS, "_not_in_any_tf"))
+    monkeypatch.setattr(
+        session_runner, "_SESSION_ENTRY_POINTS", (*session_runner._SESSION_ENTRY_POINTS, "_not_in_any_tf")
+    )
     graph, x, y = half_plus_two()
     with tf.compat.v1.Session(graph=graph) as session:
         run = session_callable(session, [x], [y])
@@ -136,7 +138,9 @@ def test_a_closed_session_is_refused_when_the_predictor_is_made():
     graph, x, y = half_plus_two()
     session = tf.compat.v1.Session(graph=graph)
     session.close()
-    with pytest.raises(tf1infer.errors.Tf1InferError, match="cannot prepare the session to run the model: Session has been closed"):
+    with pytest.raises(
+        tf1infer.errors.Tf1InferError, match="cannot prepare the session to run the model: Session has been closed"
+    ):
         tf1infer.Predictor.from_session(session, ["x"], ["y"])
 
 
@@ -147,5 +151,7 @@ def test_a_callers_session_closed_after_the_predictor_was_made_fails_with_a_pred
     values = np.random.default_rng(7).normal(size=(2, 3)).astype(np.float32)
     np.testing.assert_allclose(predictor.predict_on_batch(values), values * 0.5 + 2.0, rtol=1e-6)
     session.close()  # The caller's own session: the Predictor does not own it.
-    with pytest.raises(PredictionError, match=r"the session failed running the model on inputs 'x': \(2, 3\): .*closed Session"):
+    with pytest.raises(
+        PredictionError, match=r"the session failed running the model on inputs 'x': \(2, 3\): .*closed Session"
+    ):
         predictor.predict_on_batch(values)

@@ -76,7 +76,9 @@ def test_one_input_from_double_and_nested_array_columns(spark):
     with tf1infer.load(cnn) as predictor:
         (images,) = random_inputs(predictor.inputs, 64, seed=4)
     nested = images.tolist()  # Python floats, nested three deep.
-    frame = spark.createDataFrame([(i, image) for i, image in enumerate(nested)], "id long, image array<array<array<float>>>")
+    frame = spark.createDataFrame(
+        [(i, image) for i, image in enumerate(nested)], "id long, image array<array<array<float>>>"
+    )
     got = frame.select("id", predict_udf(cnn)("image").alias("y")).toPandas().sort_values("id")
     assert_same_rows(np.stack(got["y"].to_numpy()), _reference(cnn, [images])[0])
 
@@ -86,7 +88,9 @@ def test_a_saved_model_directory_is_shipped_and_scalar_columns_score(spark):
     # TF Serving's half_plus_two (a TF1 SavedModel directory, shipped with addFile): y = 0.5 x + 2, one value per row.
     x = np.random.default_rng(5).normal(size=300).astype(np.float32)
     udf = predict_udf(str(HALF_PLUS_TWO))
-    got = _frame(spark, {"id": np.arange(300), "x": x}, 3).select("id", udf("x").alias("y")).toPandas().sort_values("id")
+    got = (
+        _frame(spark, {"id": np.arange(300), "x": x}, 3).select("id", udf("x").alias("y")).toPandas().sort_values("id")
+    )
     np.testing.assert_allclose(got["y"].to_numpy(), 0.5 * x + 2, rtol=1e-6, atol=1e-6)
 
 
@@ -134,8 +138,13 @@ def test_models_without_fixed_sample_shapes_and_bad_settings_are_refused(spark):
 
 
 def _cli(*args: str, env: dict | None = None) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "tf1infer.cli", *args], capture_output=True, text=True, timeout=300,
-                          env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2", **(env or {})})
+    return subprocess.run(
+        [sys.executable, "-m", "tf1infer.cli", *args],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2", **(env or {})},
+    )
 
 
 def test_cli_parquet_round_trip(tmp_path):
@@ -143,9 +152,13 @@ def test_cli_parquet_round_trip(tmp_path):
     with tf1infer.load(path) as predictor:
         features, extra = random_inputs(predictor.inputs, 400, seed=8)
     source = tmp_path / "in.parquet"
-    pd.DataFrame({"id": np.arange(400), "label": np.arange(400) % 3, "a": list(features), "b": list(extra)}).to_parquet(source)
+    pd.DataFrame({"id": np.arange(400), "label": np.arange(400) % 3, "a": list(features), "b": list(extra)}).to_parquet(
+        source
+    )
     output = tmp_path / "scored.parquet"
-    done = _cli("predict", path, str(source), "-o", str(output), "--spark", "local[2]", "--columns", "a,b", "--batch-size", "50")
+    done = _cli(
+        "predict", path, str(source), "-o", str(output), "--spark", "local[2]", "--columns", "a,b", "--batch-size", "50"
+    )
     assert done.returncode == 0, done.stderr[-3000:]
     assert "wrote 400 rows" in done.stdout
     got = pd.read_parquet(output).sort_values("id")
@@ -170,18 +183,29 @@ def test_cli_parquet_round_trip(tmp_path):
 
 def test_missing_java_or_pyspark_is_one_clear_message(tmp_path):
     # No java anywhere: PATH without it, JAVA_HOME unset.
-    bare_path = os.pathsep.join(d for d in os.environ["PATH"].split(os.pathsep)
-                                if not os.path.exists(os.path.join(d, "java")))
+    bare_path = os.pathsep.join(
+        d for d in os.environ["PATH"].split(os.pathsep) if not os.path.exists(os.path.join(d, "java"))
+    )
     env = {"PATH": bare_path, "JAVA_HOME": ""}
-    done = _cli("predict", zoo_path("mlp"), str(tmp_path / "in.parquet"), "-o", str(tmp_path / "out.parquet"),
-                "--spark", "local[2]", env=env)
+    done = _cli(
+        "predict",
+        zoo_path("mlp"),
+        str(tmp_path / "in.parquet"),
+        "-o",
+        str(tmp_path / "out.parquet"),
+        "--spark",
+        "local[2]",
+        env=env,
+    )
     assert done.returncode == 2
     assert done.stderr.strip().splitlines()[-1].startswith("tf1infer: error: Spark needs a Java runtime")
     # pyspark hidden from the interpreter.
-    code = ("import sys; sys.modules['pyspark'] = None\n"
-            "from tf1infer.spark import predict_udf\n"
-            "try:\n    predict_udf('m.h5')\n"
-            "except ImportError as exc:\n    print(type(exc).__name__, exc)\n")
+    code = (
+        "import sys; sys.modules['pyspark'] = None\n"
+        "from tf1infer.spark import predict_udf\n"
+        "try:\n    predict_udf('m.h5')\n"
+        "except ImportError as exc:\n    print(type(exc).__name__, exc)\n"
+    )
     shown = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert shown.stdout.startswith("MissingDependencyError tf1infer.spark needs pyspark"), shown.stdout + shown.stderr
     assert "pip install 'tf1infer[spark]'" in shown.stdout

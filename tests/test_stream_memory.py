@@ -33,4 +33,6 @@ def test_streaming_20000_samples_keeps_memory_flat(tmp_path):
     assert report["rows"] == count
     assert report["max_error"] <= 1e-6  # Rows land where they belong.
     input_bytes = count * 64 * 64 * 4
-    assert report["rise"] < 200 * 2**20, f"peak RSS rose by {report['rise'] / 2**20:.0f} MiB for {input_bytes / 2**20:.0f} MiB of input"
+    assert report["rise"] < 200 * 2**20, (
+        f"peak RSS rose by {report['rise'] / 2**20:.0f} MiB for {input_bytes / 2**20:.0f} MiB of input"
+    )

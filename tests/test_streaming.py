@@ -16,11 +16,10 @@ import h5py
 import numpy as np
 import pytest
 import tensorflow as tf
+from conftest import assert_same_rows, random_inputs, zoo_path
 
 import tf1infer
 from tf1infer.errors import InputError, InvalidOptionError, OutputFileError, PredictionError
-
-from conftest import as_list, assert_same_rows, random_inputs, zoo_path
 
 ROWS = 203  # Not a multiple of any batch size used: the last batch is short.
 
@@ -35,8 +34,7 @@ def _concat(batches) -> np.ndarray:
 
 
 def _samples(x):
-    for row in x:
-        yield row
+    yield from x
 
 
 class RowSequence:
@@ -74,7 +72,9 @@ def test_every_source_gives_every_row_in_order(mlp, x, make_source, batch_size):
 
 @pytest.mark.parametrize("make_source", [lambda x: x, _samples], ids=["array", "generator-of-samples"])
 def test_the_same_batches_give_identical_rows(mlp, x, make_source):
-    np.testing.assert_array_equal(_concat(mlp.predict_iter(make_source(x), batch_size=16)), mlp.predict(x, batch_size=16))
+    np.testing.assert_array_equal(
+        _concat(mlp.predict_iter(make_source(x), batch_size=16)), mlp.predict(x, batch_size=16)
+    )
 
 
 def test_single_samples_are_gathered_into_batches(mlp, x):
@@ -114,7 +114,9 @@ def test_hdf5_dataset_is_read_in_slices(mlp, x, tmp_path):
     with h5py.File(path, "r") as file:
         have = _concat(mlp.predict_iter(CountingDataset(file["features"]), batch_size=64))
         np.testing.assert_array_equal(have, mlp.predict(x, batch_size=64))
-        np.testing.assert_array_equal(_concat(mlp.predict_iter(file["features"], batch_size=64)), mlp.predict(x, batch_size=64))
+        np.testing.assert_array_equal(
+            _concat(mlp.predict_iter(file["features"], batch_size=64)), mlp.predict(x, batch_size=64)
+        )
     assert [(s.start, s.stop) for s in reads] == [(0, 64), (64, 128), (128, 192), (192, 203)]
 
 
@@ -228,7 +230,7 @@ def test_out_of_memory_batch_is_split_without_losing_or_repeating_rows(x):
 
 
 def test_auto_batch_size_stays_under_a_small_limit(tmp_path):
-    from tf1infer.memory import measure_peak
+    from tf1infer.runtime.memory import measure_peak
 
     with tf1infer.load(zoo_path("cnn")) as predictor:
         x = random_inputs(predictor.inputs, 20000, seed=2)[0]
@@ -245,7 +247,9 @@ def test_auto_batch_size_stays_under_a_small_limit(tmp_path):
         summary = predictor.predict_to(tmp_path / "out.npy", x, batch_size="auto", memory_limit=limit)
         assert summary.batch_size_choice is not None and summary.batch_size == summary.batch_size_choice.batch_size
         assert "chosen for a memory limit of 32 MiB" in str(summary)
-        np.testing.assert_array_equal(np.load(tmp_path / "out.npy"), predictor.predict(x, batch_size=summary.batch_size))
+        np.testing.assert_array_equal(
+            np.load(tmp_path / "out.npy"), predictor.predict(x, batch_size=summary.batch_size)
+        )
         bigger = predictor.auto_batch_size(x, memory_limit=8 * limit)
         assert bigger.batch_size > choice.batch_size
 
@@ -385,7 +389,7 @@ def test_resume_of_an_array_source_reads_only_the_rest(mlp, x, tmp_path):
 @pytest.mark.parametrize("unavailable", ["no-proc-no-glibc", "read-only-clear-refs"])
 def test_auto_batch_size_without_linux_memory_files(tmp_path, monkeypatch, unavailable):
     """macOS and Windows (no /proc, no glibc) and locked-down containers (clear_refs not writable) still choose."""
-    from tf1infer import memory
+    from tf1infer.runtime import memory
 
     if unavailable == "no-proc-no-glibc":
         for name in ("_PROC_MEMINFO", "_PROC_STATUS", "_PROC_CLEAR_REFS", "_GLIBC"):
@@ -412,4 +416,6 @@ def test_auto_batch_size_without_linux_memory_files(tmp_path, monkeypatch, unava
         assert not choice.exact_peak
         assert 1 < choice.batch_size < 4096
         assert all(used <= limit for size, used in choice.probes if size <= choice.batch_size)
-        assert predictor.auto_batch_size(x, memory_limit=0.5).batch_size >= choice.batch_size  # A fraction of MemAvailable.
+        assert (
+            predictor.auto_batch_size(x, memory_limit=0.5).batch_size >= choice.batch_size
+        )  # A fraction of MemAvailable.

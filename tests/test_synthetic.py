@@ -9,7 +9,7 @@ from conftest import CORPUS_DIR, zoo_path
 
 import tf1infer
 from tf1infer.errors import ExportVerificationError, PredictionError
-from tf1infer.synthetic import synthetic_inputs
+from tf1infer.verification.synthetic import synthetic_inputs
 
 SEQ2SEQ_VOCABULARY = {"encoder_tokens": 40, "decoder_tokens": 30}  # As make_zoo.py builds it.
 
@@ -17,8 +17,12 @@ SEQ2SEQ_VOCABULARY = {"encoder_tokens": 40, "decoder_tokens": 30}  # As make_zoo
 def test_float_inputs_feeding_embeddings_get_whole_numbers_below_the_vocabulary():
     with tf1infer.load(zoo_path("seq2seq")) as predictor:
         assert [spec.dtype for spec in predictor.inputs] == [np.dtype("float32")] * 2
-        assert {name: spec.index_limit for name, spec in zip(predictor.input_names, predictor.inputs)} == SEQ2SEQ_VOCABULARY
-        for array, limit in zip(synthetic_inputs(predictor.inputs, 64, np.random.default_rng(0)), SEQ2SEQ_VOCABULARY.values()):
+        assert {
+            name: spec.index_limit for name, spec in zip(predictor.input_names, predictor.inputs)
+        } == SEQ2SEQ_VOCABULARY
+        for array, limit in zip(
+            synthetic_inputs(predictor.inputs, 64, np.random.default_rng(0)), SEQ2SEQ_VOCABULARY.values()
+        ):
             assert array.dtype == np.float32
             assert np.array_equal(array, np.round(array))
             assert array.min() >= 1 and array.max() < limit
@@ -71,7 +75,9 @@ def test_serialized_examples_carry_the_features_their_parser_requires():
     with tf1infer.load(path, signature="regress_x_to_y") as predictor:
         (spec,) = predictor.inputs
         assert {key: (dtype, shape) for key, dtype, shape in spec.example_features} == {
-            "x": (np.dtype("float32"), (1,)), "x2": (np.dtype("float32"), (1,))}
+            "x": (np.dtype("float32"), (1,)),
+            "x2": (np.dtype("float32"), (1,)),
+        }
         (examples,) = synthetic_inputs(predictor.inputs, 6, np.random.default_rng(4))
         x = np.array([tf.train.Example.FromString(e).features.feature["x"].float_list.value[0] for e in examples])
         np.testing.assert_allclose(predictor.predict(examples).ravel(), 0.5 * x + 2.0, rtol=1e-6)

@@ -7,7 +7,8 @@ import shutil
 import numpy as np
 import pytest
 import tensorflow as tf
-from conftest import CORPUS_DIR, HALF_PLUS, ZOO_DIR, corpus_entries, tf1_formula as formula, zoo_path
+from conftest import CORPUS_DIR, HALF_PLUS, ZOO_DIR, corpus_entries, zoo_path
+from conftest import tf1_formula as formula
 
 import tf1infer
 from tf1infer.errors import InputError, ModelLoadError
@@ -28,7 +29,11 @@ def x():
         ("saved_model/saved_model.pb", {}, "saved-model"),
         ("tf2_saved_model", {}, "saved-model"),
         ("meta_v2", {"outputs": ["logits", "probs:0"]}, "meta-graph"),
-        ("meta_v2/model.ckpt-7.meta", {"outputs": ["logits", "probs"], "checkpoint": str(TF1 / "meta_v2" / "model.ckpt-7")}, "meta-graph"),
+        (
+            "meta_v2/model.ckpt-7.meta",
+            {"outputs": ["logits", "probs"], "checkpoint": str(TF1 / "meta_v2" / "model.ckpt-7")},
+            "meta-graph",
+        ),
         ("meta_v1", {"inputs": ["x:0"], "outputs": ["logits", "probs"]}, "meta-graph"),
         ("meta_old_version", {"outputs": ["logits", "probs"]}, "meta-graph"),
         ("frozen.pb", {"outputs": ["logits", "probs"]}, "frozen-graph"),
@@ -60,7 +65,10 @@ def test_saved_model_inputs_are_keyed_by_signature_names(x):
 
 
 def test_stateful_signature_is_refused_unless_allowed(x):
-    with pytest.raises(ModelLoadError, match=r"signature 'count_calls': computing the outputs would change variables through AssignAddVariableOp.*allow_stateful=True"):
+    with pytest.raises(
+        ModelLoadError,
+        match=r"signature 'count_calls': computing the outputs would change variables through AssignAddVariableOp.*allow_stateful=True",
+    ):
         tf1infer.load(TF1 / "saved_model", signature="count_calls")
     with tf1infer.load(TF1 / "saved_model", signature="count_calls", allow_stateful=True) as predictor:
         np.testing.assert_allclose(predictor.predict(x), formula(x)["logits"], atol=ATOL)
@@ -96,7 +104,9 @@ def test_keras_json_architecture_with_weights(eager_model):
         assert predictor.metadata["format"] == "keras-json"
         assert predictor.metadata["weights"].endswith("keras_weights.h5")
         np.testing.assert_allclose(predictor.predict(data), reference.predict(data, verbose=0), atol=ATOL)
-    with pytest.raises(ModelLoadError, match=r"keras_arch.json: a JSON file holds the architecture only: pass the weights file"):
+    with pytest.raises(
+        ModelLoadError, match=r"keras_arch.json: a JSON file holds the architecture only: pass the weights file"
+    ):
         tf1infer.load(TF1 / "keras_arch.json")
 
 
@@ -107,7 +117,9 @@ def _tf_examples(values: np.ndarray, feature: str = "x") -> np.ndarray:
     return np.array(
         [
             tf.train.Example(
-                features=tf.train.Features(feature={feature: tf.train.Feature(float_list=tf.train.FloatList(value=[float(v)]))})
+                features=tf.train.Features(
+                    feature={feature: tf.train.Feature(float_list=tf.train.FloatList(value=[float(v)]))}
+                )
             ).SerializeToString()
             for v in values.ravel()
         ],
@@ -148,7 +160,9 @@ def test_corpus_meta_graph_with_v1_checkpoint(entry):
         assert predictor.outputs[0].name == tensor
         np.testing.assert_allclose(predictor.predict(x), scale * x + offset, rtol=0, atol=reference["atol"])
     with tf1infer.load(path, inputs=["Placeholder:0"], outputs=[tensor]) as predictor:
-        np.testing.assert_allclose(predictor.predict(x, batch_size=1), scale * x + offset, rtol=0, atol=reference["atol"])
+        np.testing.assert_allclose(
+            predictor.predict(x, batch_size=1), scale * x + offset, rtol=0, atol=reference["atol"]
+        )
 
 
 # -- errors ------------------------------------------------------------------------------------
@@ -171,7 +185,9 @@ def test_saved_model_without_variables(tmp_path):
 
 
 def test_unknown_tags_and_signatures_list_the_available_ones():
-    with pytest.raises(ModelLoadError, match=r"no meta graph with tags \['gpu', 'serve'\]; available tag sets: \[\['serve'\]\]"):
+    with pytest.raises(
+        ModelLoadError, match=r"no meta graph with tags \['gpu', 'serve'\]; available tag sets: \[\['serve'\]\]"
+    ):
         tf1infer.load(TF1 / "saved_model", tags=["serve", "gpu"])
     with pytest.raises(ModelLoadError) as info:
         tf1infer.load(TF1 / "saved_model", signature="classify")
@@ -182,8 +198,12 @@ def test_unknown_tags_and_signatures_list_the_available_ones():
 
 
 def test_checkpoint_that_does_not_match_the_graph(tmp_path):
-    with pytest.raises(ModelLoadError, match=r"checkpoint .*tf2_saved_model/variables/variables does not match the graph"):
-        tf1infer.load(TF1 / "meta_v1", checkpoint=TF1 / "tf2_saved_model" / "variables" / "variables", outputs=["logits"])
+    with pytest.raises(
+        ModelLoadError, match=r"checkpoint .*tf2_saved_model/variables/variables does not match the graph"
+    ):
+        tf1infer.load(
+            TF1 / "meta_v1", checkpoint=TF1 / "tf2_saved_model" / "variables" / "variables", outputs=["logits"]
+        )
     with pytest.raises(ModelLoadError, match=r"checkpoint '.*nothing' not found"):
         tf1infer.load(TF1 / "meta_v2", checkpoint=tmp_path / "nothing", outputs=["logits"])
 

@@ -37,8 +37,10 @@ def test_installed_tensorflow_and_numpy_are_in_the_declared_range():
     for name, version in (("tensorflow", tf.__version__), ("numpy", np.__version__)):
         assert _requirement(name).specifier.contains(version), (name, version, str(_requirement(name)))
     # tf-keras is not a requirement (pip would upgrade an older TensorFlow to meet the newest tf-keras): an extra.
-    assert all(Requirement(text).name != "tf-keras" or Requirement(text).marker is not None
-               for text in metadata.requires("tf1infer") or [])
+    assert all(
+        Requirement(text).name != "tf-keras" or Requirement(text).marker is not None
+        for text in metadata.requires("tf1infer") or []
+    )
 
 
 def test_a_file_saved_by_a_newer_tf_keras_loads_on_every_release(tmp_path):
@@ -73,8 +75,11 @@ def test_keras_models_without_tf_keras_say_which_release_to_install(monkeypatch)
     import tf_keras
 
     monkeypatch.setattr(tf_keras, "__version__", "2.99.0")  # As if pip had been bypassed: the wrong release.
-    with pytest.raises(MissingDependencyError, match=rf"tf-keras 2.99.0 runs on TensorFlow 2.99, but TensorFlow {minor} "
-                                                     rf"is installed; install the matching release: pip install 'tf-keras~={minor}.0'"):
+    with pytest.raises(
+        MissingDependencyError,
+        match=rf"tf-keras 2.99.0 runs on TensorFlow 2.99, but TensorFlow {minor} "
+        rf"is installed; install the matching release: pip install 'tf-keras~={minor}.0'",
+    ):
         tf1infer.load(zoo_path("mlp"))
     monkeypatch.setitem(sys.modules, "tf_keras", None)
     # The formats that need no Keras still load.
@@ -99,15 +104,21 @@ def test_keras3_files_and_the_keras3_export_are_refused_without_keras3(monkeypat
         tf1infer.load(keras3_file)
     message = str(raised.value)
     assert message.startswith(f"{keras3_file}: a .keras file (written by Keras 3.")
-    assert f"loads only with Keras 3, which needs TensorFlow 2.16 or later; this environment has TensorFlow {minor}" in message
+    assert (
+        f"loads only with Keras 3, which needs TensorFlow 2.16 or later; this environment has TensorFlow {minor}"
+        in message
+    )
     if real:
         assert "keras 2.15.0 is Keras 2" in message or "keras is not installed" in message
 
-    import tf1infer.keras3_export as keras3_export
+    import tf1infer.export.keras3 as keras3_export
 
     monkeypatch.setattr(keras3_export, "keras3_available", keras_versions.keras3_version)
-    with pytest.raises(MissingDependencyError, match=r"the Keras 3 export runs only with Keras 3, which needs TensorFlow "
-                                                     r"2\.16 or later; this environment has TensorFlow 2\.\d+.*export_saved_model"):
+    with pytest.raises(
+        MissingDependencyError,
+        match=r"the Keras 3 export runs only with Keras 3, which needs TensorFlow "
+        r"2\.16 or later; this environment has TensorFlow 2\.\d+.*export_saved_model",
+    ):
         tf1infer.export_keras(zoo_path("mlp"), tmp_path / "mlp.keras")
     assert not list(tmp_path.iterdir())
 
@@ -116,7 +127,7 @@ def test_the_session_runner_finds_its_private_entry_points_here():
     # The direct call uses private Session members (checked by name, not by version; make_callable otherwise).
     # Both ends of the range have them: a release that drops one shows up here before it slows anyone down.
     from tf1infer.loaders import load_graph
-    from tf1infer.session_runner import SessionRunner, session_callable
+    from tf1infer.runtime.session_runner import SessionRunner, session_callable
 
     loaded = load_graph(zoo_path("mlp"))
     try:

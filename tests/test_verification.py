@@ -1,9 +1,9 @@
 """Verification that real inputs cannot fool: padded rows, table ends, image ranges, the float64 reference.
 
 Every check tf1infer makes of a converted model (SavedModel and Keras 3 exports,
-the TF Lite backend) feeds :func:`tf1infer.synthetic.verification_batches` and
+the TF Lite backend) feeds :func:`tf1infer.verification.synthetic.verification_batches` and
 holds the candidate to the model's own float32 error against the same graph in
-float64 (:mod:`tf1infer.reference`). These tests show what the rows hold, that
+float64 (:mod:`tf1infer.verification.reference`). These tests show what the rows hold, that
 the float64 graph is the model (against tf_keras), and that the rule catches
 what a fixed tolerance let through: Keras 3's default masking, a perturbed weight.
 """
@@ -22,8 +22,8 @@ from conftest import CORPUS_DIR, KERAS3_MISSING, ZOO_DIR, assert_held_to_float64
 
 import tf1infer
 from tf1infer.errors import ExportError, ExportVerificationError, ModelLoadError
-from tf1infer.reference import Float64Unavailable, Tolerance, frozen_float64_runner
-from tf1infer.synthetic import verification_batches
+from tf1infer.verification.reference import Float64Unavailable, Tolerance, frozen_float64_runner
+from tf1infer.verification.synthetic import verification_batches
 
 needs_keras3 = pytest.mark.skipif(KERAS3_MISSING, reason="the Keras 3 export needs Keras 3 (TensorFlow 2.16+)")
 
@@ -34,7 +34,11 @@ resize = lambda t: tf.compat.v1.image.resize_images(t, (20, 20), align_corners=T
 
 def _graph_and_tensors(predictor):
     graph = predictor.graph
-    return graph, [graph.get_tensor_by_name(s.name) for s in predictor.inputs], [graph.get_tensor_by_name(s.name) for s in predictor.outputs]
+    return (
+        graph,
+        [graph.get_tensor_by_name(s.name) for s in predictor.inputs],
+        [graph.get_tensor_by_name(s.name) for s in predictor.outputs],
+    )
 
 
 def test_masks_and_tables_are_read_from_the_graph():
@@ -42,7 +46,9 @@ def test_masks_and_tables_are_read_from_the_graph():
         assert [(spec.mask_value, spec.index_limit) for spec in predictor.inputs] == [(0.0, 25), (0.0, 20)]
     with tf1infer.load(zoo_path("masking_bidirectional")) as predictor:
         assert [(spec.mask_value, spec.index_limit) for spec in predictor.inputs] == [(0.0, None)]
-    with tf1infer.load(zoo_path("embedding")) as predictor:  # An Embedding without mask_zero: 0 is an id like the others.
+    with tf1infer.load(
+        zoo_path("embedding")
+    ) as predictor:  # An Embedding without mask_zero: 0 is an id like the others.
         assert [(spec.mask_value, spec.index_limit) for spec in predictor.inputs] == [(None, 100)]
 
 
@@ -70,7 +76,9 @@ def test_verification_batches_hold_padding_table_ends_and_two_lengths():
     assert images[-2].min() >= 0 and images[-2].max() > 200 and 0 <= images[-1].min() and images[-1].max() <= 1
 
 
-@pytest.mark.parametrize("name", ["cnn", "channels_first", "seq2seq_masked", "masking_bidirectional", "masked_states", "lambda_resize"])
+@pytest.mark.parametrize(
+    "name", ["cnn", "channels_first", "seq2seq_masked", "masking_bidirectional", "masked_states", "lambda_resize"]
+)
 def test_float64_graph_computes_the_model(name, eager_model):
     """The float64 twin (FusedBatchNorm as arithmetic, resizing cast back, loops retyped) agrees with tf_keras to
     float32's precision, and is not the float32 graph (its outputs are float64 and differ in the last bits)."""
@@ -141,29 +149,38 @@ def test_keras3_default_masking_is_rejected_and_jax_left_out_where_it_differs(tm
     """Keras 3 calls an RNN started from initial_state without its input's mask: the decoder runs every padding
     step. The export passes the mask as Keras 2 did; without that, verification refuses the file. Keras 3's JAX
     backend still differs on padding before the start, so it is left out, and refused when asked for."""
-    import tf1infer.keras3_translate as translate
+    import tf1infer.export.keras3_translate as translate
 
     report = tf1infer.export_keras(zoo_path("seq2seq_masked"), tmp_path / "fixed.keras", training_step=False)
     assert "called with its input's mask" in " ".join(report.translations["decoder"])
     assert_held_to_float64(report.backends["tensorflow"], report)
     assert "jax" not in report.backends and "jax" in report.load_with["inexact_backends"]
-    from tf1infer.keras3_export import available_backends
+    from tf1infer.export.keras3 import available_backends
 
     if "jax" in available_backends():  # Installed here (make test), so it was asked for and left out.
-        assert report.backends_skipped["jax"].startswith("left out: ") and "initial state as output" in report.backends_skipped["jax"]
-    with pytest.raises(ExportError, match=r"cannot export to Keras 3 for its jax backend: 'decoder' starts from initial_state"):
+        assert (
+            report.backends_skipped["jax"].startswith("left out: ")
+            and "initial state as output" in report.backends_skipped["jax"]
+        )
+    with pytest.raises(
+        ExportError, match=r"cannot export to Keras 3 for its jax backend: 'decoder' starts from initial_state"
+    ):
         tf1infer.export_keras(zoo_path("seq2seq_masked"), tmp_path / "j.keras", backends=["jax"])
 
     monkeypatch.setattr(translate, "_masks_as_keras2", lambda source, model, plan: model)
-    with pytest.raises(ExportVerificationError, match=r"output 'probs' of the .keras file on Keras 3's tensorflow backend differs"):
-        tf1infer.export_keras(zoo_path("seq2seq_masked"), tmp_path / "default.keras", backends=["tensorflow"], training_step=False)
+    with pytest.raises(
+        ExportVerificationError, match=r"output 'probs' of the .keras file on Keras 3's tensorflow backend differs"
+    ):
+        tf1infer.export_keras(
+            zoo_path("seq2seq_masked"), tmp_path / "default.keras", backends=["tensorflow"], training_step=False
+        )
     assert not (tmp_path / "default.keras").exists()
 
 
 @needs_keras3
 def test_a_perturbed_weight_passes_the_old_fixed_rule_and_fails_the_float64_one(tmp_path, monkeypatch):
-    import tf1infer.keras3_export as keras3_export
-    from tf1infer.keras3_translate import copy_weights
+    import tf1infer.export.keras3 as keras3_export
+    from tf1infer.export.keras3_translate import copy_weights
 
     def perturbed(source, plan, old_model, session, new_model):
         copied = copy_weights(source, plan, old_model, session, new_model)
@@ -177,7 +194,9 @@ def test_a_perturbed_weight_passes_the_old_fixed_rule_and_fails_the_float64_one(
     loose = tf1infer.export_keras(zoo_path("mlp"), tmp_path / "loose.keras", atol=1e-5, rtol=1e-4, **options)
     assert loose.reference == "float64" and "atol=1e-05" in loose.tolerance  # The old rule let it through...
     with pytest.raises(ExportVerificationError, match=r"output 'dense_2' .* differs from the original"):
-        tf1infer.export_keras(zoo_path("mlp"), tmp_path / "strict.keras", **options)  # ... the model's own error does not.
+        tf1infer.export_keras(
+            zoo_path("mlp"), tmp_path / "strict.keras", **options
+        )  # ... the model's own error does not.
 
 
 @needs_keras3
@@ -198,11 +217,18 @@ def test_lambda_reading_tf_loads_in_a_fresh_keras3_process_with_the_reports_snip
         f"np.save({str(tmp_path / 'y.npy')!r}, np.asarray(model.predict(np.load({str(tmp_path / 'x.npy')!r}), verbose=0)))\n"
         "print(sorted(m for m in sys.modules if m.split('.')[0] in ('tf1infer', 'tf_keras')))\n"
     )
-    done = subprocess.run([sys.executable, "-I", "-c", code], capture_output=True, text=True, check=False,
-                          env={**os.environ, "KERAS_BACKEND": "tensorflow", "TF_CPP_MIN_LOG_LEVEL": "2"})
+    done = subprocess.run(
+        [sys.executable, "-I", "-c", code],
+        capture_output=True,
+        text=True,
+        check=False,
+        env={**os.environ, "KERAS_BACKEND": "tensorflow", "TF_CPP_MIN_LOG_LEVEL": "2"},
+    )
     assert done.returncode == 0, done.stderr[-2000:]
     assert done.stdout.strip().splitlines()[-1] == "[]"
-    reference = tf_keras.models.load_model(zoo_path("lambda_resize"), safe_mode=False, compile=False).predict(x, verbose=0)
+    reference = tf_keras.models.load_model(zoo_path("lambda_resize"), safe_mode=False, compile=False).predict(
+        x, verbose=0
+    )
     np.testing.assert_allclose(np.load(tmp_path / "y.npy"), reference, rtol=0, atol=1e-5)
 
 
@@ -225,13 +251,22 @@ def test_lambda_reading_keras2_backend_numpy_and_a_helper_is_carried(tmp_path):
     import tf_keras.backend as K
 
     report = tf1infer.export_keras(
-        ZOO_DIR / "lambda.h5", tmp_path / "k.keras", lambdas={"affine": lambda x: K.abs(_shift(x)) * SCALE + np.float32(1.0)},
-        backends=["tensorflow"], training_step=False,
+        ZOO_DIR / "lambda.h5",
+        tmp_path / "k.keras",
+        lambdas={"affine": lambda x: K.abs(_shift(x)) * SCALE + np.float32(1.0)},
+        backends=["tensorflow"],
+        training_step=False,
     )
-    assert "with the globals it reads (_shift, SCALE, np, K) carried" in report.translations["affine"][0]  # K: a closure variable.
+    assert (
+        "with the globals it reads (_shift, SCALE, np, K) carried" in report.translations["affine"][0]
+    )  # K: a closure variable.
     assert_held_to_float64(report.backends["tensorflow"], report)
-    with pytest.raises(ExportError, match=r"Lambda layer 'affine': its function reads the global 'OPAQUE' \(.*_Opaque\)"):
-        tf1infer.export_keras(ZOO_DIR / "lambda.h5", tmp_path / "o.keras", lambdas={"affine": lambda x: x * (OPAQUE is None)})
+    with pytest.raises(
+        ExportError, match=r"Lambda layer 'affine': its function reads the global 'OPAQUE' \(.*_Opaque\)"
+    ):
+        tf1infer.export_keras(
+            ZOO_DIR / "lambda.h5", tmp_path / "o.keras", lambdas={"affine": lambda x: x * (OPAQUE is None)}
+        )
     assert sorted(os.listdir(tmp_path)) == ["k.keras", "k.keras.report.json"]
     assert json.loads((tmp_path / "k.keras.report.json").read_text())["reference"] == "float64"
 
@@ -242,21 +277,33 @@ def test_a_keras3_layer_can_replace_a_lambda(tmp_path):
     a native layer (no bytecode: it loads without safe_mode=False, on JAX as on TensorFlow)."""
     import keras
 
-    report = tf1infer.export_keras(zoo_path("lambda_resize"), tmp_path / "native.keras",
-                                   lambdas={"resize": keras.layers.Resizing(20, 20)}, training_step=False)
+    report = tf1infer.export_keras(
+        zoo_path("lambda_resize"),
+        tmp_path / "native.keras",
+        lambdas={"resize": keras.layers.Resizing(20, 20)},
+        training_step=False,
+    )
     assert report.load_with["snippet"] == "keras.saving.load_model(path)" and report.load_with["safe_mode"] is True
-    assert report.translations["resize"] == ["Lambda replaced by the supplied Keras 3 layer Resizing (a native layer: no bytecode)"]
+    assert report.translations["resize"] == [
+        "Lambda replaced by the supplied Keras 3 layer Resizing (a native layer: no bytecode)"
+    ]
     for errors in report.backends.values():
         assert_held_to_float64(errors, report)
-    from tf1infer.keras3_export import available_backends
+    from tf1infer.export.keras3 import available_backends
 
     assert set(report.backends) == set(available_backends()) and not report.backends_skipped  # JAX runs it too.
     model = keras.saving.load_model(report.path)
     assert type(model.get_layer("resize")).__name__ == "Resizing"
     # A layer with weights cannot stand in: the legacy file holds none for it (tf_keras refuses it at load).
-    with pytest.raises(ModelLoadError, match=r"(?s)cannot build the architecture .*Variables were created within a Lambda layer"):
-        tf1infer.export_keras(zoo_path("lambda_resize"), tmp_path / "weighted.keras",
-                              lambdas={"resize": keras.layers.Conv2D(4, 1, padding="same")}, training_step=False)
+    with pytest.raises(
+        ModelLoadError, match=r"(?s)cannot build the architecture .*Variables were created within a Lambda layer"
+    ):
+        tf1infer.export_keras(
+            zoo_path("lambda_resize"),
+            tmp_path / "weighted.keras",
+            lambdas={"resize": keras.layers.Conv2D(4, 1, padding="same")},
+            training_step=False,
+        )
 
 
 @pytest.mark.parametrize("entry", corpus_entries("keras-h5-lambda"))
@@ -278,12 +325,16 @@ def test_corpus_lambda_files_load_with_their_training_functions_and_export_verif
     saved = tf1infer.export_saved_model(path, tmp_path / "saved", lambdas=lambdas)
     assert_held_to_float64(saved.errors, saved)
     if not KERAS3_MISSING:
-        exported = tf1infer.export_keras(path, tmp_path / "model.keras", lambdas=lambdas, backends=["tensorflow"], training_step=False)
+        exported = tf1infer.export_keras(
+            path, tmp_path / "model.keras", lambdas=lambdas, backends=["tensorflow"], training_step=False
+        )
         assert_held_to_float64(exported.backends["tensorflow"], exported)
         assert exported.load_with["safe_mode"] is False  # The functions are lambdas: Keras 3 stores their bytecode.
 
 
-@pytest.mark.parametrize("name", ["keras224tf_lambda_normalize", "keras208_lambda_normalize_py27", "keras120_lambda_normalize"])
+@pytest.mark.parametrize(
+    "name", ["keras224tf_lambda_normalize", "keras208_lambda_normalize_py27", "keras120_lambda_normalize"]
+)
 def test_corpus_normalizing_lambda_computes_its_formula(name):
     """x / 255 - 0.5 as the first layer: the model on x equals the model with an identity Lambda on the normalized x."""
     from corpus_lambdas import LAMBDAS
@@ -293,6 +344,11 @@ def test_corpus_normalizing_lambda_computes_its_formula(name):
         pytest.skip("../shared/corpus is absent")
     ((layer, function),) = LAMBDAS[name].items()
     path = CORPUS_DIR / entry["path"]
-    with tf1infer.load(path, lambdas={layer: function}) as model, tf1infer.load(path, lambdas={layer: lambda x: x}) as identity:
+    with (
+        tf1infer.load(path, lambdas={layer: function}) as model,
+        tf1infer.load(path, lambdas={layer: lambda x: x}) as identity,
+    ):
         x = np.random.default_rng(1).uniform(0, 255, (4, *model.inputs[0].shape[1:])).astype("float32")
-        np.testing.assert_allclose(model.predict(x), identity.predict(x / np.float32(255.0) - np.float32(0.5)), rtol=0, atol=1e-6)
+        np.testing.assert_allclose(
+            model.predict(x), identity.predict(x / np.float32(255.0) - np.float32(0.5)), rtol=0, atol=1e-6
+        )

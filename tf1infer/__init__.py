@@ -19,8 +19,6 @@ Example:
 from __future__ import annotations
 
 import importlib
-import sys
-import types
 from typing import TYPE_CHECKING, Any
 
 __version__ = "0.1.0"
@@ -29,35 +27,52 @@ __version__ = "0.1.0"
 # ``import tf1infer`` does not import TensorFlow: the ``tf1infer`` command sets how much of
 # TensorFlow's C++ log to show, which TensorFlow reads once, when it is imported.
 _PUBLIC = {
-    "ExportReport": "tf1infer.export",
-    "ImageFolder": "tf1infer.images",
-    "KerasExportReport": "tf1infer.keras3_export",
-    "LayerView": "tf1infer.keras_face",
-    "PredictionSummary": "tf1infer.writers",
+    "ExportReport": "tf1infer.export.saved_model",
+    "ImageFolder": "tf1infer.io.images",
+    "KerasExportReport": "tf1infer.export.keras3",
+    "LayerView": "tf1infer.faces.keras",
+    "PredictionSummary": "tf1infer.io.writers",
     "Predictor": "tf1infer.predictor",
-    "TensorSpec": "tf1infer.feeds",
+    "TensorSpec": "tf1infer.io.feeds",
     "detect_format": "tf1infer.loaders",
-    "export_keras": "tf1infer.keras3_export",
-    "export_saved_model": "tf1infer.export",
-    "images": "tf1infer.images",
+    "export_keras": "tf1infer.export.keras3",
+    "export_saved_model": "tf1infer.export.saved_model",
+    "images": "tf1infer.io.images",
     "load": "tf1infer.loading",
     "load_model": "tf1infer.loading",
-    "model_from_json": "tf1infer.keras_face",
+    "model_from_json": "tf1infer.loading",
 }
 
-__all__ = sorted([*_PUBLIC, "errors", "__version__"])
+__all__ = [
+    "ExportReport",
+    "ImageFolder",
+    "KerasExportReport",
+    "LayerView",
+    "PredictionSummary",
+    "Predictor",
+    "TensorSpec",
+    "__version__",
+    "detect_format",
+    "errors",
+    "export_keras",
+    "export_saved_model",
+    "images",
+    "load",
+    "load_model",
+    "model_from_json",
+]
 
 if TYPE_CHECKING:  # What static analysers and IDEs see; at run time these come from __getattr__.
     from tf1infer import errors
-    from tf1infer.export import ExportReport, export_saved_model
-    from tf1infer.feeds import TensorSpec
-    from tf1infer.images import ImageFolder, images
-    from tf1infer.keras3_export import KerasExportReport, export_keras
-    from tf1infer.keras_face import LayerView, model_from_json
+    from tf1infer.export.keras3 import KerasExportReport, export_keras
+    from tf1infer.export.saved_model import ExportReport, export_saved_model
+    from tf1infer.faces.keras import LayerView
+    from tf1infer.io.feeds import TensorSpec
+    from tf1infer.io.images import ImageFolder, images
+    from tf1infer.io.writers import PredictionSummary
     from tf1infer.loaders import detect_format
-    from tf1infer.loading import load, load_model
+    from tf1infer.loading import load, load_model, model_from_json
     from tf1infer.predictor import Predictor
-    from tf1infer.writers import PredictionSummary
 
 
 def __getattr__(name: str) -> Any:
@@ -77,15 +92,3 @@ def __getattr__(name: str) -> Any:
 
 def __dir__() -> list[str]:
     return sorted({*globals(), *__all__})
-
-
-class _Package(types.ModuleType):
-    """Keeps ``tf1infer.images`` the function: importing the submodule of the same name would rebind it."""
-
-    def __setattr__(self, name: str, value: Any) -> None:
-        if name in _PUBLIC and isinstance(value, types.ModuleType) and hasattr(value, name):
-            value = getattr(value, name)
-        super().__setattr__(name, value)
-
-
-sys.modules[__name__].__class__ = _Package

@@ -83,7 +83,15 @@ class MissingDependencyError(Tf1InferError, ImportError):
 
 # Lines of a TensorFlow error message that repeat the op's name or show where Python built it: the op's name is
 # given once, in front of the reason, instead.
-_TENSORFLOW_BOILERPLATE = ("Graph execution error", "Detected at node", "Node:", "[[", "File ", "Traceback", "Stack trace")
+_TENSORFLOW_BOILERPLATE = (
+    "Graph execution error",
+    "Detected at node",
+    "Node:",
+    "[[",
+    "File ",
+    "Traceback",
+    "Stack trace",
+)
 
 
 def tensorflow_reason(exc: BaseException) -> str:
@@ -107,7 +115,9 @@ def tensorflow_reason(exc: BaseException) -> str:
     node_def = getattr(exc, "node_def", None)
     op_name = getattr(op, "name", None) or getattr(node_def, "name", None)
     if not op_name:
-        quoted = [line.split("'")[1] for line in message.splitlines() if line.startswith(("Node: '", "Detected at node '"))]
+        quoted = [
+            line.split("'")[1] for line in message.splitlines() if line.startswith(("Node: '", "Detected at node '"))
+        ]
         op_name = quoted[0] if quoted else None
     where = f" at op '{op_name}'" if op_name and op_name not in reason else ""
     return f"{type(exc).__name__}{where}: {reason}"

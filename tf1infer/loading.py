@@ -1,4 +1,6 @@
-"""``tf1infer.load``: check the options, load the graph, wrap it in a :class:`Predictor`.
+"""``tf1infer.load``: check the options, load the graph, build the backend, hand both to a :class:`Predictor`.
+
+Also Keras 2's two-step load, :func:`model_from_json` then ``load_weights``.
 
 Kept apart from the package's ``__init__`` so that ``import tf1infer`` (and the
 ``tf1infer`` command's start-up) does not import TensorFlow until something
@@ -11,12 +13,13 @@ from __future__ import annotations
 import os
 from typing import Any
 
+from tf1infer import backends
 from tf1infer.backends import SESSION, TFLITE, check_backend
-from tf1infer.errors import InvalidOptionError
+from tf1infer.backends.precision import FLOAT32, INT8, check_precision, reduce_precision
+from tf1infer.errors import InvalidOptionError, UnsupportedOperationError
 from tf1infer.loaders import load_graph
-from tf1infer.microbatch import MicroBatchingSettings
-from tf1infer.precision import FLOAT32, INT8, check_precision, reduce_precision
 from tf1infer.predictor import Predictor
+from tf1infer.runtime.microbatch import MicroBatchingSettings
 
 
 def load(
@@ -72,7 +75,7 @@ def load(
             happened.
         calibration: with ``precision="int8"`` and ``backend="tflite"``: real
             input samples (an array, a list or dict of arrays, a batch source
-            such as a generator or :func:`tf1infer.images`) on which TF Lite's
+            such as a generator or :func:`tf1infer.io.images`) on which TF Lite's
             post-training quantization observes each tensor's range; at most
             500 rows are used (spread evenly over an array; a source's first).
             int8 is never calibrated on random data. Measure the cost with
@@ -101,9 +104,13 @@ def load(
     """
     precision = check_precision(precision)
     backend = check_backend(backend)
-    batching_settings = {
+    batching_settings: dict[str, Any] = {
         name: value
-        for name, value in (("max_batch_size", max_batch_size), ("max_wait_ms", max_wait_ms), ("max_queue_size", max_queue_size))
+        for name, value in (
+            ("max_batch_size", max_batch_size),
+            ("max_wait_ms", max_wait_ms),
+            ("max_queue_size", max_queue_size),
+        )
         if value is not None
     }
     if batching_settings and not micro_batching:
@@ -111,7 +118,9 @@ def load(
     if micro_batching:
         MicroBatchingSettings(**batching_settings)  # Bad settings fail before the model is loaded.
     if precision == INT8 and backend != TFLITE:
-        raise InvalidOptionError(f"precision='int8' runs on TF Lite's integer kernels: pass backend='tflite' (got {backend!r})")
+        raise InvalidOptionError(
+            f"precision='int8' runs on TF Lite's integer kernels: pass backend='tflite' (got {backend!r})"
+        )
     if precision == INT8 and calibration is None:
         raise InvalidOptionError(
             "precision='int8' needs calibration=: real input samples (an array, a batch source or "
@@ -139,10 +148,16 @@ def load(
             raise
     else:
         loaded.metadata["precision"] = precision
-    predictor = Predictor(loaded)
     try:
-        if backend != SESSION:
-            predictor._use_backend(backend, options.get("intra_op_threads"), calibration)
+        if not loaded.graph.finalized:
+            loaded.graph.finalize()  # Before anything runs: no op is created after load.
+        backend_ = backends.build(loaded, backend, threads=options.get("intra_op_threads"), calibration=calibration)
+    except BaseException:
+        if loaded.owns_session:
+            loaded.session.close()
+        raise
+    predictor = Predictor(loaded, backend_)
+    try:
         if micro_batching:
             predictor.enable_micro_batching(**batching_settings)
     except BaseException:
@@ -152,3 +167,68 @@ def load(
 
 
 load_model = load
+
+
+class ArchitectureOnly:
+    """What :func:`model_from_json` returns: an architecture waiting for ``load_weights``, as in Keras 2.
+
+    ``load_weights(path)`` loads the model (this architecture, that file's
+    weights) into its own graph and session; from then on it answers as the
+    :class:`~tf1infer.Predictor` it became (``predict``, ``layers``...).
+    """
+
+    def __init__(self, architecture: str, load_options: dict[str, Any]):
+        self._architecture = architecture
+        self._load_options = load_options
+        self._predictor: Any = None
+
+    def load_weights(
+        self, filepath: str | os.PathLike, by_name: bool = False, skip_mismatch: bool = False, **kwargs: Any
+    ) -> None:
+        """Load the weights of ``filepath`` (an ``.h5`` written by ``save_weights`` or ``save``) into the architecture."""
+        if by_name or skip_mismatch:
+            raise UnsupportedOperationError(
+                f"{filepath}: load_weights(by_name=True / skip_mismatch=True) is not supported: the weights are loaded "
+                "layer by layer in order, as load_weights() does by default"
+            )
+        if self._predictor is not None:
+            self._predictor.close()
+        self._predictor = load(filepath, format="keras-h5", architecture=self._architecture, **self._load_options)
+
+    def compile(self, *args: Any, **kwargs: Any) -> None:
+        """Accepted and ignored, before or after ``load_weights`` (inference needs no optimizer)."""
+
+    def __getattr__(self, name: str) -> Any:
+        predictor = self.__dict__.get("_predictor")
+        if predictor is None:
+            raise UnsupportedOperationError(
+                f"{name}: this model has an architecture but no weights yet: call load_weights('weights.h5') first"
+            )
+        return getattr(predictor, name)
+
+    def __enter__(self) -> ArchitectureOnly:
+        return self
+
+    def __exit__(self, *exc_info: Any) -> None:
+        if self._predictor is not None:
+            self._predictor.close()
+
+
+def model_from_json(
+    json_string: str, custom_objects: dict[str, Any] | None = None, **load_options: Any
+) -> ArchitectureOnly:
+    """Keras 2's ``model_from_json``: an architecture whose ``load_weights(path)`` makes it a loaded model.
+
+    Args:
+        json_string: what ``model.to_json()`` wrote.
+        custom_objects: custom layer classes, as for Keras.
+        **load_options: other options of ``tf1infer.load`` for Keras files (``lambdas``, ``safe_mode``...).
+
+    Example:
+        >>> model = tf1infer.model_from_json(open("legacy_models/tf1/keras_arch.json").read())
+        >>> model.load_weights("legacy_models/tf1/keras_weights.h5")
+        >>> model.predict(x)
+    """
+    if custom_objects is not None:
+        load_options["custom_objects"] = custom_objects
+    return ArchitectureOnly(json_string, load_options)

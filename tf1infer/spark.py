@@ -49,7 +49,9 @@ import threading
 import time
 import uuid
 from dataclasses import dataclass
-from typing import Any, Iterator, Union
+
+# pyspark reads the UDF's type hints at run time: it knows typing's Iterator and Union, not collections.abc's or X | Y.
+from typing import Any, Iterator, Union  # noqa: UP035
 
 import numpy as np
 
@@ -69,8 +71,9 @@ _FILE_OPTIONS = ("weights", "architecture")
 _PREFIX_OPTIONS = ("checkpoint",)
 
 
-def predict_udf(path: str | os.PathLike, *, batch_size: int = DEFAULT_BATCH_SIZE, distribute: bool = True,
-                **load_options: Any):
+def predict_udf(
+    path: str | os.PathLike, *, batch_size: int = DEFAULT_BATCH_SIZE, distribute: bool = True, **load_options: Any
+):
     """A Spark UDF that scores rows with the model at ``path``, loaded once per Python worker.
 
     Call it with one column per model input, in input order (see
@@ -118,29 +121,42 @@ def predict_udf(path: str | os.PathLike, *, batch_size: int = DEFAULT_BATCH_SIZE
         raise InvalidOptionError(f"batch_size must be a positive integer, got {batch_size!r}")
     spark = SparkSession.getActiveSession()
     if spark is None:
-        raise InvalidOptionError("predict_udf needs an active SparkSession: create one first (SparkSession.builder...getOrCreate())")
+        raise InvalidOptionError(
+            "predict_udf needs an active SparkSession: create one first (SparkSession.builder...getOrCreate())"
+        )
     source = os.fspath(path)
-    check_worker_python(spark.sparkContext.master, spark.sparkContext.pythonExec)
+    check_worker_python(spark.sparkContext.master, spark.sparkContext.pythonExec)  # type: ignore[arg-type]  # pythonExec is set on a running context
     with tf1infer.load(source, **load_options) as predictor:
         model = _ModelSignature.of(predictor, source)
-    reference, options = (_ship(spark.sparkContext, source, load_options) if distribute
-                          else (_ModelReference(os.path.abspath(source)), dict(load_options)))
+    reference, options = (
+        _ship(spark.sparkContext, source, load_options)
+        if distribute
+        else (_ModelReference(os.path.abspath(source)), dict(load_options))
+    )
     loads = spark.sparkContext.accumulator(0)
 
     def score(data: Iterator[Any]) -> Iterator[Any]:  # Runs on executors; it carries plain data only.
         return _score(data, reference, options, model, batch_size, loads)
 
     score.__annotations__ = _iterator_hints()  # How pyspark tells an iterator pandas UDF (as predict_batch_udf).
-    udf = pandas_udf(score, model.return_type())
+    udf = pandas_udf(score, model.return_type())  # type: ignore[call-overload]  # pyspark's stubs list no iterator-of-batches overload
     udf.model_loads = loads
     udf.input_names = list(model.input_names)
     udf.output_fields = [field.name for field in model.fields]
     return udf
 
 
-def predict_parquet(model_path: str, input_path: str, output_path: str, *, master: str,
-                    columns: list[str] | None = None, batch_size: int = DEFAULT_BATCH_SIZE,
-                    quiet: bool = False, **load_options: Any) -> dict[str, Any]:
+def predict_parquet(
+    model_path: str,
+    input_path: str,
+    output_path: str,
+    *,
+    master: str,
+    columns: list[str] | None = None,
+    batch_size: int = DEFAULT_BATCH_SIZE,
+    quiet: bool = False,
+    **load_options: Any,
+) -> dict[str, Any]:
     """Score a Parquet dataset on Spark into a new Parquet dataset (``tf1infer predict ... --spark``).
 
     The model's inputs are read from the columns named like them (or from
@@ -172,7 +188,9 @@ def predict_parquet(model_path: str, input_path: str, output_path: str, *, maste
         outputs = udf.output_fields
         clashes = sorted(set(outputs) & set(kept))
         if clashes:
-            raise InputError(f"{input_path}: column(s) {clashes} would be overwritten by the model's outputs of the same names")
+            raise InputError(
+                f"{input_path}: column(s) {clashes} would be overwritten by the model's outputs of the same names"
+            )
         scored = frame.select(*kept, udf(*chosen).alias("__tf1infer_outputs"))
         if len(outputs) == 1:
             scored = scored.withColumnRenamed("__tf1infer_outputs", outputs[0])
@@ -186,14 +204,21 @@ def predict_parquet(model_path: str, input_path: str, output_path: str, *, maste
         seconds = time.perf_counter() - began
         rows = spark.read.parquet(partial).count()
         os.replace(partial, output_path)
-        return {"rows": rows, "seconds": round(seconds, 3), "rows_per_second": round(rows / seconds, 1) if seconds else None,
-                "output": output_path, "model_loads": udf.model_loads.value}
+        return {
+            "rows": rows,
+            "seconds": round(seconds, 3),
+            "rows_per_second": round(rows / seconds, 1) if seconds else None,
+            "output": output_path,
+            "model_loads": udf.model_loads.value,
+        }
     finally:
         if os.path.exists(partial):
             shutil.rmtree(partial, ignore_errors=True)
 
 
-def spark_session(master: str, *, batch_size: int = DEFAULT_BATCH_SIZE, quiet: bool = False, app_name: str = "tf1infer"):
+def spark_session(
+    master: str, *, batch_size: int = DEFAULT_BATCH_SIZE, quiet: bool = False, app_name: str = "tf1infer"
+):
     """A SparkSession on ``master`` set up for tf1infer (workers run this Python; Arrow batches a multiple of ``batch_size``).
 
     Raises:
@@ -206,7 +231,8 @@ def spark_session(master: str, *, batch_size: int = DEFAULT_BATCH_SIZE, quiet: b
 
     os.environ.setdefault("PYSPARK_PYTHON", sys.executable)  # Else workers run whatever python3 is on PATH.
     builder = (
-        SparkSession.builder.master(master).appName(app_name)
+        SparkSession.builder.master(master)
+        .appName(app_name)
         .config("spark.sql.execution.arrow.maxRecordsPerBatch", str(batch_size * 16))
         .config("spark.ui.showConsoleProgress", "false" if quiet else "true")
     )
@@ -258,7 +284,7 @@ class _ModelSignature:
     fields: tuple[_Field, ...]
 
     @classmethod
-    def of(cls, predictor, source: str) -> "_ModelSignature":
+    def of(cls, predictor, source: str) -> _ModelSignature:
         shapes = []
         for name, spec in zip(predictor.input_names, predictor.inputs):
             if spec.shape is None or any(size is None for size in spec.shape[1:]):
@@ -275,8 +301,13 @@ class _ModelSignature:
             names.add(name)
             sample = None if spec.shape is None else tuple(spec.shape[1:])
             fields.append(_Field(name, sample in ((), (1,)), np.dtype(spec.dtype)))
-        return cls(source, tuple(predictor.input_names), tuple(shapes),
-                   tuple(np.dtype(spec.dtype) for spec in predictor.inputs), tuple(fields))
+        return cls(
+            source,
+            tuple(predictor.input_names),
+            tuple(shapes),
+            tuple(np.dtype(spec.dtype) for spec in predictor.inputs),
+            tuple(fields),
+        )
 
     def return_type(self):
         from pyspark.sql import types
@@ -293,10 +324,18 @@ class _ModelSignature:
 def _spark_scalar_type(dtype: np.dtype, source: str, name: str):
     from pyspark.sql import types
 
-    by_dtype = {"float32": types.FloatType(), "float64": types.DoubleType(), "float16": types.FloatType(),
-                "int8": types.ByteType(), "int16": types.ShortType(), "int32": types.IntegerType(),
-                "int64": types.LongType(), "uint8": types.ShortType(), "uint16": types.IntegerType(),
-                "bool": types.BooleanType()}
+    by_dtype = {
+        "float32": types.FloatType(),
+        "float64": types.DoubleType(),
+        "float16": types.FloatType(),
+        "int8": types.ByteType(),
+        "int16": types.ShortType(),
+        "int32": types.IntegerType(),
+        "int64": types.LongType(),
+        "uint8": types.ShortType(),
+        "uint16": types.IntegerType(),
+        "bool": types.BooleanType(),
+    }
     if dtype.name in by_dtype:
         return by_dtype[dtype.name]
     if dtype.kind in "OSU":
@@ -310,11 +349,12 @@ def _spark_scalar_type(dtype: np.dtype, source: str, name: str):
 def _iterator_hints() -> dict:
     import pandas as pd
 
-    return {"data": Iterator[Union[pd.Series, pd.DataFrame]], "return": Iterator[pd.DataFrame]}
+    return {"data": Iterator[Union[pd.Series, pd.DataFrame]], "return": Iterator[pd.DataFrame]}  # noqa: UP007
 
 
-def _score(data: Iterator[Any], reference: "_ModelReference", options: dict, model: _ModelSignature, batch_size: int,
-           loads) -> Iterator[Any]:
+def _score(
+    data: Iterator[Any], reference: _ModelReference, options: dict, model: _ModelSignature, batch_size: int, loads
+) -> Iterator[Any]:
     import pandas as pd
 
     predictor = _worker_predictor(reference, options, loads)
@@ -328,8 +368,10 @@ def _score(data: Iterator[Any], reference: "_ModelReference", options: dict, mod
                 f"{model.source}: the UDF takes {expected} column(s), one per model input "
                 f"({', '.join(model.input_names)}); it was given {len(columns)}"
             )
-        arrays = [_column_array(column, name, shape, dtype, model.source)
-                  for column, name, shape, dtype in zip(columns, model.input_names, model.input_shapes, model.input_dtypes)]
+        arrays = [
+            _column_array(column, name, shape, dtype, model.source)
+            for column, name, shape, dtype in zip(columns, model.input_names, model.input_shapes, model.input_dtypes)
+        ]
         rows = len(arrays[0])
         outputs = predictor.predict(arrays if expected > 1 else arrays[0], batch_size=batch_size)
         outputs = outputs if isinstance(outputs, list) else [outputs]
@@ -343,12 +385,16 @@ def _score(data: Iterator[Any], reference: "_ModelReference", options: dict, mod
 def _column_array(column, name: str, shape: tuple[int, ...], dtype: np.dtype, source: str) -> np.ndarray:
     """One pandas column as the input's (rows, *shape) array, or an InputError naming what does not fit."""
     if not hasattr(column, "to_numpy"):
-        raise InputError(f"{source}: input '{name}' got a {type(column).__name__} column; give a numeric or array column")
+        raise InputError(
+            f"{source}: input '{name}' got a {type(column).__name__} column; give a numeric or array column"
+        )
     values = column.to_numpy()
     if not shape:  # One value per row.
         if values.dtype == object:
-            raise InputError(f"{source}: input '{name}' takes one number per row; its column holds {type(values[0]).__name__} values"
-                             f"{_where()}")
+            raise InputError(
+                f"{source}: input '{name}' takes one number per row; its column holds {type(values[0]).__name__} values"
+                f"{_where()}"
+            )
         return values
     size = math.prod(shape)
     rows = []
@@ -394,16 +440,18 @@ def _where() -> str:
     return "" if context is None else f" (Spark partition {context.partitionId()})"
 
 
-_PREDICTORS: "collections.OrderedDict[tuple, Any]" = collections.OrderedDict()
+_PREDICTORS: collections.OrderedDict[tuple, Any] = collections.OrderedDict()
 _PREDICTORS_LOCK = threading.Lock()
 
 
-def _worker_predictor(reference: "_ModelReference", options: dict, loads):
+def _worker_predictor(reference: _ModelReference, options: dict, loads):
     """This Python worker's Predictor for the model: loaded on first use, then reused by every task."""
     import tf1infer
 
     path = reference.local_path()
-    resolved = {key: value.local_path() if isinstance(value, _ModelReference) else value for key, value in options.items()}
+    resolved: dict[str, Any] = {
+        key: value.local_path() if isinstance(value, _ModelReference) else value for key, value in options.items()
+    }
     if "intra_op_threads" not in resolved and "session_config" not in resolved:
         resolved["intra_op_threads"] = _task_cpus()
     stat = os.stat(path)
@@ -477,11 +525,15 @@ def _add(context, path: str, inside: str | None = None) -> _ModelReference:
 # -- the driver's side ------------------------------------------------------------------------------------------
 
 
-def _input_columns(input_path: str, available: list[str], input_names: list[str], columns: list[str] | None) -> list[str]:
+def _input_columns(
+    input_path: str, available: list[str], input_names: list[str], columns: list[str] | None
+) -> list[str]:
     chosen = list(columns) if columns else list(input_names)
     if len(chosen) != len(input_names):
-        raise InputError(f"--columns names {len(chosen)} column(s); the model takes {len(input_names)} input(s) "
-                         f"({', '.join(input_names)})")
+        raise InputError(
+            f"--columns names {len(chosen)} column(s); the model takes {len(input_names)} input(s) "
+            f"({', '.join(input_names)})"
+        )
     missing = [name for name in chosen if name not in available]
     if missing:
         how = "" if columns else " (columns are matched to model inputs by name; pass --columns to choose others)"
@@ -508,12 +560,15 @@ def check_worker_python(master: str, python: str) -> None:
     """
     if not master.startswith("local"):
         return
-    fix = (f"set PYSPARK_PYTHON={sys.executable} in the environment before the SparkSession is created "
-           f"(or create it with tf1infer.spark.spark_session, which does)")
+    fix = (
+        f"set PYSPARK_PYTHON={sys.executable} in the environment before the SparkSession is created "
+        f"(or create it with tf1infer.spark.spark_session, which does)"
+    )
     found = shutil.which(python)
     if found is None:
-        raise MissingDependencyError(f"Spark's workers would start {python!r} (PYSPARK_PYTHON, else python3 on PATH), "
-                                     f"which is not found; {fix}")
+        raise MissingDependencyError(
+            f"Spark's workers would start {python!r} (PYSPARK_PYTHON, else python3 on PATH), which is not found; {fix}"
+        )
     if os.path.abspath(found) == os.path.abspath(sys.executable):
         return
     missing = _missing_modules(found)
@@ -528,12 +583,16 @@ def _missing_modules(python: str) -> list[str]:
     """The modules of :data:`_WORKER_MODULES` that ``python`` cannot find (every one, if it does not run)."""
     import subprocess
 
-    probe = ("import importlib.util, sys\n"
-             f"print(' '.join(m for m in {_WORKER_MODULES!r} if importlib.util.find_spec(m) is None))")
+    probe = (
+        "import importlib.util, sys\n"
+        f"print(' '.join(m for m in {_WORKER_MODULES!r} if importlib.util.find_spec(m) is None))"
+    )
     try:
         # From the root directory: "python -c" puts the working directory first on sys.path, and a driver started
         # in a source checkout would find its packages there where a worker would not.
-        result = subprocess.run([python, "-c", probe], capture_output=True, text=True, timeout=60, check=False, cwd=os.sep)
+        result = subprocess.run(
+            [python, "-c", probe], capture_output=True, text=True, timeout=60, check=False, cwd=os.sep
+        )
     except (OSError, subprocess.TimeoutExpired) as exc:
         return [f"anything ({type(exc).__name__}: {exc})"]
     if result.returncode != 0:

@@ -57,19 +57,34 @@ def main(argv=None) -> int:
     parser.add_argument("--peers", default=",".join(PEERS), help="comma-separated: " + ", ".join(PEERS))
     parser.add_argument("--batch-sizes", default=",".join(map(str, BATCH_SIZES)))
     parser.add_argument("--no-streaming", action="store_true", help="skip the streaming throughput and memory runs")
-    parser.add_argument("--no-concurrency", action="store_true", help="skip the concurrent callers (micro-batching) runs")
+    parser.add_argument(
+        "--no-concurrency", action="store_true", help="skip the concurrent callers (micro-batching) runs"
+    )
     parser.add_argument("--no-int8", action="store_true", help="skip int8 against float32 TF Lite on real-photo crops")
-    parser.add_argument("--spark", nargs="?", const="local[2]", metavar="MASTERS",
-                        help="also score on Apache Spark (the spark extra and Java): comma-separated masters "
-                             "(default local[2]), beside one process")
-    parser.add_argument("--checks", help="same-process checks, comma-separated: " + ", ".join(CHECKS)
-                        + " (default: all; none with --quick)")
-    parser.add_argument("--json", default=os.path.join("bench-results", "latest.json"), help="where to write the records")
-    parser.add_argument("--benchmarks-md", default="BENCHMARKS.md", help="rewritten after a full run (not with --quick)")
+    parser.add_argument(
+        "--spark",
+        nargs="?",
+        const="local[2]",
+        metavar="MASTERS",
+        help="also score on Apache Spark (the spark extra and Java): comma-separated masters "
+        "(default local[2]), beside one process",
+    )
+    parser.add_argument(
+        "--checks",
+        help="same-process checks, comma-separated: " + ", ".join(CHECKS) + " (default: all; none with --quick)",
+    )
+    parser.add_argument(
+        "--json", default=os.path.join("bench-results", "latest.json"), help="where to write the records"
+    )
+    parser.add_argument(
+        "--benchmarks-md", default="BENCHMARKS.md", help="rewritten after a full run (not with --quick)"
+    )
     parser.add_argument("--worker", help=argparse.SUPPRESS)
     parser.add_argument("--model-path", help=argparse.SUPPRESS)
     parser.add_argument("--count", help=argparse.SUPPRESS)  # Samples (streaming) or batch sizes (peers).
-    parser.add_argument("--render", metavar="JSON", help="rewrite the reports (and BENCHMARKS.md, for a full run) from saved results")
+    parser.add_argument(
+        "--render", metavar="JSON", help="rewrite the reports (and BENCHMARKS.md, for a full run) from saved results"
+    )
     args = parser.parse_args(argv)
     if args.worker:
         return _worker(args)
@@ -109,30 +124,51 @@ def main(argv=None) -> int:
     for name in missing_models:
         print(f"  model {name}: skipped, {MODELS[name]} not found")
 
-    limits = _spawn(["--worker", "limits", "--model-path", json.dumps(models)] + (["--quick"] if args.quick else []))
-    limits = limits[0] if limits and "error" not in limits[0] else {"error": limits[0]["error"] if limits else "no output"}
+    limit_runs = _spawn(
+        ["--worker", "limits", "--model-path", json.dumps(models)] + (["--quick"] if args.quick else [])
+    )
+    limits = (
+        limit_runs[0]
+        if limit_runs and "error" not in limit_runs[0]
+        else {"error": limit_runs[0]["error"] if limit_runs else "no output"}
+    )
     records, errors, missing = _run_peers(peers, models, batch_sizes, args.quick)
     for error in errors:
         if error.get("model") is None:
             print(f"  {error['peer']}: {error['error']}")
     check_records, check_errors = _run_checks(checks, models, batch_sizes, args.quick)
-    result = {"machine": info, "quick": args.quick, "batch_sizes": batch_sizes, "models": models, "limits": limits,
-              "records": records, "errors": errors, "missing_peers": missing, "checks": check_records,
-              "check_errors": check_errors, "streaming": [], "concurrency": [], "spark": [], "int8": []}
+    result = {
+        "machine": info,
+        "quick": args.quick,
+        "batch_sizes": batch_sizes,
+        "models": models,
+        "limits": limits,
+        "records": records,
+        "errors": errors,
+        "missing_peers": missing,
+        "checks": check_records,
+        "check_errors": check_errors,
+        "streaming": [],
+        "concurrency": [],
+        "spark": [],
+        "int8": [],
+    }
     _print_results(result)
     if not args.no_streaming:
         from tf1infer.bench.streaming import report_streaming
 
-        result["streaming"] = report_streaming({m: p for m, p in models.items() if m in STREAMING_MODELS},
-                                               MODELS["mlp"], args.quick, _spawn_one)
+        result["streaming"] = report_streaming(
+            {m: p for m, p in models.items() if m in STREAMING_MODELS}, MODELS["mlp"], args.quick, _spawn_one
+        )
     if not args.no_concurrency:
         from tf1infer.bench.concurrency import report_concurrency
 
         def spawn_concurrency(path, callers, mode, seconds):
             return _spawn_one(f"concurrency:{mode}:{seconds}", path, callers)
 
-        result["concurrency"] = report_concurrency({m: p for m, p in models.items() if m in CONCURRENCY_MODELS},
-                                                   args.quick, spawn_concurrency)
+        result["concurrency"] = report_concurrency(
+            {m: p for m, p in models.items() if m in CONCURRENCY_MODELS}, args.quick, spawn_concurrency
+        )
     if not args.no_int8:
         from tf1infer.bench.int8 import INT8_MODELS, report_int8
 
@@ -146,8 +182,9 @@ def main(argv=None) -> int:
         def spawn_spark(master, path, rows):
             return _spawn_one(f"spark:{master}", path, rows)
 
-        result["spark"] = report_spark({m: p for m, p in models.items() if m in SPARK_MODELS}, _split(args.spark),
-                                       args.quick, spawn_spark)
+        result["spark"] = report_spark(
+            {m: p for m, p in models.items() if m in SPARK_MODELS}, _split(args.spark), args.quick, spawn_spark
+        )
     os.makedirs(os.path.dirname(args.json) or ".", exist_ok=True)
     with open(args.json, "w") as handle:
         json.dump(result, handle, indent=1)
@@ -191,21 +228,27 @@ def _write_reports(result: dict, json_path: str, benchmarks_md: str | None) -> N
 
     quantized_md = int8_md(result.get("int8", []))
     with open(os.path.join(folder, "latest.md"), "w") as handle:
-        handle.write(f"Machine: {report.machine_line(result['machine'])}\n\n{table_md}"
-                     + (f"\n### Same-process checks\n\n{checks_md}" if checks_md else "")
-                     + (f"\n### Concurrent callers\n\n{callers_md}" if callers_md else "")
-                     + (f"\n### Scaling out on Spark\n\n{scaling_md}" if scaling_md else "")
-                     + (f"\n### int8 on TF Lite\n\n{INT8_METHOD}\n\n{quantized_md}" if quantized_md else ""))
+        handle.write(
+            f"Machine: {report.machine_line(result['machine'])}\n\n{table_md}"
+            + (f"\n### Same-process checks\n\n{checks_md}" if checks_md else "")
+            + (f"\n### Concurrent callers\n\n{callers_md}" if callers_md else "")
+            + (f"\n### Scaling out on Spark\n\n{scaling_md}" if scaling_md else "")
+            + (f"\n### int8 on TF Lite\n\n{INT8_METHOD}\n\n{quantized_md}" if quantized_md else "")
+        )
     chart_path = os.path.join(folder, "latest.png")
     why_not = report.chart(records, batch_sizes, chart_path)
-    print(f"\nwrote {json_path}, {os.path.join(folder, 'latest.md')}"
-          + (f", {chart_path}" if why_not is None else f" (no chart: {why_not})"))
+    print(
+        f"\nwrote {json_path}, {os.path.join(folder, 'latest.md')}"
+        + (f", {chart_path}" if why_not is None else f" (no chart: {why_not})")
+    )
     if benchmarks_md:
         summary = report.summary_lines(records, batch_sizes)
         with open(benchmarks_md, "w") as handle:
-            handle.write(report.benchmarks_md(result["machine"], table_md, summary, result["streaming"], checks_md, callers_md)
-                         + (f"\n## Scaling out on Spark\n\n{scaling_md}" if scaling_md else "")
-                         + (f"\n## int8 on TF Lite\n\n{INT8_METHOD}\n\n{quantized_md}" if quantized_md else ""))
+            handle.write(
+                report.benchmarks_md(result["machine"], table_md, summary, result["streaming"], checks_md, callers_md)
+                + (f"\n## Scaling out on Spark\n\n{scaling_md}" if scaling_md else "")
+                + (f"\n## int8 on TF Lite\n\n{INT8_METHOD}\n\n{quantized_md}" if quantized_md else "")
+            )
         print(f"wrote {benchmarks_md}")
 
 
@@ -218,7 +261,8 @@ def _run_peers(peers: list[str], models: dict, batch_sizes: list[int], quick: bo
     """
     passes = 1 if quick else PASSES
     best: dict[tuple, dict] = {}
-    errors, missing = [], []
+    errors: list = []
+    missing: list = []
     for number in range(passes):
         for peer in peers if number % 2 == 0 else peers[::-1]:
             if any(peer in line for line in missing):
@@ -235,7 +279,9 @@ def _run_peers(peers: list[str], models: dict, batch_sizes: list[int], quick: bo
                 else:
                     key = (record["model"], record["runner"], record["batch_size"])
                     seen = best.get(key)
-                    record["pass_us_per_sample"] = (seen["pass_us_per_sample"] if seen else []) + [record["us_per_sample"]]
+                    record["pass_us_per_sample"] = (seen["pass_us_per_sample"] if seen else []) + [
+                        record["us_per_sample"]
+                    ]
                     if seen is None or record["us_per_sample"] < seen["us_per_sample"]:
                         best[key] = record
                     else:
@@ -248,7 +294,14 @@ def _run_checks(checks: list[str], models: dict, batch_sizes: list[int], quick: 
     records, errors = [], []
     for check in checks:
         print(f"  check {check}: {' and '.join(CHECKS[check][0])} in one process, interleaved", flush=True)
-        worker = ["--worker", f"check:{check}", "--model-path", json.dumps(models), "--count", ",".join(map(str, batch_sizes))]
+        worker = [
+            "--worker",
+            f"check:{check}",
+            "--model-path",
+            json.dumps(models),
+            "--count",
+            ",".join(map(str, batch_sizes)),
+        ]
         for record in _spawn(worker + (["--quick"] if quick else [])):
             if "missing" in record:
                 print(f"    skipped, a peer is missing: {record['missing']}")
@@ -267,11 +320,12 @@ def _spawn(arguments: list[str]) -> list[dict]:
     """Run a worker in a fresh process; its records, or one ``error`` record."""
     env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL=os.environ.get("TF_CPP_MIN_LOG_LEVEL", "2"))
     done = subprocess.run([sys.executable, "-m", "tf1infer.bench", *arguments], capture_output=True, text=True, env=env)
-    records = [json.loads(line[len(RECORD):]) for line in done.stdout.splitlines() if line.startswith(RECORD)]
+    records = [json.loads(line[len(RECORD) :]) for line in done.stdout.splitlines() if line.startswith(RECORD)]
     if done.returncode != 0:
         last = (done.stderr.strip().splitlines() or ["no output"])[-1]
-        records.append({"error": f"worker failed (exit {done.returncode}): {last}", "peer": arguments[1],
-                        "model": None})
+        records.append(
+            {"error": f"worker failed (exit {done.returncode}): {last}", "peer": arguments[1], "model": None}
+        )
     return records
 
 
@@ -306,12 +360,14 @@ def _worker(args) -> int:
     if args.worker.startswith("spark:"):
         from tf1infer.bench.spark import run_worker as run_spark
 
-        _emit(run_spark(args.worker[len("spark:"):], args.model_path, int(args.count)))
+        _emit(run_spark(args.worker[len("spark:") :], args.model_path, int(args.count)))
         return 0
     if args.worker in ("int8", "int8:quick"):
         from tf1infer.bench.int8 import run_worker as run_int8
 
-        _emit(run_int8(args.model_path, [int(size) for size in args.count.split(",")], quick=args.worker == "int8:quick"))
+        _emit(
+            run_int8(args.model_path, [int(size) for size in args.count.split(",")], quick=args.worker == "int8:quick")
+        )
         return 0
     if args.worker in ("throughput", "memory"):
         from tf1infer.bench.streaming import run_worker
@@ -321,7 +377,7 @@ def _worker(args) -> int:
     batch_sizes = [int(size) for size in args.count.split(",")]
     models, budget = json.loads(args.model_path), QUICK if args.quick else FULL
     if args.worker.startswith("check:"):
-        records = run_check(args.worker[len("check:"):], models, batch_sizes, budget)
+        records = run_check(args.worker[len("check:") :], models, batch_sizes, budget)
     else:
         records = run_peer(args.worker, models, batch_sizes, budget)
     try:  # The records are generated lazily: a missing package shows while they are read.

@@ -24,10 +24,9 @@ MODES = ("unbatched", "micro-batched")
 def run_worker(model_path: str, callers: int, mode: str, seconds: float) -> dict:
     """One measurement in this process."""
     import tf1infer
-    from tf1infer.synthetic import random_array
+    from tf1infer.verification.synthetic import random_array
 
-    batching = {"micro_batching": True} if mode == "micro-batched" else {}
-    with tf1infer.load(model_path, **batching) as predictor:
+    with tf1infer.load(model_path, micro_batching=mode == "micro-batched") as predictor:
         spec = predictor.inputs[0]
         samples = random_array(spec, 256, np.random.default_rng(0))
         for i in range(64):  # Warm-up, and the first runs' one-off costs.
@@ -73,8 +72,11 @@ def run_worker(model_path: str, callers: int, mode: str, seconds: float) -> dict
         "batch_size": batch_size,
     }
     if settings is not None:
-        record.update(max_wait_ms=settings.max_wait_ms, mean_batch_rows=round(stats["rows"] / max(1, stats["batches"]), 1),
-                      p99_bound_ms=round(settings.max_wait_ms + 2 * batch_seconds * 1e3, 3))
+        record.update(
+            max_wait_ms=settings.max_wait_ms,
+            mean_batch_rows=round(stats["rows"] / max(1, stats["batches"]), 1),
+            p99_bound_ms=round(settings.max_wait_ms + 2 * batch_seconds * 1e3, 3),
+        )
     return record
 
 
@@ -109,11 +111,15 @@ def concurrency_md(records: list[dict]) -> str:
     """A markdown table: one row per model x callers, unbatched beside micro-batched."""
     if not records:
         return ""
-    rows = ["| model | callers | unbatched samples/s | micro-batched samples/s | gain | unbatched p50 / p99 ms | "
-            "micro-batched p50 / p99 ms | p99 bound ms | mean batch rows |",
-            "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]
+    rows = [
+        "| model | callers | unbatched samples/s | micro-batched samples/s | gain | unbatched p50 / p99 ms | "
+        "micro-batched p50 / p99 ms | p99 bound ms | mean batch rows |",
+        "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
+    ]
     for model, callers, plain, batched in _pairs(records):
-        gain = batched["samples_per_second"] / plain["samples_per_second"] if plain["samples_per_second"] else float("nan")
+        gain = (
+            batched["samples_per_second"] / plain["samples_per_second"] if plain["samples_per_second"] else float("nan")
+        )
         rows.append(
             f"| {model} | {callers} | {plain['samples_per_second']:,.0f} | {batched['samples_per_second']:,.0f} | {gain:.2f}x | "
             f"{plain['p50_ms']:.2f} / {plain['p99_ms']:.2f} | {batched['p50_ms']:.2f} / {batched['p99_ms']:.2f} | "
@@ -125,9 +131,13 @@ def concurrency_md(records: list[dict]) -> str:
 
 
 def concurrency_lines(records: list[dict]) -> list[str]:
-    lines = ["\nconcurrent single-sample callers (samples/s; p99 ms; micro-batched p99 bound = max wait + 2 batch runs):"]
+    lines = [
+        "\nconcurrent single-sample callers (samples/s; p99 ms; micro-batched p99 bound = max wait + 2 batch runs):"
+    ]
     for model, callers, plain, batched in _pairs(records):
-        gain = batched["samples_per_second"] / plain["samples_per_second"] if plain["samples_per_second"] else float("nan")
+        gain = (
+            batched["samples_per_second"] / plain["samples_per_second"] if plain["samples_per_second"] else float("nan")
+        )
         within = "within" if batched["p99_ms"] <= batched["p99_bound_ms"] else "OVER"
         lines.append(
             f"  {model:14s} {callers:4d} callers: {plain['samples_per_second']:9,.0f} -> {batched['samples_per_second']:9,.0f} "

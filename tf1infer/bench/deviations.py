@@ -41,12 +41,14 @@ def _cases() -> list[tuple[str, str, dict[str, Any], bool]]:
         keras3_objects = {"Scale": zoo_layers_keras3.Scale}
     except ImportError:  # Keras 2 only (TensorFlow 2.15): no Keras 3 export anyway.
         pass
-    special = {
+    special: dict[str, dict[str, Any]] = {
         "custom_layer": {"custom_objects": {"Scale": zoo_layers.Scale}, "keras3_custom_objects": keras3_objects},
         "lambda": {"lambdas": {"affine": lambda x: x * 2.0 + 1.0}},
-        "lambda_resize": {"lambdas": {"resize": lambda t: tf.compat.v1.image.resize_images(t, (20, 20), align_corners=True)}},
+        "lambda_resize": {
+            "lambdas": {"resize": lambda t: tf.compat.v1.image.resize_images(t, (20, 20), align_corners=True)}
+        },
     }
-    cases = []
+    cases: list[tuple[str, str, dict[str, Any], bool]] = []
     for file in sorted(os.listdir(ZOO)):
         if file.endswith(".h5"):
             name = file[:-3]
@@ -64,7 +66,12 @@ def _cases() -> list[tuple[str, str, dict[str, Any], bool]]:
         ("tf1 tf2_saved_model", os.path.join(tf1, "tf2_saved_model"), {}, False),
         ("tf1 meta_v2", os.path.join(tf1, "meta_v2"), graph_outputs, False),
         ("tf1 frozen.pb", os.path.join(tf1, "frozen.pb"), graph_outputs, False),
-        ("tf1 keras_json", os.path.join(tf1, "keras_arch.json"), {"weights": os.path.join(tf1, "keras_weights.h5")}, True),
+        (
+            "tf1 keras_json",
+            os.path.join(tf1, "keras_arch.json"),
+            {"weights": os.path.join(tf1, "keras_weights.h5")},
+            True,
+        ),
     ]
     cases += _corpus_cases()
     return cases
@@ -93,7 +100,11 @@ def _corpus_cases() -> list[tuple[str, str, dict[str, Any], bool]]:
 def _worst(errors: dict[str, dict[str, Any]]) -> str:
     """``"candidate (session)"``: the largest max_abs_error and float32_session_error over a verification's outputs."""
     candidate = max((figures["max_abs_error"] for figures in errors.values()), default=0.0)
-    sessions = [figures["float32_session_error"] for figures in errors.values() if figures.get("float32_session_error") is not None]
+    sessions = [
+        figures["float32_session_error"]
+        for figures in errors.values()
+        if figures.get("float32_session_error") is not None
+    ]
     return f"{candidate:.2g} ({max(sessions):.2g})" if sessions else f"{candidate:.2g} (no float64)"
 
 
@@ -103,18 +114,18 @@ def _reason(exc: BaseException) -> str:
 
 def measure(name: str, path: str, options: dict[str, Any], keras: bool) -> dict[str, Any]:
     import tf1infer
-    from tf1infer.keras3_export import available_backends, keras3_available
+    from tf1infer.export.keras3 import available_backends, keras3_available
 
     row: dict[str, Any] = {"model": name}
     keras3_options = {k: options[k] for k in ("keras3_custom_objects",) if k in options}
     load_options = {k: v for k, v in options.items() if k != "keras3_custom_objects"}
     try:
         with tf1infer.load(path, backend="tflite", **load_options) as predictor:
-            report = predictor.backend_report
-            if report.get("deviations"):
-                row["tflite"] = _worst(report["deviations"])
+            backend_report = predictor.backend_report
+            if backend_report.get("deviations"):
+                row["tflite"] = _worst(backend_report["deviations"])
             else:
-                row["tflite"] = f"falls back: {report.get('fallback_reason', '?')[:160]}"
+                row["tflite"] = f"falls back: {backend_report.get('fallback_reason', '?')[:160]}"
     except Exception as exc:  # A row of the table, whatever went wrong.
         row["tflite"] = _reason(exc)
     with tempfile.TemporaryDirectory() as scratch:
@@ -127,12 +138,14 @@ def measure(name: str, path: str, options: dict[str, Any], keras: bool) -> dict[
             row["saved_model"] = _reason(exc)
         if keras and keras3_available():
             try:
-                report = tf1infer.export_keras(path, os.path.join(scratch, "model.keras"), training_step=False, **load_options, **keras3_options)
+                keras_report = tf1infer.export_keras(
+                    path, os.path.join(scratch, "model.keras"), training_step=False, **load_options, **keras3_options
+                )
                 for backend in available_backends():
-                    if backend in report.backends:
-                        row[f"keras3_{backend}"] = _worst(report.backends[backend])
+                    if backend in keras_report.backends:
+                        row[f"keras3_{backend}"] = _worst(keras_report.backends[backend])
                     else:
-                        row[f"keras3_{backend}"] = report.backends_skipped.get(backend, "not checked")[:160]
+                        row[f"keras3_{backend}"] = keras_report.backends_skipped.get(backend, "not checked")[:160]
             except Exception as exc:
                 row["keras3_tensorflow"] = _reason(exc)
     return row
@@ -146,9 +159,9 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--only", help="models whose name contains this")
     args = parser.parse_args(argv)
-    from tf1infer.kernels import onednn_enabled
-
     import tensorflow as tf
+
+    from tf1infer.runtime.kernels import onednn_enabled
 
     print(f"TensorFlow {tf.__version__}, oneDNN kernels {'on' if onednn_enabled() else 'off'}", flush=True)
     columns = ["model", "tflite", "saved_model", "keras3_tensorflow", "keras3_jax"]

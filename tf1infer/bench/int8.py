@@ -59,18 +59,22 @@ def run_worker(model_path: str, batch_sizes: list[int], quick: bool = False) -> 
     """Load float32 and int8, time both interleaved (short rounds when ``quick``), compare on held-out crops."""
     import tf1infer
     from tf1infer.bench.timing import FULL, QUICK, measure
-    from tf1infer.kernels import cpu_vector_extensions
+    from tf1infer.runtime.kernels import cpu_vector_extensions
 
     calibration = mini_xception_inputs(photo_crops(CALIBRATION_PHOTOS))
     held_out = held_out_inputs()
-    with tf1infer.load(model_path, backend="tflite") as fp32, tf1infer.load(
-        model_path, backend="tflite", precision="int8", calibration=calibration
-    ) as int8:
+    with (
+        tf1infer.load(model_path, backend="tflite") as fp32,
+        tf1infer.load(model_path, backend="tflite", precision="int8", calibration=calibration) as int8,
+    ):
         timings = {}
         for rows in batch_sizes:
             x = held_out[:rows] if rows <= len(held_out) else np.resize(held_out, (rows,) + held_out.shape[1:])
-            measured = measure({"float32": lambda: fp32.predict_on_batch(x), "int8": lambda: int8.predict_on_batch(x)},
-                               rows, QUICK if quick else FULL)
+            measured = measure(
+                {"float32": lambda: fp32.predict_on_batch(x), "int8": lambda: int8.predict_on_batch(x)},  # noqa: B023
+                rows,
+                QUICK if quick else FULL,
+            )
             timings[rows] = {label: round(result["us_per_sample"], 1) for label, result in measured.items()}
         accuracy = int8.precision_report(held_out)["precisions"]["int8"]
         report = int8.backend_report
@@ -100,9 +104,10 @@ def report_int8(models: dict[str, str], batch_sizes: list[int], spawn) -> list[d
 
 
 INT8_METHOD = (
-    "`backend=\"tflite\"` at float32 and at `precision=\"int8\"` (calibrated on up to 500 grey 64x64 crops of "
+    '`backend="tflite"` at float32 and at `precision="int8"` (calibrated on up to 500 grey 64x64 crops of '
     "scikit-image's photographs " + ", ".join(CALIBRATION_PHOTOS) + "), timed interleaved in one process; "
-    "agreement measured by `precision_report` on 1,000 crops of other photographs (" + ", ".join(HELD_OUT_PHOTOS)
+    "agreement measured by `precision_report` on 1,000 crops of other photographs ("
+    + ", ".join(HELD_OUT_PHOTOS)
     + "), which calibration never saw."
 )
 
@@ -113,16 +118,24 @@ def int8_md(records: list[dict]) -> str:
     if not records:
         return ""
     sizes = sorted({int(size) for r in done for size in r["us_per_sample"]})
-    lines = ["| model | " + " | ".join(f"batch {size}: float32 / int8 us (speed-up)" for size in sizes)
-             + " | top-1 agreement | max / mean abs deviation | int8 dot products in this CPU |",
-             "| --- | " + " | ".join("---:" for _ in sizes) + " | ---: | ---: | --- |"]
+    lines = [
+        "| model | "
+        + " | ".join(f"batch {size}: float32 / int8 us (speed-up)" for size in sizes)
+        + " | top-1 agreement | max / mean abs deviation | int8 dot products in this CPU |",
+        "| --- | " + " | ".join("---:" for _ in sizes) + " | ---: | ---: | --- |",
+    ]
     for r in done:
         cells = []
         for size in sizes:
             pair = r["us_per_sample"].get(str(size)) or r["us_per_sample"].get(size)
             cells.append(f"{pair['float32']:,.0f} / {pair['int8']:,.0f} ({pair['float32'] / pair['int8']:.2f}x)")
         agreement = f"{r['top1_agreement']:.1%} of {r['held_out_rows']:,}" if r["top1_agreement"] is not None else "-"
-        lines.append(f"| {r['model']} | " + " | ".join(cells) + f" | {agreement} | {r['max_abs']:.3f} / {r['mean_abs']:.4f} | "
-                     + ("yes" if r["int8_dot_products"] else "no") + " |")
+        lines.append(
+            f"| {r['model']} | "
+            + " | ".join(cells)
+            + f" | {agreement} | {r['max_abs']:.3f} / {r['mean_abs']:.4f} | "
+            + ("yes" if r["int8_dot_products"] else "no")
+            + " |"
+        )
     lines += [f"\n{r['model']}: {r['error']}" for r in records if "error" in r]
     return "\n".join(lines) + "\n"

@@ -18,8 +18,8 @@ def model_flops(path: str) -> dict:
     import tensorflow as tf
 
     import tf1infer
+    from tf1infer.backends.precision import frozen_graph_of
     from tf1infer.loaders.base import quiet_deprecation
-    from tf1infer.precision import frozen_graph_of
 
     with tf1infer.load(path) as predictor:
         graph_def, feeds = frozen_graph_of(predictor)
@@ -30,7 +30,7 @@ def model_flops(path: str) -> dict:
     counted = tf.Graph()
     with counted.as_default():
         placeholders = {
-            feeds[spec.name]: tf.compat.v1.placeholder(spec.dtype, (1,) + tuple(spec.shape[1:])) for spec in specs
+            feeds[spec.name]: tf.compat.v1.placeholder(spec.dtype, (1, *(spec.shape or ())[1:])) for spec in specs
         }
         tf.import_graph_def(graph_def, input_map=placeholders, name="")
         options = tf.compat.v1.profiler.ProfileOptionBuilder.float_operation()
@@ -62,7 +62,7 @@ def matmul_peak(size: int = 2048, seconds: float = 1.0) -> dict:
         session.run(init)
         results["tensorflow"] = _best_rate(lambda: session.run(total), flops, seconds)
     results["numpy"] = _best_rate(lambda: a @ a, flops, seconds)
-    best = max(results, key=results.get)
+    best = max(results, key=lambda name: results[name])
     return {"peak_gflops": results[best], "peak_by": best, "matmul_size": size, "gflops": results}
 
 

@@ -16,8 +16,9 @@ import os
 import shutil
 import tempfile
 import time
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from typing import Callable, Iterator
+from typing import Any
 
 import numpy as np
 
@@ -46,7 +47,7 @@ class MissingPeer(Exception):
 class Prepared:
     """A loaded peer: per label, a function of the input returning the call to time."""
 
-    functions: dict[str, Callable[[np.ndarray], Callable[[], object]]]
+    functions: dict[str, Callable[[np.ndarray], Callable[[], Any]]]
     finish: Callable[[], None] = lambda: None
     load_seconds: float | None = None  # When loading is not all of the set-up (the SavedModel's export).
     notes: dict[str, str] = field(default_factory=dict)
@@ -54,13 +55,13 @@ class Prepared:
 
 def inputs_for(path: str, rows: int, model: str) -> np.ndarray:
     """``rows`` valid synthetic rows for the model's (single) input, the same for every peer of one run."""
-    from tf1infer.synthetic import random_array
+    from tf1infer.verification.synthetic import random_array
 
     seed = sum(map(ord, model)) * 1000 + rows
     return random_array(_input_spec(path), rows, np.random.default_rng(seed))
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _input_spec(path: str):
     """The model's input as tf1infer reads it from the graph (shape, dtype, index limit)."""
     import tf1infer
@@ -92,8 +93,14 @@ def run_check(check: str, models: dict[str, str], batch_sizes: list[int], budget
     return run_together(check, peers, models, batch_sizes, budget, tf1infer_labels)
 
 
-def run_together(name: str, peers: tuple[str, ...], models: dict[str, str], batch_sizes: list[int], budget: Budget,
-                 tf1infer_labels: tuple[str, ...] | None = None) -> Iterator[dict]:
+def run_together(
+    name: str,
+    peers: tuple[str, ...],
+    models: dict[str, str],
+    batch_sizes: list[int],
+    budget: Budget,
+    tf1infer_labels: tuple[str, ...] | None = None,
+) -> Iterator[dict]:
     """Load ``peers`` into this process, then time all their runners, alternating round by round."""
     for model, path in models.items():
         loaded: list[tuple[Prepared, float]] = []
@@ -106,9 +113,15 @@ def run_together(name: str, peers: tuple[str, ...], models: dict[str, str], batc
                     prepared.finish()
                 raise
             except Exception as exc:  # Any peer may fail on some model (a converter, an op); the table says so.
-                yield {"model": model, "peer": name, "error": _first_line(exc) if len(peers) == 1 else f"{peer}: {_first_line(exc)}"}
+                yield {
+                    "model": model,
+                    "peer": name,
+                    "error": _first_line(exc) if len(peers) == 1 else f"{peer}: {_first_line(exc)}",
+                }
                 continue
-            loaded.append((prepared, prepared.load_seconds if prepared.load_seconds is not None else time.perf_counter() - start))
+            loaded.append(
+                (prepared, prepared.load_seconds if prepared.load_seconds is not None else time.perf_counter() - start)
+            )
         if not loaded:
             continue
         try:
@@ -121,8 +134,15 @@ def run_together(name: str, peers: tuple[str, ...], models: dict[str, str], batc
                             bound[label], origin[label] = make(x), (prepared, load_seconds)
                 for label, result in measure(bound, rows, budget).items():
                     prepared, load_seconds = origin[label]
-                    yield {"model": model, "peer": name, "runner": label, "batch_size": rows, "load_seconds": load_seconds,
-                           **result, **({"note": prepared.notes[label]} if label in prepared.notes else {})}
+                    yield {
+                        "model": model,
+                        "peer": name,
+                        "runner": label,
+                        "batch_size": rows,
+                        "load_seconds": load_seconds,
+                        **result,
+                        **({"note": prepared.notes[label]} if label in prepared.notes else {}),
+                    }
         finally:
             for prepared, _ in loaded:
                 prepared.finish()
@@ -177,7 +197,7 @@ def _session_feed_dict(path):
 def _frozen(path: str):
     """tf1infer's frozen inference graph of ``path``: what the converting peers start from."""
     import tf1infer
-    from tf1infer.precision import frozen_graph_of
+    from tf1infer.backends.precision import frozen_graph_of
 
     with tf1infer.load(path) as predictor:
         graph_def, feeds = frozen_graph_of(predictor)
@@ -199,8 +219,8 @@ def _onnxruntime(path):
 
 
 def _tflite_interpreter(path):
-    from tf1infer.backends import available_cores, convert_to_tflite, new_interpreter
-    from tf1infer.feeds import TensorSpec
+    from tf1infer.backends.tflite import available_cores, convert_to_tflite, new_interpreter
+    from tf1infer.io.feeds import TensorSpec
 
     graph_def, inputs, outputs = _frozen(path)
     specs_in = [TensorSpec(name, None, np.dtype("float32")) for name in inputs]
@@ -238,7 +258,11 @@ def _saved_model(path):
     load_seconds = time.perf_counter() - start
     (name,) = signature.structured_input_signature[1]
     return Prepared(
-        {"exported TF2 SavedModel": lambda x: lambda: [t.numpy() for t in signature(**{name: tf.constant(x)}).values()]},
+        {
+            "exported TF2 SavedModel": lambda x: (
+                lambda: [t.numpy() for t in signature(**{name: tf.constant(x)}).values()]
+            )
+        },
         lambda: shutil.rmtree(folder, ignore_errors=True),
         load_seconds,
     )
@@ -257,7 +281,7 @@ def _tf1infer(path):
         def call():
             return sum(len(y) for y in predictor.predict_iter(iter(samples), batch_size=len(x)))
 
-        call.rows = len(samples)
+        call.rows = len(samples)  # type: ignore[attr-defined]  # What the timer counts per call.
         return call
 
     return Prepared(
@@ -282,8 +306,10 @@ def _tf1infer_tflite(path):
         auto.close()
         session.close()
 
-    functions = {"tf1infer auto predict_on_batch": lambda x: lambda: auto.predict_on_batch(x),
-                 "tf1infer session predict_on_batch": lambda x: lambda: session.predict_on_batch(x)}
+    functions = {
+        "tf1infer auto predict_on_batch": lambda x: lambda: auto.predict_on_batch(x),
+        "tf1infer session predict_on_batch": lambda x: lambda: session.predict_on_batch(x),
+    }
     notes = {"tf1infer auto predict_on_batch": _backend_note(auto)}
     if tflite.backend == "tflite":  # Otherwise it fell back: the same session as the tf1infer peer.
         functions = {"tf1infer tflite predict_on_batch": lambda x: lambda: tflite.predict_on_batch(x), **functions}

@@ -6,6 +6,7 @@ import datetime
 import os
 import platform
 from collections import defaultdict
+from collections.abc import Sequence
 
 METHOD = """\
 ## Method
@@ -53,7 +54,7 @@ Each record is in `bench-results/latest.json`; `bench-results/latest.md` and
 
 
 def machine() -> dict:
-    from tf1infer import kernels
+    from tf1infer.runtime import kernels
 
     family = kernels.kernel_family()  # The workers inherit this process's environment, so its kernels.
     info = {
@@ -81,12 +82,14 @@ def machine() -> dict:
 
 def machine_line(info: dict) -> str:
     versions = ", ".join(f"{name} {info[name]}" for name in ("tensorflow", "onnxruntime", "numpy") if info.get(name))
-    from tf1infer.kernels import describe
+    from tf1infer.runtime.kernels import describe
 
     # Results saved before the kernel family was recorded have none.
     family = f"; TensorFlow kernels: {describe(info['kernels'])}" if info.get("kernels") else ""
-    return (f"{info.get('cpu', platform.machine())}, {info['cores']} cores, {info.get('memory_gib', '?')} GiB; "
-            f"{info['platform']}; Python {info['python']}; {versions}; {info['date']}{family}")
+    return (
+        f"{info.get('cpu', platform.machine())}, {info['cores']} cores, {info.get('memory_gib', '?')} GiB; "
+        f"{info['platform']}; Python {info['python']}; {versions}; {info['date']}{family}"
+    )
 
 
 def tables(records: list[dict], batch_sizes: list[int], limits: dict) -> dict[str, list[list[str]]]:
@@ -98,8 +101,10 @@ def tables(records: list[dict], batch_sizes: list[int], limits: dict) -> dict[st
     result = {}
     peak = limits.get("peak_gflops")
     for model, runners in by_model.items():
-        fastest = {size: min((r[size]["us_per_sample"] for r in runners.values() if size in r), default=None)
-                   for size in batch_sizes}
+        fastest = {
+            size: min((r[size]["us_per_sample"] for r in runners.values() if size in r), default=None)
+            for size in batch_sizes
+        }
         flops = (limits.get("flops", {}).get(model) or {}).get("flops_per_sample")
         limit_us = flops / (peak * 1e3) if flops and peak else None
         header = ["runner"]
@@ -110,11 +115,11 @@ def tables(records: list[dict], batch_sizes: list[int], limits: dict) -> dict[st
         for runner, sizes in runners.items():
             row = [runner]
             for size in batch_sizes:
-                record = sizes.get(size)
-                if record is None:
+                cell = sizes.get(size)
+                if cell is None:
                     row += ["-", "-"] + (["-"] if limit_us else [])
                     continue
-                us = record["us_per_sample"]
+                us = cell["us_per_sample"]
                 row += [_us(us), f"{us / fastest[size]:.2f}x"]
                 if limit_us:
                     row.append(f"{100 * limit_us / us:.1f}%")
@@ -139,8 +144,10 @@ def limit_line(model: str, limits: dict) -> str:
     peak = limits.get("peak_gflops")
     if entry.get("flops_per_sample") and peak:
         flops = entry["flops_per_sample"]
-        return (f"{flops / 1e6:.3f} MFLOPs/sample over a {peak:.0f} GFLOP/s matmul peak: "
-                f"physical limit {flops / (peak * 1e3):.3g} us/sample")
+        return (
+            f"{flops / 1e6:.3f} MFLOPs/sample over a {peak:.0f} GFLOP/s matmul peak: "
+            f"physical limit {flops / (peak * 1e3):.3g} us/sample"
+        )
     return f"physical limit: not computed ({entry.get('why') or entry.get('error') or 'no FLOP count'})"
 
 
@@ -149,7 +156,10 @@ def print_tables(model_tables: dict, models: dict, limits: dict, errors: list[di
         print(f"\n{model} ({os.path.relpath(models[model])}); {limit_line(model, limits)}")
         widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
         for row in rows:
-            print("  " + "  ".join(cell.ljust(w) if i == 0 else cell.rjust(w) for i, (cell, w) in enumerate(zip(row, widths))))
+            print(
+                "  "
+                + "  ".join(cell.ljust(w) if i == 0 else cell.rjust(w) for i, (cell, w) in enumerate(zip(row, widths)))
+            )
         for error in errors:
             if error.get("model") == model:
                 print(f"  {error['peer']}: could not run: {error['error']}")
@@ -190,8 +200,11 @@ def chart(records: list[dict], batch_sizes: list[int], path: str) -> str | None:
     width = 0.8 / max(len(runners), 1)
     for axis, model in zip(axes[:, 0], models):
         for index, runner in enumerate(runners):
-            values = {r["batch_size"]: r["us_per_sample"] for r in records
-                      if r.get("model") == model and r.get("runner") == runner}
+            values = {
+                r["batch_size"]: r["us_per_sample"]
+                for r in records
+                if r.get("model") == model and r.get("runner") == runner
+            }
             xs = [position + index * width for position, size in enumerate(batch_sizes) if size in values]
             ys = [values[size] for size in batch_sizes if size in values]
             if ys:
@@ -213,17 +226,27 @@ def streaming_md(streaming: list[dict]) -> str:
     memory = [r for r in streaming if r["runner"] == "streaming memory"]
     lines = []
     if throughput:
-        lines += ["Streaming throughput, batch 32: `predict_iter` fed one sample at a time by a generator (the",
-                  "generator's own cost left out) against `predict` on the same data in one array.", "",
-                  "| model | samples | `predict` us/sample | `predict_iter` us/sample | throughput ratio |",
-                  "|---|---:|---:|---:|---:|"]
-        lines += [f"| {r['model']} | {r['samples']:,} | {r['predict']:.1f} | {r['predict_iter']:.1f} | "
-                  f"{r['throughput_ratio']:.2f}x |" for r in throughput]
+        lines += [
+            "Streaming throughput, batch 32: `predict_iter` fed one sample at a time by a generator (the",
+            "generator's own cost left out) against `predict` on the same data in one array.",
+            "",
+            "| model | samples | `predict` us/sample | `predict_iter` us/sample | throughput ratio |",
+            "|---|---:|---:|---:|---:|",
+        ]
+        lines += [
+            f"| {r['model']} | {r['samples']:,} | {r['predict']:.1f} | {r['predict_iter']:.1f} | "
+            f"{r['throughput_ratio']:.2f}x |"
+            for r in throughput
+        ]
         lines.append("")
     if memory:
-        lines += ["Streaming memory: `predict_to` into `.h5` from a generator of single MLP samples (batch 256),",
-                  "the rise of peak RSS (VmHWM) during the run.", "",
-                  "| samples | peak RSS rise | seconds |", "|---:|---:|---:|"]
+        lines += [
+            "Streaming memory: `predict_to` into `.h5` from a generator of single MLP samples (batch 256),",
+            "the rise of peak RSS (VmHWM) during the run.",
+            "",
+            "| samples | peak RSS rise | seconds |",
+            "|---:|---:|---:|",
+        ]
         lines += [f"| {r['samples']:,} | {r['peak_rss_rise_mib']:.1f} MiB | {r['seconds']:.1f} |" for r in memory]
         lines.append("")
     return "\n".join(lines)
@@ -269,8 +292,10 @@ def checks_text(checks: list[dict], batch_sizes: list[int], errors: list[dict]) 
         return []
     widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
     lines = ["", "same process, interleaved (ratio = peer's time / tf1infer's):"]
-    lines += ["  " + "  ".join(cell.ljust(w) if i < 3 else cell.rjust(w) for i, (cell, w) in enumerate(zip(row, widths)))
-              for row in rows]
+    lines += [
+        "  " + "  ".join(cell.ljust(w) if i < 3 else cell.rjust(w) for i, (cell, w) in enumerate(zip(row, widths)))
+        for row in rows
+    ]
     lines += [f"  {e['peer']} check on {e['model']}: could not run: {e['error']}" for e in errors]
     return lines
 
@@ -279,14 +304,25 @@ def checks_md(checks: list[dict], batch_sizes: list[int], errors: list[dict]) ->
     rows = check_rows(checks, batch_sizes)
     if len(rows) == 1 and not errors:
         return ""
-    lines = [CHECKS_INTRO, "", "| " + " | ".join(rows[0]) + " |", "|" + "|".join("---" if i < 3 else "---:" for i in range(len(rows[0]))) + "|"]
+    lines = [
+        CHECKS_INTRO,
+        "",
+        "| " + " | ".join(rows[0]) + " |",
+        "|" + "|".join("---" if i < 3 else "---:" for i in range(len(rows[0]))) + "|",
+    ]
     lines += ["| " + " | ".join(row) + " |" for row in rows[1:]]
     lines += [f"- the {e['peer']} check could not run {e['model']}: {e['error']}" for e in errors]
     return "\n".join(lines) + "\n"
 
 
-def benchmarks_md(info: dict, table_md: str, summary: list[str], streaming: list[dict] = (), checks: str = "",
-                  concurrency: str = "") -> str:
+def benchmarks_md(
+    info: dict,
+    table_md: str,
+    summary: list[str],
+    streaming: Sequence[dict] = (),
+    checks: str = "",
+    concurrency: str = "",
+) -> str:
     lines = [
         "# Benchmarks",
         "",
@@ -321,7 +357,13 @@ CONCURRENCY_METHOD = (
 
 
 # Runners that are TensorFlow runtimes (what the session path must beat), and tf1infer's session runners.
-TENSORFLOW_PEERS = ("keras model.predict", "keras model(x)", "tf.function", "hand-written sess.run", "exported TF2 SavedModel")
+TENSORFLOW_PEERS = (
+    "keras model.predict",
+    "keras model(x)",
+    "tf.function",
+    "hand-written sess.run",
+    "exported TF2 SavedModel",
+)
 SESSION_RUNNERS = ("tf1infer predict_on_batch", "tf1infer predict")
 
 
@@ -330,7 +372,11 @@ def summary_lines(records: list[dict], batch_sizes: list[int]) -> list[str]:
     against the best TensorFlow runtime."""
     comparisons = [
         ("best tf1infer vs best other", lambda r: r.startswith("tf1infer"), lambda r: not r.startswith("tf1infer")),
-        ("tf1infer session vs best TensorFlow runtime", lambda r: r in SESSION_RUNNERS, lambda r: r in TENSORFLOW_PEERS),
+        (
+            "tf1infer session vs best TensorFlow runtime",
+            lambda r: r in SESSION_RUNNERS,
+            lambda r: r in TENSORFLOW_PEERS,
+        ),
     ]
     models = list(dict.fromkeys(r["model"] for r in records if "runner" in r))
     lines = []
@@ -340,13 +386,17 @@ def summary_lines(records: list[dict], batch_sizes: list[int]) -> list[str]:
             for size in batch_sizes:
                 here = [r for r in records if r.get("model") == model and r.get("batch_size") == size and "runner" in r]
                 ours = min((r for r in here if ours_test(r["runner"])), key=lambda r: r["us_per_sample"], default=None)
-                theirs = min((r for r in here if theirs_test(r["runner"])), key=lambda r: r["us_per_sample"], default=None)
+                theirs = min(
+                    (r for r in here if theirs_test(r["runner"])), key=lambda r: r["us_per_sample"], default=None
+                )
                 if not ours or not theirs:
                     continue
                 ratio = theirs["us_per_sample"] / ours["us_per_sample"]
                 verdict = f"{ratio:.2f}x faster than" if ratio >= 1 else f"{1 / ratio:.2f}x slower than"
-                parts.append(f"batch {size}: {ours['runner']} {_us(ours['us_per_sample'])} us, {verdict} "
-                             f"{theirs['runner']} {_us(theirs['us_per_sample'])} us")
+                parts.append(
+                    f"batch {size}: {ours['runner']} {_us(ours['us_per_sample'])} us, {verdict} "
+                    f"{theirs['runner']} {_us(theirs['us_per_sample'])} us"
+                )
             if parts:
                 lines.append(f"{model}, {title}: " + "; ".join(parts))
     return lines

@@ -22,7 +22,7 @@ SPARK_MODELS = ("mlp", "mini_xception")
 def run_worker(master: str, model_path: str, rows: int) -> dict:
     """One measurement in this process: ``master`` is ``single`` (one process, no Spark) or a Spark master URL."""
     import tf1infer
-    from tf1infer.synthetic import random_array
+    from tf1infer.verification.synthetic import random_array
 
     with tf1infer.load(model_path) as predictor:
         samples = random_array(predictor.inputs[0], rows, np.random.default_rng(0))
@@ -31,8 +31,12 @@ def run_worker(master: str, model_path: str, rows: int) -> dict:
             began = time.perf_counter()
             predictor.predict(samples, batch_size=BATCH_SIZE)
             seconds = time.perf_counter() - began
-            return {"master": master, "rows": rows, "warm_seconds": round(seconds, 3),
-                    "warm_rows_per_second": round(rows / seconds, 1)}
+            return {
+                "master": master,
+                "rows": rows,
+                "warm_seconds": round(seconds, 3),
+                "warm_rows_per_second": round(rows / seconds, 1),
+            }
     import os
 
     import pandas as pd
@@ -68,8 +72,11 @@ def report_spark(models: dict[str, str], masters: list[str], quick: bool, spawn)
         for master in ["single", *masters]:
             print(f"  spark: {model}, {rows} rows, {'one process' if master == 'single' else master}", flush=True)
             result = spawn(master, path, rows)
-            records.append({"model": model, "master": master, "error": result} if isinstance(result, str)
-                           else {"model": model, **result})
+            records.append(
+                {"model": model, "master": master, "error": result}
+                if isinstance(result, str)
+                else {"model": model, **result}
+            )
     for line in spark_lines(records):
         print(line)
     return records
@@ -78,16 +85,20 @@ def report_spark(models: dict[str, str], masters: list[str], quick: bool, spawn)
 def spark_md(records: list[dict]) -> str:
     if not records:
         return ""
-    rows = ["| model | where | rows | warm rows/s | cold rows/s (workers start, import TF, load) | loads on executors |",
-            "| --- | --- | ---: | ---: | ---: | ---: |"]
+    rows = [
+        "| model | where | rows | warm rows/s | cold rows/s (workers start, import TF, load) | loads on executors |",
+        "| --- | --- | ---: | ---: | ---: | ---: |",
+    ]
     for r in records:
         if "error" in r:
             rows.append(f"| {r['model']} | {r['master']} | | failed: {r['error']} | | |")
             continue
         where = "one process, `predict`" if r["master"] == "single" else f"Spark `{r['master']}`"
         cold = f"{r['cold_rows_per_second']:,.0f}" if "cold_rows_per_second" in r else ""
-        rows.append(f"| {r['model']} | {where} | {r['rows']:,} | {r['warm_rows_per_second']:,.0f} | {cold} | "
-                    f"{r.get('model_loads', '')} |")
+        rows.append(
+            f"| {r['model']} | {where} | {r['rows']:,} | {r['warm_rows_per_second']:,.0f} | {cold} | "
+            f"{r.get('model_loads', '')} |"
+        )
     return "\n".join(rows) + "\n"
 
 

@@ -17,8 +17,8 @@ import numpy as np
 
 
 def _one_at_a_time(spec, count: int, seed: int):
-    """Single valid samples (:mod:`tf1infer.synthetic`) made as they are asked for: no array of all of them ever exists."""
-    from tf1infer.synthetic import random_array
+    """Single valid samples (:mod:`tf1infer.verification.synthetic`) made as they are asked for: no array of all of them ever exists."""
+    from tf1infer.verification.synthetic import random_array
 
     rng = np.random.default_rng(seed)
     for _ in range(count):
@@ -32,7 +32,7 @@ def run_worker(mode: str, model_path: str, count: int) -> dict[str, float]:
     import h5py
 
     import tf1infer
-    from tf1infer.memory import current_rss, measure_peak
+    from tf1infer.runtime.memory import current_rss, measure_peak
 
     predictor = tf1infer.load(model_path)
     spec = predictor.inputs[0]
@@ -40,7 +40,7 @@ def run_worker(mode: str, model_path: str, count: int) -> dict[str, float]:
         x = np.stack(list(_one_at_a_time(spec, count, 0)))
         predictor.predict(x[:256], batch_size=32)  # Warm-up.
         sum(len(batch) for batch in predictor.predict_iter(_one_at_a_time(spec, 256, 0), batch_size=32))
-        rounds = {"predict": [], "predict_iter": []}
+        rounds: dict[str, list] = {"predict": [], "predict_iter": []}
         for _ in range(3):
             start = time.perf_counter()
             predictor.predict(x, batch_size=32)
@@ -65,10 +65,13 @@ def run_worker(mode: str, model_path: str, count: int) -> dict[str, float]:
             seconds = time.perf_counter() - start
             with h5py.File(out, "r") as file:
                 rows = file.attrs["rows"]
-            return {"rows": int(rows), "peak_rss_rise_mib": rise / 2**20, "rss_before_mib": before / 2**20, "seconds": seconds}
+            return {
+                "rows": int(rows),
+                "peak_rss_rise_mib": rise / 2**20,
+                "rss_before_mib": before / 2**20,
+                "seconds": seconds,
+            }
     raise ValueError(f"unknown streaming mode {mode!r}")
-
-
 
 
 def report_streaming(models: dict[str, str], mlp_path: str, quick: bool, spawn) -> list[dict]:
@@ -84,8 +87,16 @@ def report_streaming(models: dict[str, str], mlp_path: str, quick: bool, spawn) 
             continue
         ratio = result["predict"] / result["predict_iter"]
         print(f"  {model:<16}{result['predict']:>10.1f}{result['predict_iter']:>14.1f}{ratio:>17.2f}x")
-        records.append({"model": model, "batch_size": 32, "runner": "streaming throughput", "samples": count, **result,
-                        "throughput_ratio": ratio})
+        records.append(
+            {
+                "model": model,
+                "batch_size": 32,
+                "runner": "streaming throughput",
+                "samples": count,
+                **result,
+                "throughput_ratio": ratio,
+            }
+        )
     print("\nstreaming memory: predict_to .h5 from a generator of single MLP samples (batch 256)")
     print(f"  {'samples':>10}{'peak RSS rise':>16}{'RSS before':>13}{'seconds':>10}")
     for count in (10_000, 100_000) + (() if quick else (1_000_000,)):
@@ -93,6 +104,8 @@ def report_streaming(models: dict[str, str], mlp_path: str, quick: bool, spawn) 
         if isinstance(result, str):
             print(f"  {count:>10}: {result}")
             continue
-        print(f"  {count:>10}{result['peak_rss_rise_mib']:>12.1f} MiB{result['rss_before_mib']:>9.0f} MiB{result['seconds']:>10.1f}")
+        print(
+            f"  {count:>10}{result['peak_rss_rise_mib']:>12.1f} MiB{result['rss_before_mib']:>9.0f} MiB{result['seconds']:>10.1f}"
+        )
         records.append({"model": "mlp", "batch_size": 256, "runner": "streaming memory", "samples": count, **result})
     return records

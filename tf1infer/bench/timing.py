@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 import numpy as np
 
-from tf1infer.memory import current_rss
+from tf1infer.runtime.memory import current_rss
 
 
 @dataclass

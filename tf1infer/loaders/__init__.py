@@ -10,16 +10,22 @@ from __future__ import annotations
 import glob
 import inspect
 import os
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 from tf1infer.errors import InvalidOptionError, ModelLoadError
 from tf1infer.loaders import keras_h5, keras_v3
 from tf1infer.loaders.base import LoadedGraph, require_path
-from tf1infer.loaders.frozen_graph import FORMAT as FROZEN_GRAPH, load_frozen_graph
-from tf1infer.loaders.keras_h5 import FORMAT as KERAS_H5, load_keras_h5, load_keras_json, looks_like_hdf5
-from tf1infer.loaders.keras_v3 import FORMAT as KERAS_V3, load_keras_v3, looks_like_keras_v3
-from tf1infer.loaders.meta_graph import FORMAT as META_GRAPH, load_meta_graph
-from tf1infer.loaders.saved_model import FORMAT as SAVED_MODEL, is_saved_model_dir, load_saved_model
+from tf1infer.loaders.frozen_graph import FORMAT as FROZEN_GRAPH
+from tf1infer.loaders.frozen_graph import load_frozen_graph
+from tf1infer.loaders.keras_h5 import FORMAT as KERAS_H5
+from tf1infer.loaders.keras_h5 import load_keras_h5, load_keras_json, looks_like_hdf5
+from tf1infer.loaders.keras_v3 import FORMAT as KERAS_V3
+from tf1infer.loaders.keras_v3 import load_keras_v3, looks_like_keras_v3
+from tf1infer.loaders.meta_graph import FORMAT as META_GRAPH
+from tf1infer.loaders.meta_graph import load_meta_graph
+from tf1infer.loaders.saved_model import FORMAT as SAVED_MODEL
+from tf1infer.loaders.saved_model import is_saved_model_dir, load_saved_model
 
 KERAS_JSON = "keras-json"
 
@@ -92,7 +98,9 @@ def load_graph(path: str | os.PathLike, format: str | None = None, **options: An
     return loader(path, **options)
 
 
-def describe_without_loading(path: str | os.PathLike, format: str | None = None, **options: Any) -> dict[str, Any] | None:
+def describe_without_loading(
+    path: str | os.PathLike, format: str | None = None, **options: Any
+) -> dict[str, Any] | None:
     """What a Keras file records, without building it (None for graph formats, which must be loaded)."""
     format = format or detect_format(path)
     if format == KERAS_H5:

@@ -3,7 +3,7 @@
 A loader's only job is to turn a file into a :class:`LoadedGraph`: a private
 ``tf.Graph`` holding the inference graph, a ``Session`` holding its weights, and
 the input and output tensors. Everything after that (validation, batching,
-``sess.run``) is one code path in :mod:`tf1infer.predictor`, whatever the format.
+``sess.run``) is one code path in :mod:`tf1infer.runtime.predictor`, whatever the format.
 """
 
 from __future__ import annotations
@@ -11,9 +11,10 @@ from __future__ import annotations
 import difflib
 import os
 import threading
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Any, Iterator, Sequence
+from typing import Any
 
 import tensorflow as tf
 from tensorflow.core.protobuf import rewriter_config_pb2
@@ -119,7 +120,9 @@ class ModelGraph(tf.Graph):
         return self._either_name(super().get_operation_by_name, name)
 
     def as_graph_element(self, obj, allow_tensor=True, allow_operation=True):
-        return self._either_name(lambda ref: super(ModelGraph, self).as_graph_element(ref, allow_tensor, allow_operation), obj)
+        return self._either_name(
+            lambda ref: super(ModelGraph, self).as_graph_element(ref, allow_tensor, allow_operation), obj
+        )
 
     @staticmethod
     def _either_name(lookup, name):
@@ -128,7 +131,7 @@ class ModelGraph(tf.Graph):
         except (KeyError, ValueError):
             if not isinstance(name, str):
                 raise
-            other = name[len(IMPORT_PREFIX):] if name.startswith(IMPORT_PREFIX) else IMPORT_PREFIX + name
+            other = name[len(IMPORT_PREFIX) :] if name.startswith(IMPORT_PREFIX) else IMPORT_PREFIX + name
             try:
                 return lookup(other)
             except (KeyError, ValueError):

@@ -22,16 +22,36 @@ from typing import Any
 
 # Config keys of CuDNNLSTM / CuDNNGRU that the plain layers take as they are.
 _SHARED_KEYS = (
-    "name", "trainable", "dtype", "units", "kernel_initializer", "recurrent_initializer", "bias_initializer",
-    "kernel_regularizer", "recurrent_regularizer", "bias_regularizer", "activity_regularizer", "kernel_constraint",
-    "recurrent_constraint", "bias_constraint", "return_sequences", "return_state", "go_backwards", "stateful",
-    "batch_input_shape", "batch_size", "input_dtype",
+    "name",
+    "trainable",
+    "dtype",
+    "units",
+    "kernel_initializer",
+    "recurrent_initializer",
+    "bias_initializer",
+    "kernel_regularizer",
+    "recurrent_regularizer",
+    "bias_regularizer",
+    "activity_regularizer",
+    "kernel_constraint",
+    "recurrent_constraint",
+    "bias_constraint",
+    "return_sequences",
+    "return_state",
+    "go_backwards",
+    "stateful",
+    "batch_input_shape",
+    "batch_size",
+    "input_dtype",
 )
 
 # What cuDNN's kernels compute, as settings of the plain layers.
 _AS_PLAIN = {
     "CuDNNLSTM": ("LSTM", {"activation": "tanh", "recurrent_activation": "sigmoid", "use_bias": True}),
-    "CuDNNGRU": ("GRU", {"activation": "tanh", "recurrent_activation": "sigmoid", "use_bias": True, "reset_after": True}),
+    "CuDNNGRU": (
+        "GRU",
+        {"activation": "tanh", "recurrent_activation": "sigmoid", "use_bias": True, "reset_after": True},
+    ),
 }
 
 
@@ -77,7 +97,9 @@ def _convert(node: Any, converted: list[str]) -> None:
         node["config"] = new
         node.pop("module", None)
         node.pop("registered_name", None)
-        converted.append(f"{old.get('name', '?')} ({class_name} -> {plain}{'(reset_after=True)' if plain == 'GRU' else ''})")
+        converted.append(
+            f"{old.get('name', '?')} ({class_name} -> {plain}{'(reset_after=True)' if plain == 'GRU' else ''})"
+        )
         return
     for value in node.values():
         _convert(value, converted)

@@ -3,14 +3,20 @@
 from __future__ import annotations
 
 import os
-from typing import Any, Mapping, Sequence
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 import tensorflow as tf
 from google.protobuf import message, text_format
 
 from tf1infer.errors import ModelLoadError
 from tf1infer.loaders.base import LoadedGraph, graph_and_session, require_path
-from tf1infer.loaders.graph_tools import check_no_state_changes, constant_input_map, constants_metadata, count_parameters
+from tf1infer.loaders.graph_tools import (
+    check_no_state_changes,
+    constant_input_map,
+    constants_metadata,
+    count_parameters,
+)
 from tf1infer.loaders.meta_graph import endpoints_by_name
 
 FORMAT = "frozen-graph"

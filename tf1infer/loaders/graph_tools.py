@@ -8,8 +8,8 @@ precision (cutting at fed tensors, reading and freezing variables).
 from __future__ import annotations
 
 import copy
-
-from typing import Any, Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any
 
 import numpy as np
 import tensorflow as tf
@@ -19,15 +19,46 @@ from tf1infer.loaders.base import CHANNELS_LAST_ON_CPU, quiet_deprecation
 
 # Ops that write state: running one from a predict call would change the model.
 STATEFUL_WRITE_OPS = {
-    "Assign", "AssignAdd", "AssignSub", "AssignVariableOp", "AssignAddVariableOp", "AssignSubVariableOp",
-    "ScatterAdd", "ScatterSub", "ScatterUpdate", "ScatterNdUpdate", "ResourceScatterAdd", "ResourceScatterUpdate",
-    "ApplyGradientDescent", "ResourceApplyGradientDescent", "ApplyAdam", "ResourceApplyAdam",
+    "Assign",
+    "AssignAdd",
+    "AssignSub",
+    "AssignVariableOp",
+    "AssignAddVariableOp",
+    "AssignSubVariableOp",
+    "ScatterAdd",
+    "ScatterSub",
+    "ScatterUpdate",
+    "ScatterNdUpdate",
+    "ResourceScatterAdd",
+    "ResourceScatterUpdate",
+    "ApplyGradientDescent",
+    "ResourceApplyGradientDescent",
+    "ApplyAdam",
+    "ResourceApplyAdam",
 }
 # Ops that are never model outputs, even when nothing consumes them.
 _NOT_OUTPUTS = {
-    "NoOp", "Const", "Placeholder", "PlaceholderWithDefault", "VarHandleOp", "VariableV2", "Variable",
-    "VarIsInitializedOp", "SaveV2", "Save", "SaveSlices", "RestoreV2", "Restore", "RestoreSlice", "MergeV2Checkpoints",
-    "ShardedFilename", "StringJoin", "Assert", "Print", "PrintV2", "IsVariableInitialized",
+    "NoOp",
+    "Const",
+    "Placeholder",
+    "PlaceholderWithDefault",
+    "VarHandleOp",
+    "VariableV2",
+    "Variable",
+    "VarIsInitializedOp",
+    "SaveV2",
+    "Save",
+    "SaveSlices",
+    "RestoreV2",
+    "Restore",
+    "RestoreSlice",
+    "MergeV2Checkpoints",
+    "ShardedFilename",
+    "StringJoin",
+    "Assert",
+    "Print",
+    "PrintV2",
+    "IsVariableInitialized",
 } | STATEFUL_WRITE_OPS
 
 
@@ -73,8 +104,7 @@ def default_inputs(graph: tf.Graph) -> list[tf.Tensor]:
     ``constants=`` (see :func:`constant_input_map`) or per call through ``run``.
     """
     return [
-        op.outputs[0] for op in graph.get_operations()
-        if op.type == "Placeholder" and op.outputs[0].shape.rank != 0
+        op.outputs[0] for op in graph.get_operations() if op.type == "Placeholder" and op.outputs[0].shape.rank != 0
     ]
 
 
@@ -82,11 +112,37 @@ def default_inputs(graph: tf.Graph) -> list[tf.Tensor]:
 _TRAINING_OP_TYPES = {
     f"{prefix}{name}"
     for prefix in ("Apply", "ResourceApply", "SparseApply", "ResourceSparseApply")
-    for name in ("Adam", "GradientDescent", "Momentum", "RMSProp", "CenteredRMSProp", "Adagrad", "AdagradV2", "Adadelta",
-                 "Ftrl", "FtrlV2", "AdaMax", "PowerSign", "AddSign", "ProximalAdagrad", "ProximalGradientDescent")
+    for name in (
+        "Adam",
+        "GradientDescent",
+        "Momentum",
+        "RMSProp",
+        "CenteredRMSProp",
+        "Adagrad",
+        "AdagradV2",
+        "Adadelta",
+        "Ftrl",
+        "FtrlV2",
+        "AdaMax",
+        "PowerSign",
+        "AddSign",
+        "ProximalAdagrad",
+        "ProximalGradientDescent",
+    )
 }
-_SUMMARY_OP_TYPES = {"ScalarSummary", "HistogramSummary", "ImageSummary", "AudioSummary", "AudioSummaryV2", "MergeSummary",
-                     "TensorSummary", "TensorSummaryV2", "WriteScalarSummary", "WriteHistogramSummary", "WriteSummary"}
+_SUMMARY_OP_TYPES = {
+    "ScalarSummary",
+    "HistogramSummary",
+    "ImageSummary",
+    "AudioSummary",
+    "AudioSummaryV2",
+    "MergeSummary",
+    "TensorSummary",
+    "TensorSummaryV2",
+    "WriteScalarSummary",
+    "WriteHistogramSummary",
+    "WriteSummary",
+}
 # Op types that usually end an inference graph: what a message suggests as outputs.
 _OUTPUT_LIKE_TYPES = ("Softmax", "Sigmoid", "ArgMax", "TopKV2", "Identity", "Tanh", "BiasAdd", "Add", "AddV2", "MatMul")
 
@@ -94,7 +150,8 @@ _OUTPUT_LIKE_TYPES = ("Softmax", "Sigmoid", "ArgMax", "TopKV2", "Identity", "Tan
 def training_parts(graph: tf.Graph) -> list[str]:
     """Names of a few ops that only training uses (gradients, optimizer updates, summaries), or [] for an inference graph."""
     found = [
-        op.name for op in graph.get_operations()
+        op.name
+        for op in graph.get_operations()
         if _in_gradient_scope(op.name) or op.type in _TRAINING_OP_TYPES or op.type in _SUMMARY_OP_TYPES
     ]
     return found[:3]
@@ -121,12 +178,20 @@ def needed_placeholders(graph: tf.Graph, outputs: Iterable[tf.Tensor]) -> list[t
 def training_graph_error(graph: tf.Graph, training: list[str], source: str) -> ModelLoadError:
     """The refusal to guess the outputs of a graph saved with its training ops, listing what to pass instead."""
     placeholders = [op for op in graph.get_operations() if op.type == "Placeholder"]
-    described = ", ".join(f"{op.name} ({op.outputs[0].dtype.name} {op.outputs[0].shape})" for op in placeholders) or "none"
+    described = (
+        ", ".join(f"{op.name} ({op.outputs[0].dtype.name} {op.outputs[0].shape})" for op in placeholders) or "none"
+    )
     candidates = [
-        op for op in graph.get_operations()
-        if op.type in _OUTPUT_LIKE_TYPES and op.outputs and not _in_gradient_scope(op.name)
+        op
+        for op in graph.get_operations()
+        if op.type in _OUTPUT_LIKE_TYPES
+        and op.outputs
+        and not _in_gradient_scope(op.name)
         and not op.name.startswith(("save/", "init"))
-        and any(placeholder in needed_placeholders(graph, op.outputs) for placeholder in [p.outputs[0] for p in placeholders])
+        and any(
+            placeholder in needed_placeholders(graph, op.outputs)
+            for placeholder in [p.outputs[0] for p in placeholders]
+        )
     ]
     ranks = {"Softmax": 0, "Sigmoid": 0, "TopKV2": 1, "ArgMax": 2}  # Probabilities first, then what is read off them.
     preferred = sorted((op for op in candidates if op.type in ranks), key=lambda op: ranks[op.type]) or candidates[-8:]
@@ -164,9 +229,13 @@ def constant_input_map(graph_def, constants: Mapping[str, Any] | None, source: s
             )
         dtype = tf.as_dtype(node.attr["dtype"].type)
         try:
-            input_map[f"{op_name}:0"] = tf.constant(np.asarray(value, dtype=dtype.as_numpy_dtype), name=f"tf1infer_constant/{op_name}")
+            input_map[f"{op_name}:0"] = tf.constant(
+                np.asarray(value, dtype=dtype.as_numpy_dtype), name=f"tf1infer_constant/{op_name}"
+            )
         except (TypeError, ValueError) as exc:
-            raise ModelLoadError(f"{source}: constants={{{name!r}: {value!r}}} is not a {dtype.name} value: {exc}") from exc
+            raise ModelLoadError(
+                f"{source}: constants={{{name!r}: {value!r}}} is not a {dtype.name} value: {exc}"
+            ) from exc
     return input_map
 
 
@@ -190,8 +259,13 @@ def default_outputs(graph: tf.Graph, inputs: Iterable[tf.Tensor]) -> list[tf.Ten
     consumed = {tensor.op for op in graph.get_operations() for tensor in op.inputs}
     consumed |= {control for op in graph.get_operations() for control in op.control_inputs}
     sinks = [
-        op for op in graph.get_operations()
-        if op in depends and op not in consumed and op not in input_ops and op.type not in _NOT_OUTPUTS and op.outputs
+        op
+        for op in graph.get_operations()
+        if op in depends
+        and op not in consumed
+        and op not in input_ops
+        and op.type not in _NOT_OUTPUTS
+        and op.outputs
         and not state_writers([op])  # Counters and the like: not what a caller means by "the outputs".
     ]
     return [tensor for op in sinks for tensor in op.outputs]
@@ -234,8 +308,16 @@ def require_outputs(outputs: list[tf.Tensor], source: str) -> list[tf.Tensor]:
 
 
 # Lookup tables are initialized by separate ops that a pruned graph would not run.
-TABLE_OPS = {"HashTable", "HashTableV2", "MutableHashTable", "MutableHashTableV2", "MutableDenseHashTable",
-             "MutableDenseHashTableV2", "MutableHashTableOfTensors", "MutableHashTableOfTensorsV2"}
+TABLE_OPS = {
+    "HashTable",
+    "HashTableV2",
+    "MutableHashTable",
+    "MutableHashTableV2",
+    "MutableDenseHashTable",
+    "MutableDenseHashTableV2",
+    "MutableHashTableOfTensors",
+    "MutableHashTableOfTensorsV2",
+}
 
 
 def cut_at_inputs(graph_def, inputs: list[tf.Tensor]) -> dict[str, str]:
@@ -257,7 +339,9 @@ def cut_at_inputs(graph_def, inputs: list[tf.Tensor]) -> dict[str, str]:
         placeholder = graph_def.node.add(name=f"{tensor.op.name}/tf1infer_input_{tensor.value_index}", op="Placeholder")
         placeholder.attr["dtype"].type = tensor.dtype.as_datatype_enum
         placeholder.attr["shape"].shape.CopyFrom(tensor.shape.as_proto())
-        references = {f"{tensor.op.name}:{tensor.value_index}"} | ({tensor.op.name} if tensor.value_index == 0 else set())
+        references = {f"{tensor.op.name}:{tensor.value_index}"} | (
+            {tensor.op.name} if tensor.value_index == 0 else set()
+        )
         for node in nodes.values():
             for index, name in enumerate(node.input):
                 if name in references:
@@ -315,7 +399,9 @@ def freeze_variables(graph_def, values: dict[str, Any], output_ops: list[str]):
             if node.op == "Variable":
                 node.op = "VariableV2"
     with quiet_deprecation():
-        return convert_to_constants.convert_variables_to_constants_from_session_graph(_KnownValues(), graph_def, output_ops)
+        return convert_to_constants.convert_variables_to_constants_from_session_graph(
+            _KnownValues(), graph_def, output_ops
+        )
 
 
 def has_channels_first_ops(graph_def) -> bool:
@@ -368,8 +454,14 @@ def channels_last(graph_def, output_ops: list[str], source: str = "model"):
 
 # Where each TensorList op takes its element shape: (op type, input position).
 _ELEMENT_SHAPE_INPUT = {
-    "TensorListReserve": 0, "EmptyTensorList": 0, "TensorListFromTensor": 1, "TensorListStack": 1,
-    "TensorListGetItem": 2, "TensorListGather": 2, "TensorListSplit": 1, "TensorListPopBack": 1,
+    "TensorListReserve": 0,
+    "EmptyTensorList": 0,
+    "TensorListFromTensor": 1,
+    "TensorListStack": 1,
+    "TensorListGetItem": 2,
+    "TensorListGather": 2,
+    "TensorListSplit": 1,
+    "TensorListPopBack": 1,
     "TensorListConcatV2": 1,
 }
 
@@ -410,7 +502,7 @@ def fix_batch_dimension(graph_def, feeds: Iterable[str], rows: int):
 def _fix_element_shapes(nodes, rows: int, const_suffixes: tuple[str, ...], new_suffix: str) -> list:
     """New element-shape constants with ``rows`` for a leading -1, and the TensorList ops among ``nodes`` pointed at them."""
     constants = {node.name + suffix: node for node in nodes if node.op == "Const" for suffix in const_suffixes}
-    added = []
+    added: list[Any] = []
     for node in nodes:
         position = _ELEMENT_SHAPE_INPUT.get(node.op)
         const = constants.get(node.input[position]) if position is not None and position < len(node.input) else None
@@ -427,3 +519,33 @@ def _fix_element_shapes(nodes, rows: int, const_suffixes: tuple[str, ...], new_s
         added.append(fixed)
         node.input[position] = fixed.name + new_suffix
     return added
+
+
+def frozen_inference_graph(
+    graph: tf.Graph,
+    session: tf.compat.v1.Session,
+    inputs: Sequence[tf.Tensor],
+    outputs: Sequence[tf.Tensor],
+    source: str,
+    purpose: str = "reduced precision",
+    instead: str = "precision='float32'",
+):
+    """The GraphDef computing ``outputs`` from ``inputs`` with every variable a constant, channels last.
+
+    Returns the GraphDef and, per input tensor name, the tensor to feed in it.
+    ``purpose`` and ``instead`` word the error for graphs that cannot be frozen.
+    """
+    graph_def = graph.as_graph_def()
+    feeds = cut_at_inputs(graph_def, list(inputs))
+    output_ops = sorted({tensor.op.name for tensor in outputs})
+    with quiet_deprecation():
+        graph_def = tf.compat.v1.graph_util.extract_sub_graph(graph_def, output_ops)
+    ops = {node.op for node in graph_def.node}
+    refused = sorted(ops & (TABLE_OPS | STATEFUL_WRITE_OPS))
+    if refused:
+        raise ModelLoadError(
+            f"{source}: {purpose} runs a frozen copy of the graph, and the outputs use ops that a frozen "
+            f"copy cannot keep ({', '.join(refused)}); load it with {instead}"
+        )
+    values = variable_values(graph, session, graph_def, source, ModelLoadError)
+    return channels_last(freeze_variables(graph_def, values, output_ops), output_ops, source), feeds

@@ -182,7 +182,9 @@ def check_structure(handle: h5py.File, path: str) -> None:
         if kind:
             problems.append(f"dataset '{item.name}' has a {kind} type")
             return
-        declared = int(np.prod(item.shape, dtype=np.float64) * item.dtype.itemsize) if item.shape else item.dtype.itemsize
+        declared = (
+            int(np.prod(item.shape, dtype=np.float64) * item.dtype.itemsize) if item.shape else item.dtype.itemsize
+        )
         limit = file_size * (_MAX_COMPRESSION_RATIO if item.compression else 1)
         if declared > max(limit, 1 << 16):
             problems.append(
@@ -209,7 +211,8 @@ def _pointer_type(type_id) -> str | None:
         return "reference"
     if isinstance(type_id, (h5py.h5t.TypeArrayID, h5py.h5t.TypeCompoundID)):
         members = (
-            [type_id.get_super()] if isinstance(type_id, h5py.h5t.TypeArrayID)
+            [type_id.get_super()]
+            if isinstance(type_id, h5py.h5t.TypeArrayID)
             else [type_id.get_member_type(i) for i in range(type_id.get_nmembers())]
         )
         return next((kind for kind in map(_pointer_type, members) if kind), None)

@@ -26,16 +26,30 @@ import numpy as np
 
 from tf1infer.errors import ModelLoadError
 from tf1infer.loaders.hdf5_safety import H5PY_ERRORS
+from tf1infer.loaders.keras_configs import iter_layer_configs
 
 _DIM_ORDERING = {"tf": "channels_last", "th": "channels_first", "default": None}
 
 # Keras 1 arguments that only matter while training.
 _TRAINING_ONLY = {
-    "init", "inner_init", "forget_bias_init", "beta_init", "gamma_init",
-    "W_regularizer", "b_regularizer", "U_regularizer", "activity_regularizer",
-    "gamma_regularizer", "beta_regularizer", "W_constraint", "b_constraint",
-    "U_constraint", "depthwise_regularizer", "pointwise_regularizer",
-    "depthwise_constraint", "pointwise_constraint",
+    "init",
+    "inner_init",
+    "forget_bias_init",
+    "beta_init",
+    "gamma_init",
+    "W_regularizer",
+    "b_regularizer",
+    "U_regularizer",
+    "activity_regularizer",
+    "gamma_regularizer",
+    "beta_regularizer",
+    "W_constraint",
+    "b_constraint",
+    "U_constraint",
+    "depthwise_regularizer",
+    "pointwise_regularizer",
+    "depthwise_constraint",
+    "pointwise_constraint",
 }
 
 _CONV_RENAMES = {
@@ -62,7 +76,12 @@ _LAYERS: dict[str, tuple[str, dict[str, str]]] = {
     "Convolution1D": ("Conv1D", {**_CONV_RENAMES, "filter_length": "kernel_size", "subsample_length": "strides"}),
     "AtrousConvolution1D": (
         "Conv1D",
-        {**_CONV_RENAMES, "filter_length": "kernel_size", "subsample_length": "strides", "atrous_rate": "dilation_rate"},
+        {
+            **_CONV_RENAMES,
+            "filter_length": "kernel_size",
+            "subsample_length": "strides",
+            "atrous_rate": "dilation_rate",
+        },
     ),
     "Convolution2D": ("Conv2D", _CONV_RENAMES),
     "AtrousConvolution2D": ("Conv2D", {**_CONV_RENAMES, "atrous_rate": "dilation_rate"}),
@@ -70,7 +89,10 @@ _LAYERS: dict[str, tuple[str, dict[str, str]]] = {
     "Deconvolution2D": ("Conv2DTranspose", _CONV_RENAMES),
     "Convolution3D": ("Conv3D", _CONV_RENAMES),
     "MaxPooling1D": ("MaxPooling1D", {"pool_length": "pool_size", "stride": "strides", "border_mode": "padding"}),
-    "AveragePooling1D": ("AveragePooling1D", {"pool_length": "pool_size", "stride": "strides", "border_mode": "padding"}),
+    "AveragePooling1D": (
+        "AveragePooling1D",
+        {"pool_length": "pool_size", "stride": "strides", "border_mode": "padding"},
+    ),
     "MaxPooling2D": ("MaxPooling2D", {"border_mode": "padding", "dim_ordering": "data_format"}),
     "AveragePooling2D": ("AveragePooling2D", {"border_mode": "padding", "dim_ordering": "data_format"}),
     "MaxPooling3D": ("MaxPooling3D", {"border_mode": "padding", "dim_ordering": "data_format"}),
@@ -89,7 +111,14 @@ _LAYERS: dict[str, tuple[str, dict[str, str]]] = {
     "PReLU": ("PReLU", {}),
 }
 _RECURRENT = {"SimpleRNN", "GRU", "LSTM"}
-_MERGE_MODES = {"sum": "Add", "mul": "Multiply", "ave": "Average", "max": "Maximum", "concat": "Concatenate", "dot": "Dot"}
+_MERGE_MODES = {
+    "sum": "Add",
+    "mul": "Multiply",
+    "ave": "Average",
+    "max": "Maximum",
+    "concat": "Concatenate",
+    "dot": "Dot",
+}
 _CONV_KERNELS = {"Conv1D", "Conv2D", "Conv3D", "Conv2DTranspose", "SeparableConv2D"}
 
 
@@ -103,13 +132,12 @@ def is_keras1(attrs: dict[str, Any], config: Any) -> bool:
     version = str(attrs.get("keras_version") or "")
     if version:
         return version.split(".")[0] == "1"
-    from tf1infer.loaders.keras_h5 import iter_layer_configs
-
     for layer in iter_layer_configs(config):
         arguments = layer.get("config")
-        if isinstance(arguments, dict) and ({"nb_filter", "border_mode"} & arguments.keys() or (
-            layer.get("class_name") == "Dense" and "output_dim" in arguments
-        )):
+        if isinstance(arguments, dict) and (
+            {"nb_filter", "border_mode"} & arguments.keys()
+            or (layer.get("class_name") == "Dense" and "output_dim" in arguments)
+        ):
             return True
     return False
 
@@ -279,7 +307,7 @@ def load_weights(path: str, model, backend: str | None = None) -> None:
             f"({', '.join(stored) or 'none'}), the converted architecture has {len(layers)} "
             f"layer(s) with weights ({', '.join(layer.name for layer in layers) or 'none'})"
         )
-    assignments = []
+    assignments: list[Any] = []
     for (name, arrays), layer in zip(stored.items(), layers):
         try:
             arrays = preprocess_weights_for_loading(layer, arrays, "1", backend)
@@ -335,5 +363,3 @@ def _flip_spatial(kernel: np.ndarray) -> np.ndarray:
 
 def _text(value: Any) -> str:
     return value.decode("utf-8") if isinstance(value, bytes) else str(value)
-
-

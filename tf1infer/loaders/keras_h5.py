@@ -22,9 +22,10 @@ import json
 import logging
 import os
 import warnings
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Any, Callable, Iterator, Mapping, Sequence
+from typing import Any
 
 import h5py
 import numpy as np
@@ -40,6 +41,7 @@ from tf1infer.loaders import keras1
 from tf1infer.loaders.base import LoadedGraph, graph_and_session, require_path
 from tf1infer.loaders.cudnn import convert_cudnn_layers
 from tf1infer.loaders.hdf5_safety import H5PY_ERRORS, check_global_heaps, check_structure
+from tf1infer.loaders.keras_configs import iter_layer_configs
 from tf1infer.loaders.keras_versions import require_tf_keras
 
 logger = logging.getLogger(__name__)
@@ -151,7 +153,9 @@ def load_keras_h5(
         if lambda_layers:
             config = _apply_lambda_policy(path, config, lambda_layers, lambdas, safe_mode, custom_objects)
     elif lambdas:
-        raise ModelLoadError(f"{path}: lambdas= applies to a model loaded from its config, not to architecture=callable")
+        raise ModelLoadError(
+            f"{path}: lambdas= applies to a model loaded from its config, not to architecture=callable"
+        )
 
     with graph_and_session(session_config, intra_op_threads, inter_op_threads) as (graph, session):
         with graph.as_default(), session.as_default(), _inference_learning_phase():
@@ -186,7 +190,9 @@ def load_keras_h5(
     return LoadedGraph(graph, session, inputs, output_tensors, input_names, output_names, metadata, keras_model=model)
 
 
-def _chosen_outputs(path: str, model: Any, graph: tf.Graph, outputs: Sequence[Any]) -> tuple[list[str], list[tf.Tensor]]:
+def _chosen_outputs(
+    path: str, model: Any, graph: tf.Graph, outputs: Sequence[Any]
+) -> tuple[list[str], list[tf.Tensor]]:
     """Names and tensors of ``outputs=``: a layer's output by layer name, else a tensor or op of the graph."""
     from tf1infer.loaders.base import resolve_tensor
 
@@ -267,7 +273,9 @@ def load_keras_json(
     """
     path = require_path(path)
     if weights is None:
-        raise ModelLoadError(f"{path}: a JSON file holds the architecture only: pass the weights file with weights='weights.h5'")
+        raise ModelLoadError(
+            f"{path}: a JSON file holds the architecture only: pass the weights file with weights='weights.h5'"
+        )
     loaded = load_keras_h5(
         weights,
         architecture=path,
@@ -281,8 +289,12 @@ def load_keras_json(
         inter_op_threads=inter_op_threads,
     )
     weights_path = loaded.metadata.pop("path")
-    loaded.metadata = {"format": "keras-json", "path": os.path.abspath(path), "weights": weights_path,
-                       **{key: value for key, value in loaded.metadata.items() if key != "format"}}
+    loaded.metadata = {
+        "format": "keras-json",
+        "path": os.path.abspath(path),
+        "weights": weights_path,
+        **{key: value for key, value in loaded.metadata.items() if key != "format"},
+    }
     return loaded
 
 
@@ -319,9 +331,7 @@ def _attribute_text(path: str, key: str, value: Any) -> str:
             raise ModelLoadError(f"{path}: root attribute {key!r} is not UTF-8 text: {exc}") from exc
     if isinstance(value, str):
         return value
-    raise ModelLoadError(
-        f"{path}: root attribute {key!r} should be text, found {type(value).__name__} {_short(value)}"
-    )
+    raise ModelLoadError(f"{path}: root attribute {key!r} should be text, found {type(value).__name__} {_short(value)}")
 
 
 def _model_config(path: str, attrs: Mapping[str, Any], architecture: Any) -> Any:
@@ -419,9 +429,7 @@ def _architecture_config(path: str, architecture: Any) -> Any:
         text, named = os.fspath(architecture), path  # Messages name the JSON file where there is one.
         if not text.lstrip().startswith(("{", '"')):
             if not os.path.isfile(text):
-                raise ModelLoadError(
-                    f"{path}: architecture={text!r} is neither JSON text nor an existing JSON file"
-                )
+                raise ModelLoadError(f"{path}: architecture={text!r} is neither JSON text nor an existing JSON file")
             named = text
             try:
                 with open(text, encoding="utf-8") as handle:
@@ -489,15 +497,15 @@ def _connection_problem(config: Any) -> str | None:
         processed = {name: 0 for name in by_name}
         pending = {name: list(layer.get("inbound_nodes") or []) for name, layer in by_name.items()}
 
-        def available(reference: list) -> bool:
+        def available(reference: list) -> bool:  # Called only within this iteration.
             name, node_index = reference[0], reference[1]
-            layer = by_name.get(name)
+            layer = by_name.get(name)  # noqa: B023
             if layer is None or not isinstance(node_index, int):
                 return False
             if layer.get("class_name") == "InputLayer":
                 return True
             first = 1 if skips_first_node(layer) else 0
-            return node_index < first + processed[name]
+            return node_index < first + processed[name]  # noqa: B023
 
         while any(pending.values()):
             progress = False
@@ -509,7 +517,9 @@ def _connection_problem(config: Any) -> str | None:
             if not progress:
                 name = next(name for name, nodes in pending.items() if nodes)
                 waits_on = [ref[:2] for ref in _node_references(pending[name][0]) if not available(ref)]
-                return f"layer {name!r} waits on node(s) {waits_on}, which no layer produces (a damaged or forged config)"
+                return (
+                    f"layer {name!r} waits on node(s) {waits_on}, which no layer produces (a damaged or forged config)"
+                )
         for key in ("input_layers", "output_layers"):
             for reference in _node_references(model_config["config"].get(key, [])):
                 if reference[0] not in by_name:
@@ -533,7 +543,11 @@ def skips_first_node(layer: dict) -> bool:
         inner = layer.get("config")
         first = (inner if isinstance(inner, list) else (inner or {}).get("layers") or [None])[0]
         # Unsure cases count as skipping: that only makes more nodes available, never fewer.
-        return not isinstance(first, dict) or first.get("class_name") == "InputLayer" or "batch_input_shape" in (first.get("config") or {})
+        return (
+            not isinstance(first, dict)
+            or first.get("class_name") == "InputLayer"
+            or "batch_input_shape" in (first.get("config") or {})
+        )
     return False
 
 
@@ -595,9 +609,13 @@ def _load_weights(path: str, model) -> None:
     try:
         model.load_weights(path)
     except (ValueError, TypeError, IndexError) as exc:  # Arrays of the wrong count, shape or type.
-        raise ModelLoadError(f"{path}: the stored weights do not fit the architecture: {type(exc).__name__}: {exc}") from exc
+        raise ModelLoadError(
+            f"{path}: the stored weights do not fit the architecture: {type(exc).__name__}: {exc}"
+        ) from exc
     except tf.errors.OpError as exc:  # A stored array the variable's assignment rejects.
-        raise ModelLoadError(f"{path}: the stored weights do not fit the architecture: {tensorflow_reason(exc)}") from exc
+        raise ModelLoadError(
+            f"{path}: the stored weights do not fit the architecture: {tensorflow_reason(exc)}"
+        ) from exc
     except (OSError, KeyError, RuntimeError) as exc:
         raise ModelLoadError(
             f"{path}: cannot read the weights (the file is truncated or corrupt): {type(exc).__name__}: {exc}"
@@ -689,26 +707,6 @@ def legacy_read_lambdas(config: Any, legacy: bool = False) -> set[int]:
     return found
 
 
-def iter_layer_configs(config: Any) -> Iterator[dict]:
-    """Every layer config in a Keras model config, nested models and wrappers included."""
-    if not isinstance(config, dict):
-        return
-    if "class_name" in config:
-        yield config
-    inner = config.get("config", config)
-    if isinstance(inner, list):  # Keras 2.0-2.1 Sequential: config is the layer list.
-        layers = inner
-    elif isinstance(inner, dict):
-        layers = inner.get("layers") or []
-        for key in ("layer", "backward_layer"):  # TimeDistributed, Bidirectional.
-            if isinstance(inner.get(key), dict):
-                yield from iter_layer_configs(inner[key])
-    else:
-        layers = []
-    for layer in layers:
-        yield from iter_layer_configs(layer)
-
-
 def _is_known_class(name: Any, custom_objects: Mapping[str, Any]) -> bool:
     if not isinstance(name, str):
         return False
@@ -750,9 +748,7 @@ def _lambda_layers(config: dict, custom_objects: dict[str, Any]) -> list[LambdaL
     for layer, position, count in found:
         layer_config = layer.get("config", {})
         name = layer_config.get("name") or layer.get("name", "?")
-        inbound = tuple(
-            str(node[0]) for nodes in layer.get("inbound_nodes", []) or [] for node in _inbound(nodes)
-        )
+        inbound = tuple(str(node[0]) for nodes in layer.get("inbound_nodes", []) or [] for node in _inbound(nodes))
         output_shape = layer_config.get("output_shape")
         if layer_config.get("output_shape_type") == "lambda":
             output_shape = "computed by Python code in the file"
@@ -903,7 +899,8 @@ def _replace_lambda_function(layer: dict, custom_objects: dict, function: Callab
         def function(*args, **kwargs):
             return callable_object(*args, **kwargs)
 
-        function._tf1infer_replacement = callable_object  # A Keras 3 layer here replaces the Lambda in Keras 3 exports.
+        # A Keras 3 layer here replaces the Lambda in Keras 3 exports.
+        function._tf1infer_replacement = callable_object  # type: ignore[attr-defined]
 
     key = _LAMBDA_PREFIX + str(layer_config.get("name"))
     custom_objects[key] = function

@@ -20,7 +20,8 @@ import os
 import tempfile
 import warnings
 import zipfile
-from typing import Any, Iterator, Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
+from typing import Any
 
 import tensorflow as tf
 
@@ -71,11 +72,21 @@ def read_archive_config(path: str) -> tuple[dict, dict]:
             metadata = _json_member(path, archive, "metadata.json") if "metadata.json" in names else {}
             if _WEIGHTS in names:
                 check_global_heaps(f"{path}: {_WEIGHTS}", archive.read(_WEIGHTS))
-    except (zipfile.BadZipFile, zipfile.LargeZipFile, OSError, EOFError, NotImplementedError) as exc:  # NotImplementedError: an unknown compression method.
-        raise ModelLoadError(f"{path}: not a readable .keras archive (a zip file): {type(exc).__name__}: {exc}") from exc
+    except (
+        zipfile.BadZipFile,
+        zipfile.LargeZipFile,
+        OSError,
+        EOFError,
+        NotImplementedError,
+    ) as exc:  # NotImplementedError: an unknown compression method.
+        raise ModelLoadError(
+            f"{path}: not a readable .keras archive (a zip file): {type(exc).__name__}: {exc}"
+        ) from exc
     check_config_shape(path, config, "config.json")
     if not isinstance(metadata, dict):
-        raise ModelLoadError(f"{path}: the archive's metadata.json should be a JSON object, found {type(metadata).__name__}")
+        raise ModelLoadError(
+            f"{path}: the archive's metadata.json should be a JSON object, found {type(metadata).__name__}"
+        )
     return config, metadata
 
 
@@ -96,12 +107,18 @@ def _json_member(path: str, archive: zipfile.ZipFile, name: str) -> Any:
     try:
         return json.loads(archive.read(name))
     except (json.JSONDecodeError, UnicodeDecodeError, RecursionError) as exc:
-        raise ModelLoadError(f"{path}: the archive's {name} is not valid JSON text: {type(exc).__name__}: {exc}") from exc
+        raise ModelLoadError(
+            f"{path}: the archive's {name} is not valid JSON text: {type(exc).__name__}: {exc}"
+        ) from exc
 
 
 def lambda_layer_names(config: Any) -> list[str]:
     """Names of the Lambda layers anywhere in a Keras 3 model config."""
-    return [layer.get("config", {}).get("name", "?") for layer in _layer_configs(config) if layer.get("class_name") == "Lambda"]
+    return [
+        layer.get("config", {}).get("name", "?")
+        for layer in _layer_configs(config)
+        if layer.get("class_name") == "Lambda"
+    ]
 
 
 def _layer_configs(config: Any) -> Iterator[dict]:
@@ -214,7 +231,9 @@ def _load_with_keras(path: str, custom_objects, safe_mode: bool):
     import keras
 
     if not tf.executing_eagerly():
-        raise ModelLoadError(f"{path}: Keras 3 models load only with eager execution on (it was disabled in this process)")
+        raise ModelLoadError(
+            f"{path}: Keras 3 models load only with eager execution on (it was disabled in this process)"
+        )
     try:
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
@@ -226,7 +245,9 @@ def _load_with_keras(path: str, custom_objects, safe_mode: bool):
     skipped = [str(w.message) for w in caught if _WEIGHTS_SKIPPED in str(w.message)]
     if skipped:
         # Keras only warns, and the model would run with freshly-initialized weights: silently wrong outputs.
-        raise ModelLoadError(f"{path}: Keras 3 could not load all of the stored weights (the archive is damaged): {skipped[0]}")
+        raise ModelLoadError(
+            f"{path}: Keras 3 could not load all of the stored weights (the archive is damaged): {skipped[0]}"
+        )
     for warning in caught:  # Every other warning as Keras gave it.
         warnings.warn_explicit(warning.message, warning.category, warning.filename, warning.lineno)
     return model
@@ -245,7 +266,9 @@ def _endpoint_names(path: str, model) -> tuple[list[str], list[str]]:
     return [tensor.name for tensor in inputs], output_names
 
 
-def _export_serving_function(path: str, model, input_names: list[str], output_names: list[str], export_dir: str) -> None:
+def _export_serving_function(
+    path: str, model, input_names: list[str], output_names: list[str], export_dir: str
+) -> None:
     """Write ``model`` as a SavedModel whose ``serving_default`` takes and returns the model's names."""
     import keras
 
@@ -265,4 +288,6 @@ def _export_serving_function(path: str, model, input_names: list[str], output_na
     try:
         archive.write_out(export_dir, verbose=False)
     except (ValueError, TypeError) as exc:
-        raise ModelLoadError(f"{path}: cannot trace the Keras 3 model into a graph: {type(exc).__name__}: {exc}") from exc
+        raise ModelLoadError(
+            f"{path}: cannot trace the Keras 3 model into a graph: {type(exc).__name__}: {exc}"
+        ) from exc

@@ -46,8 +46,11 @@ def require_tf_keras(source: str) -> ModuleType:
     try:
         module = importlib.import_module("tf_keras")
     except ImportError as exc:
-        bundled = ("whose tf.keras is Keras 3, which cannot build legacy models in a TF1 graph" if keras3_version()
-                   else "whose own Keras 2 tf1infer does not build with")
+        bundled = (
+            "whose tf.keras is Keras 3, which cannot build legacy models in a TF1 graph"
+            if keras3_version()
+            else "whose own Keras 2 tf1infer does not build with"
+        )
         raise MissingDependencyError(
             f"{source}: Keras models are rebuilt with Keras 2 (the tf-keras package), which is not installed beside "
             f"TensorFlow {tensorflow_minor()} ({bundled}); install the release matching TensorFlow: "
@@ -80,8 +83,10 @@ def keras3_missing(source: str, what: str) -> str:
         found = f"keras {keras.__version__} is Keras 2"
     except ImportError:
         found = "keras is not installed"
-    return (f"{source}: {what} with Keras 3, which needs TensorFlow 2.16 or later; this environment has TensorFlow "
-            f"{tensorflow_minor()}, whose {found} (TensorFlow 2.15 pins keras<2.16)")
+    return (
+        f"{source}: {what} with Keras 3, which needs TensorFlow 2.16 or later; this environment has TensorFlow "
+        f"{tensorflow_minor()}, whose {found} (TensorFlow 2.15 pins keras<2.16)"
+    )
 
 
 def require_keras3(source: str, what: str) -> None:

@@ -17,7 +17,8 @@ from __future__ import annotations
 
 import glob
 import os
-from typing import Any, Mapping, Sequence
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 import tensorflow as tf
 from google.protobuf import message, text_format
@@ -155,7 +156,9 @@ def _checkpoint_prefix(meta_path: str, checkpoint: Any) -> str | None:
     if checkpoint is not None:
         prefix = os.fspath(checkpoint)
         if not _checkpoint_exists(prefix):
-            raise ModelLoadError(f"{meta_path}: checkpoint {prefix!r} not found (expected {prefix}.index or a V1 file {prefix})")
+            raise ModelLoadError(
+                f"{meta_path}: checkpoint {prefix!r} not found (expected {prefix}.index or a V1 file {prefix})"
+            )
         return prefix
     state = _checkpoint_state(folder)
     if state is not None and state.model_checkpoint_path:
@@ -171,7 +174,12 @@ def _checkpoint_state(folder: str):
     """The folder's ``checkpoint`` state file, parsed (None where there is none)."""
     try:
         return tf.train.get_checkpoint_state(folder)
-    except (ValueError, text_format.ParseError, OSError, tf.errors.OpError) as exc:  # UnicodeDecodeError is a ValueError.
+    except (
+        ValueError,
+        text_format.ParseError,
+        OSError,
+        tf.errors.OpError,
+    ) as exc:  # UnicodeDecodeError is a ValueError.
         state_file = os.path.join(folder, "checkpoint")
         raise ModelLoadError(
             f"{state_file}: the checkpoint state file is unreadable ({type(exc).__name__}: {exc}); "

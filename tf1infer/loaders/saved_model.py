@@ -14,7 +14,8 @@ signature's names, so ``predict({"x": ...})`` works.
 from __future__ import annotations
 
 import os
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import tensorflow as tf
 from google.protobuf import message, text_format
@@ -86,7 +87,9 @@ def load_saved_model(
         path = os.path.dirname(path) or "."
     if not is_saved_model_dir(path):
         found = sorted(os.listdir(path))[:10] if os.path.isdir(path) else "a file"
-        raise ModelLoadError(f"{path}: not a SavedModel directory: no saved_model.pb or saved_model.pbtxt (found {found})")
+        raise ModelLoadError(
+            f"{path}: not a SavedModel directory: no saved_model.pb or saved_model.pbtxt (found {found})"
+        )
     proto = read_saved_model(path)
     tags = [tags] if isinstance(tags, str) else list(tags or ["serve"])
     meta_graph = _meta_graph_for(path, proto, tags)
@@ -105,7 +108,15 @@ def load_saved_model(
             try:
                 with quiet_deprecation():
                     tf.compat.v1.saved_model.loader.load(session, tags, path)
-            except (tf.errors.OpError, ValueError, TypeError, KeyError, RuntimeError, OSError, message.DecodeError) as exc:
+            except (
+                tf.errors.OpError,
+                ValueError,
+                TypeError,
+                KeyError,
+                RuntimeError,
+                OSError,
+                message.DecodeError,
+            ) as exc:
                 # TensorFlow's loader reading the (possibly damaged) proto: DecodeError for collections parsed only
                 # now, TypeError/KeyError for a saver or asset naming a tensor the graph lacks.
                 raise ModelLoadError(f"{path}: cannot load the SavedModel: {tensorflow_reason(exc)}") from exc
@@ -123,7 +134,9 @@ def load_saved_model(
         "method_name": chosen.method_name,
         "signatures": [describe_signature(name, sig) for name, sig in sorted(signatures.items())],
         "parameters": count_parameters(graph),
-        "assets": sorted(os.listdir(os.path.join(path, "assets"))) if os.path.isdir(os.path.join(path, "assets")) else [],
+        "assets": sorted(os.listdir(os.path.join(path, "assets")))
+        if os.path.isdir(os.path.join(path, "assets"))
+        else [],
     }
     return LoadedGraph(graph, session, inputs, outputs, input_names, output_names, metadata)
 
