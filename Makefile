@@ -57,8 +57,8 @@ wheel-check: venv
 	$(PYTHON) -m venv $(WHEEL_VENV)
 	$(WHEEL_VENV)/bin/python -m pip install --quiet --disable-pip-version-check "$$(ls dist/tf1infer-*.whl)[keras2]"
 	scratch=$$(mktemp -d) && cd $$scratch && \
-	  $(QUIET_TF) $(abspath $(WHEEL_VENV))/bin/tf1infer --version && \
-	  $(QUIET_TF) $(abspath $(WHEEL_VENV))/bin/tf1infer demo && \
+	  $(abspath $(WHEEL_VENV))/bin/tf1infer --version && \
+	  $(abspath $(WHEEL_VENV))/bin/tf1infer demo && \
 	  cd / && rm -rf $$scratch
 
 test: venv

@@ -49,7 +49,8 @@ def run_demo(model_path: str, out: TextIO | None = None, keras_calls: int = 30) 
     if os.path.isfile(samples_file):
         with np.load(samples_file) as data:
             x = {name: data[name] for name in predictor.input_names}
-        source = os.path.relpath(samples_file)
+        relative = os.path.relpath(samples_file)
+        source = samples_file if relative.startswith(os.pardir) else relative  # The package's own copy: in full.
     else:
         rng = np.random.default_rng(0)
         x = {
