@@ -12,6 +12,8 @@ from __future__ import annotations
 import os
 import re
 import shutil
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -85,6 +87,19 @@ PREPARED = {
 }
 
 
+_PRELUDE = """import asyncio, os, shutil
+from pathlib import Path
+
+import h5py
+import numpy as np
+import tensorflow as tf
+
+import tf1infer
+
+ZOO_DIR = Path({zoo!r})
+"""
+
+
 def _key(snippet: str) -> str:
     first = snippet.splitlines()[0]
     return next((key for key in PREPARED if first.startswith(key)), first)
@@ -94,7 +109,8 @@ def _key(snippet: str) -> str:
 def test_readme_snippet_runs(snippet, tmp_path, monkeypatch):
     key = _key(snippet)
     assert key in PREPARED, f"a README snippet with no entry in PREPARED (what it needs, what to check): {key!r}"
-    if "pyspark" in snippet:
+    spark = "tf1infer.spark" in snippet
+    if spark:
         pytest.importorskip("pyspark", reason="pyspark is not installed (pip install 'tf1infer[spark]')")
         if JAVA_MISSING:
             pytest.skip("no Java runtime (java on PATH or JAVA_HOME): Spark cannot start")
@@ -108,6 +124,17 @@ def test_readme_snippet_runs(snippet, tmp_path, monkeypatch):
     (tmp_path / "legacy_models").symlink_to(ZOO_DIR)
     monkeypatch.chdir(tmp_path)
     setup, check = PREPARED[key]
+    if spark:
+        # Spark resolves relative paths against its JVM's working directory, and a JVM this worker started for
+        # another test sits in another folder: the snippet runs in a fresh Python here, as a reader would run it.
+        script = "\n".join([_PRELUDE.format(zoo=str(ZOO_DIR)), setup, snippet, check])
+        (tmp_path / "snippet.py").write_text(script, encoding="utf-8")
+        env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}
+        done = subprocess.run(
+            [sys.executable, "snippet.py"], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300
+        )
+        assert done.returncode == 0, done.stderr[-3000:]
+        return
     import asyncio
 
     import h5py

@@ -151,12 +151,18 @@ def load(
     try:
         if not loaded.graph.finalized:
             loaded.graph.finalize()  # Before anything runs: no op is created after load.
-        backend_ = backends.build(loaded, backend, threads=options.get("intra_op_threads"), calibration=calibration)
+        built = backends.build(loaded, backend, threads=options.get("intra_op_threads"), calibration=calibration)
     except BaseException:
         if loaded.owns_session:
             loaded.session.close()
         raise
-    predictor = Predictor(loaded, backend_)
+    try:
+        predictor = Predictor(loaded, built)
+    except BaseException:
+        built.close()
+        if loaded.owns_session:
+            loaded.session.close()
+        raise
     try:
         if micro_batching:
             predictor.enable_micro_batching(**batching_settings)

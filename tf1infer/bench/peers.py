@@ -219,7 +219,8 @@ def _onnxruntime(path):
 
 
 def _tflite_interpreter(path):
-    from tf1infer.backends.tflite import available_cores, convert_to_tflite, new_interpreter
+    from tf1infer.backends.measure import available_cores
+    from tf1infer.backends.tflite import convert_to_tflite, new_interpreter
     from tf1infer.io.feeds import TensorSpec
 
     graph_def, inputs, outputs = _frozen(path)
