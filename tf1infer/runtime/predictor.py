@@ -632,6 +632,7 @@ class BasePredictor:
         """Outputs for a batch of zero rows, without running kernels that may reject it."""
         row_shapes = [spec.shape[1:] if spec.shape is not None else None for spec in self._outputs]
         if all(shape is not None and None not in shape for shape in row_shapes):
+            # Every shape is known here (checked just above); mypy cannot narrow through all().
             return [np.zeros((0, *shape), dtype=spec.dtype) for shape, spec in zip(row_shapes, self._outputs)]  # type: ignore[misc]
         try:
             return self._callable(*feeds)
