@@ -22,7 +22,6 @@ from tf1infer.backends.tflite import (
     TFLiteRuntime,
     convert_to_tflite,
     covering_rows,
-    interpreter_source,
     tune_chunk_rows,
     verify,
 )
@@ -120,7 +119,7 @@ def prepare_int8(
     report.update(
         backend=TFLITE,
         precision="int8",
-        tflite_interpreter=interpreter_source()[1],
+        tflite_interpreter=runtime.interpreter,
         int8_dot_products=dot_products,
         calibration_rows=len(calibration),
         calibration_max_abs=max(deviations, default=0.0),

@@ -99,6 +99,8 @@ class TFLiteRuntime:
         self._outputs = tuple(outputs)
         self.threads = max(1, int(threads))
         self.chunk_rows = chunk_rows
+        # Chosen once: interpreters are made per input shapes (a sequence model's lengths) and must all be of one kind.
+        self._interpreter_class, self.interpreter = interpreter_source()
         # Interpreters are not thread-safe; one call at a time (the session backend has no such limit).
         self._lock = threading.Lock()
         self._latency = _Interpreters(self, threads=self.threads)
@@ -211,7 +213,9 @@ class _Interpreters:
         if call is not None:
             self._by_shapes.move_to_end(shapes)
             return call
-        interpreter = new_interpreter(self._runtime.model_for(feeds[0].shape[0]), self._threads)
+        interpreter = new_interpreter(
+            self._runtime.model_for(feeds[0].shape[0]), self._threads, self._runtime._interpreter_class
+        )
         input_indices = _match(interpreter.get_input_details(), self._runtime._inputs, "input")
         for index, feed in zip(input_indices, feeds):
             interpreter.resize_tensor_input(index, feed.shape, strict=False)
@@ -278,8 +282,10 @@ def interpreter_source() -> tuple[Callable[..., Any], str]:
     return tf.lite.Interpreter, f"{TENSORFLOW} {tf.__version__}"
 
 
-def new_interpreter(model_content: bytes, threads: int):
-    interpreter_class, _ = interpreter_source()
+def new_interpreter(model_content: bytes, threads: int, interpreter_class: Callable[..., Any] | None = None):
+    """An interpreter of ``interpreter_class`` (default: :func:`interpreter_source`'s) for ``model_content``."""
+    if interpreter_class is None:
+        interpreter_class, _ = interpreter_source()
     with warnings.catch_warnings():
         # TensorFlow's tf.lite.Interpreter warns that it will move to ai_edge_litert; where that package is not
         # installed, the one in the tensorflow release is the one that needs no extra dependency.
@@ -504,7 +510,7 @@ def tflite_backend(
     graph_def, feeds = frozen()
     models = convert(graph_def, feeds, inputs, outputs)
     runtime = TFLiteRuntime(models, inputs, outputs, threads)
-    report: dict[str, Any] = {"tflite_interpreter": interpreter_source()[1]}
+    report: dict[str, Any] = {"tflite_interpreter": runtime.interpreter}
     exact: Any = None  # The float64 runner, closed at the end.
     try:
         report["chunk_us_per_row"] = tune_chunk_rows(runtime, inputs)
