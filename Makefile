@@ -21,7 +21,8 @@ venv: $(STAMP)
 
 # Each reinstalls whenever setup.py changes (new dependencies or ranges). keras2: tf-keras, which the Keras loaders
 # need (not a requirement of tf1infer itself: see setup.py); jax: the Keras 3 export's second backend; litert:
-# ai_edge_litert's TF Lite interpreter (the suite runs TensorFlow's too, and make test-tf runs without it).
+# ai_edge_litert's TF Lite interpreter (the suite runs TensorFlow's too, and make test-tf runs without it); serve:
+# tf1infer serve's server stack.
 $(RUNTIME_STAMP): setup.py
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --disable-pip-version-check --upgrade pip
@@ -29,7 +30,7 @@ $(RUNTIME_STAMP): setup.py
 	touch $(RUNTIME_STAMP)
 
 $(STAMP): setup.py $(RUNTIME_STAMP)
-	$(BIN)/python -m pip install --quiet --disable-pip-version-check -e ".[test,keras2,jax,litert]"
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check -e ".[test,keras2,jax,litert,serve]"
 	touch $(STAMP)
 
 demo: $(RUNTIME_STAMP)

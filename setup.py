@@ -9,6 +9,17 @@ KERAS2 = [f"tf-keras{TF_RANGE}"]
 # PySpark 4.x warns about pandas 3; Arrow carries the batches between the JVM and Python. pyarrow 26 needs numpy 2
 # at import without saying so in its requirements (seen: "pyarrow requires NumPy 2.0 or newer, found 1.26.4").
 SPARK = ["pyspark>=3.5,<5", "pandas>=2,<3", "pyarrow>=14,<26"]
+# tf1infer serve: aiohttp (REST), grpcio (gRPC), prometheus-client (metrics), orjson (request JSON), and the
+# generated TF Serving protos. tensorflow-serving-api X.Y requires tensorflow >= X.Y: beside an older TensorFlow,
+# install it with that TensorFlow held (pip install -c constraints, or 'tensorflow-serving-api~=2.15.0' named), as
+# tests/tf_venv.sh does; tf1infer.serving.require_serving names the command.
+SERVE = [
+    "aiohttp>=3.9,<4",
+    "grpcio>=1.59,<2",
+    "prometheus-client>=0.17",
+    "orjson>=3.9",
+    f"tensorflow-serving-api{TF_RANGE}",
+]
 
 setup(
     name="tf1infer",
@@ -33,20 +44,24 @@ setup(
         # The suite runs the Spark tests too (on local[2]; they skip only where Java is missing).
         # scikit-image: its sample photographs are the real images int8 is calibrated and checked on.
         # pytest-xdist: make test runs the test files on every core (up to 4).
-        "test": ["pytest>=8", "pytest-xdist>=3.5", "scikit-image>=0.22", *SPARK],
+        # requests: the REST client of the serving tests (TF Serving's own tests post with urllib).
+        "test": ["pytest>=8", "pytest-xdist>=3.5", "scikit-image>=0.22", "requests>=2.31", *SPARK],
         "keras2": KERAS2,
         # The Keras 3 export is verified on Keras 3's JAX backend too where jax is installed. make test installs it;
         # make test-tf leaves it out (new jax releases need an ml-dtypes that older TensorFlow releases refuse).
         "jax": ["jax>=0.4.30"],
         # tf1infer.spark and `tf1infer predict --spark`: Spark's Python side; Spark itself needs Java 17 or 21.
         "spark": SPARK,
+        # tf1infer serve (see SERVE above).
+        "serve": SERVE,
         # TF Lite's interpreter from ai_edge_litert, the package TensorFlow 2.21 deprecates tf.lite.Interpreter for;
         # without it, backend="tflite" runs TensorFlow's own interpreter.
         "litert": ["ai-edge-litert>=1.2"],
         # make lint: the formatter and linter, the type checker, the layering contracts (pyproject.toml).
         "lint": ["ruff==0.17.6", "mypy==2.4.1", "import-linter==2.17"],
         # make bench-tf1's converting peers and its chart.
-        "bench": ["tf2onnx>=1.17", "onnx>=1.17", "onnxruntime>=1.20", "matplotlib>=3.8", "scikit-image>=0.22"],
+        # flask: the serving bench's floor, the Flask + tf_keras server legacy apps run.
+        "bench": ["tf2onnx>=1.17", "onnx>=1.17", "onnxruntime>=1.20", "matplotlib>=3.8", "scikit-image>=0.22", "flask>=3"],
     },
     entry_points={"console_scripts": ["tf1infer=tf1infer.cli:main"]},
     license="Apache-2.0",

@@ -148,7 +148,7 @@ def test_a_bad_request_fails_alone():
         assert_same_rows(np.concatenate(outcomes[:40]), expected)
 
 
-def test_a_failing_batch_reaches_every_caller_of_that_batch():
+def test_a_failing_batch_is_rerun_request_by_request_and_each_caller_gets_its_own_failure():
     calls = []
 
     def run(feeds):
@@ -160,7 +160,40 @@ def test_a_failing_batch_reaches_every_caller_of_that_batch():
     for future in futures:
         with pytest.raises(PredictionError, match="boom"):
             future.result(timeout=10)
-    assert sum(calls) == 8 and len(calls) < 8 or calls == [1] * 8  # However the 8 were gathered, each ran once.
+    # However the 8 were gathered, each batch of several that failed ran again one request at a time.
+    gathered = [size for size in calls if size > 1]
+    assert calls.count(1) == 8 and sum(gathered) + 8 == sum(calls), calls
+    batcher.close()
+
+
+def test_one_bad_request_in_a_gathered_batch_fails_alone():
+    """Values only the kernel refuses (here: a negative number) fail the batch they were gathered into; the batch
+    is re-run request by request, so only that request's caller gets the error."""
+    release = threading.Event()
+    calls = []
+
+    def run(feeds):
+        calls.append(len(feeds[0]))
+        release.wait(10)
+        if (feeds[0] < 0).any():
+            raise PredictionError("model.h5: TensorFlow failed: indices out of range")
+        return [feeds[0] * 2]
+
+    batcher = MicroBatcher(run, MicroBatchingSettings(max_batch_size=16, max_wait_ms=0))
+    first = batcher.submit([np.zeros((1, 3), "float32")])  # Runs at once and holds the model while the rest queue.
+    while not calls:
+        time.sleep(0.001)
+    values = [-1.0 if index == 3 else float(index) for index in range(8)]
+    futures = [batcher.submit([np.full((1, 3), value, "float32")]) for value in values]
+    release.set()
+    assert first.result(timeout=10)[0].tolist() == [[0.0, 0.0, 0.0]]
+    for value, future in zip(values, futures):
+        if value < 0:
+            with pytest.raises(PredictionError, match="out of range"):
+                future.result(timeout=10)
+        else:
+            assert future.result(timeout=10)[0].tolist() == [[2 * value] * 3]
+    assert calls[:2] == [1, 8] and calls[2:] == [1] * 8, calls  # The gathered 8 failed, then ran one by one.
     batcher.close()
 
 

@@ -34,6 +34,9 @@ if [[ -n "$changed" ]]; then
 fi
 echo "tf_venv: ok: tf1infer installed beside $(grep -iE '^(tensorflow|numpy|keras)==' "$venv/before.txt" | tr '\n' ' ')changing none of them"
 # The test extras and the matching Keras 2, every package the user had held where it is.
-"${pip[@]}" install --quiet -c "$venv/before.txt" -e ".[test]" "tf-keras~=$version.0"
-"$venv/bin/python" -c "import tensorflow as tf, numpy, tf_keras; print('tf_venv: tensorflow', tf.__version__, 'tf_keras', tf_keras.__version__, 'numpy', numpy.__version__)"
+# The serve extra too: tensorflow-serving-api's release for this TensorFlow, the constraints keeping TensorFlow,
+# protobuf and grpcio where they are (unconstrained, pip would upgrade TensorFlow to meet the newest release).
+"${pip[@]}" install --quiet -c "$venv/before.txt" -e ".[test,serve]" "tf-keras~=$version.0" \
+  "tensorflow-serving-api~=$version.0"
+"$venv/bin/python" -c "import tensorflow as tf, numpy, tf_keras, tensorflow_serving.apis.predict_pb2; print('tf_venv: tensorflow', tf.__version__, 'tf_keras', tf_keras.__version__, 'numpy', numpy.__version__)"
 echo "$version" > "$stamp"

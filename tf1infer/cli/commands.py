@@ -15,6 +15,10 @@
                                        into OUT (.npy or .h5), with a progress bar on a terminal
     tf1infer predict MODEL IN.parquet -o OUT.parquet --spark MASTER [--columns A,B] [--batch-size N]
                                        the same on Apache Spark: Parquet in, Parquet out (needs the spark extra)
+    tf1infer serve [NAME=]MODEL ... [--rest-port 8501] [--grpc-port 8500] [--host H] [--max-batch-size N]
+                   [--batch-timeout-micros U] [--max-queued-requests Q] [--all-versions] [load options]
+                                       serve the models over TensorFlow Serving's REST and gRPC APIs,
+                                       micro-batched, until SIGTERM or Ctrl-C (needs the serve extra)
     tf1infer demo [MODEL]              load a legacy model, predict, compare with Keras, time both
     tf1infer kernels [--json] [--other]
                                        TensorFlow's CPU kernel family here (oneDNN on or off) and the
@@ -409,6 +413,33 @@ def _demo(args: argparse.Namespace) -> int:
     return 0
 
 
+def _serve(args: argparse.Namespace) -> int:
+    from tf1infer.serving import require_serving
+
+    require_serving()
+    from tf1infer.serving.models import Batching, ModelConfig
+    from tf1infer.serving.server import Limits, Server
+
+    options = {**_load_options(args), **({"format": args.format} if args.format else {})}
+    configs = [ModelConfig.parse(text, options) for text in args.models]
+    if args.all_versions:
+        configs = [ModelConfig(c.name, c.path, c.options, "all") for c in configs]
+    server = Server(
+        configs,
+        host=args.host,
+        rest_port=None if args.rest_port < 0 else args.rest_port,
+        grpc_port=None if args.grpc_port < 0 else args.grpc_port,
+        batching=Batching(
+            enabled=not args.no_batching,
+            max_batch_size=args.max_batch_size,
+            batch_timeout_micros=args.batch_timeout_micros,
+            max_queued_requests=args.max_queued_requests,
+        ),
+        limits=Limits(max_request_bytes=args.max_request_bytes, timeout=args.rest_timeout_ms / 1000.0),
+    )
+    return server.run()
+
+
 def _kernels(args: argparse.Namespace) -> int:
     from tf1infer.runtime import kernels
 
@@ -599,6 +630,49 @@ def build_parser() -> argparse.ArgumentParser:
         "model", nargs="?", default=None, help="a Keras .h5 model (default: the small MLP that comes with tf1infer)"
     )
     demo.set_defaults(run=_demo)
+
+    serve = add_command(
+        "serve", help="serve models over TensorFlow Serving's REST and gRPC APIs (needs the serve extra)"
+    )
+    serve.add_argument(
+        "models",
+        nargs="+",
+        metavar="MODEL",
+        help="NAME=PATH or PATH (named after the file); a TF Serving base path serves its highest numbered version",
+    )
+    serve.add_argument("--host", default="127.0.0.1", help="address to bind (default: %(default)s, this machine only)")
+    serve.add_argument(
+        "--rest-port", type=int, default=8501, help="REST port (default: %(default)s; 0: any free; -1: none)"
+    )
+    serve.add_argument(
+        "--grpc-port", type=int, default=8500, help="gRPC port (default: %(default)s; 0: any free; -1: none)"
+    )
+    serve.add_argument("--all-versions", action="store_true", help="serve every numbered version, not only the highest")
+    serve.add_argument("--max-batch-size", type=int, default=32, help="rows per gathered run (default: %(default)s)")
+    serve.add_argument(
+        "--batch-timeout-micros",
+        type=int,
+        default=1000,
+        help="how long an idle model waits for more requests to gather (default: %(default)s)",
+    )
+    serve.add_argument(
+        "--max-queued-requests",
+        type=int,
+        default=1024,
+        help="requests that may wait per signature; more are answered 503 (default: %(default)s)",
+    )
+    serve.add_argument("--no-batching", action="store_true", help="run each request on its own")
+    serve.add_argument(
+        "--max-request-bytes",
+        type=int,
+        default=64 * 2**20,
+        help="largest request body or gRPC message (default: %(default)s; 413 / RESOURCE_EXHAUSTED beyond)",
+    )
+    serve.add_argument(
+        "--rest-timeout-ms", type=int, default=30000, help="REST request deadline (default: %(default)s; 504 beyond)"
+    )
+    _add_load_options(serve)
+    serve.set_defaults(run=_serve)
 
     kernels = add_command("kernels", help="TensorFlow's CPU kernel family here and the CPU's vector extensions")
     kernels.add_argument("--json", action="store_true", help="machine-readable output")

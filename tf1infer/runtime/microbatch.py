@@ -19,8 +19,9 @@ waiting for an answer is already queued. A thread caller that finds the model
 idle and nobody queued runs its own request at once, in its own thread, as if
 micro-batching were off (no hand-off to pay: a lone caller, or callers that
 seldom overlap, lose nothing); requests that come meanwhile queue, and run as
-one batch when it ends. A failure of the run reaches every caller of that
-batch. The queue holds at most ``max_queue_size`` requests: beyond that,
+one batch when it ends. Where a gathered batch fails, each of its requests is
+run again on its own, so that one caller's bad values (an id outside an
+embedding table, a shape only the kernels check) fail that caller alone. The queue holds at most ``max_queue_size`` requests: beyond that,
 callers wait for room (back-pressure) or, with ``block=False``, get
 :class:`~tf1infer.errors.QueueFullError`. ``close()`` refuses new requests,
 runs every queued one, answers it, waits for a caller's own run to end, and
@@ -188,10 +189,19 @@ class MicroBatcher:
             Called from the worker thread only.
         settings: batch size, wait and queue bounds.
         source: names the model in messages.
+        on_batch: called from the worker with the rows of each batch run
+            (a server's batch-size histogram).
     """
 
-    def __init__(self, run: Runner, settings: MicroBatchingSettings, source: str = "model"):
+    def __init__(
+        self,
+        run: Runner,
+        settings: MicroBatchingSettings,
+        source: str = "model",
+        on_batch: Callable[[int], None] | None = None,
+    ):
         self._run = run
+        self._on_batch = on_batch
         self.settings = settings
         self._source = source
         self._queue: collections.deque[_Request] = collections.deque()
@@ -286,8 +296,12 @@ class MicroBatcher:
         assert outputs is not None  # The run gave outputs or raised.
         return outputs
 
-    async def run_async(self, feeds: list[np.ndarray]) -> list[np.ndarray]:
-        """Queue a request from a coroutine; the event loop never blocks, not even on a full queue."""
+    async def run_async(self, feeds: list[np.ndarray], wait_for_room: bool = True) -> list[np.ndarray]:
+        """Queue a request from a coroutine; the event loop never blocks, not even on a full queue.
+
+        ``wait_for_room=False`` raises :class:`~tf1infer.errors.QueueFullError`
+        at once on a full queue (a server's 503) instead of waiting for room.
+        """
         loop = asyncio.get_running_loop()
         answer = loop.create_future()
 
@@ -300,6 +314,8 @@ class MicroBatcher:
         try:
             self.submit(feeds, block=False, on_done=on_done)
         except QueueFullError:
+            if not wait_for_room:
+                raise
             # Wait for room in a thread of the loop's executor, not in the event loop.
             await loop.run_in_executor(None, lambda: self.submit(feeds, on_done=on_done))
         return await answer
@@ -335,7 +351,14 @@ class MicroBatcher:
                 batch = self._next_batch()
                 if batch is None:
                     return
-                self._answers.put((batch, *self._run_batch(batch)))
+                outputs, error = self._run_batch(batch)
+                if error is not None and len(batch) > 1:
+                    # One caller's bad values must not fail the others gathered with it: each runs again alone,
+                    # and only the requests that fail alone get an error.
+                    for request in batch:
+                        self._answers.put(([request], *self._run_rows(request.feeds, request.rows)))
+                else:
+                    self._answers.put((batch, outputs, error))
                 self._free_since = time.monotonic()
                 # A plain store: callers read it under the lock before running a request of their own, and
                 # nobody waits for the worker's runs to end (close() joins the worker first).
@@ -425,6 +448,8 @@ class MicroBatcher:
             return None, exc
         self.batches_run += 1
         self.rows_run += total
+        if self._on_batch is not None:
+            self._on_batch(total)
         return outputs, None
 
     @staticmethod

@@ -42,10 +42,21 @@ class SessionRunner:
         session: the Session (its graph holds the tensors).
         inputs: the tensors fed, in the order of the call's arguments.
         outputs: the tensors fetched; the call returns a list of arrays in this order.
+        feeds_as_given: feed arrays of the inputs' dtypes (strings as bytes) in whatever shape they come, as
+            TensorFlow Serving's C++ session does: ``Session.run`` refuses a shape the input's static shape
+            excludes even where the input is an intermediate tensor that takes it (TF Serving's
+            ``half_plus_two`` declares ``x`` as ``[?, 1]`` and is fed ``[3]``). The caller checks placeholders.
     """
 
-    def __init__(self, session: tf.compat.v1.Session, inputs: Sequence[tf.Tensor], outputs: Sequence[tf.Tensor]):
+    def __init__(
+        self,
+        session: tf.compat.v1.Session,
+        inputs: Sequence[tf.Tensor],
+        outputs: Sequence[tf.Tensor],
+        feeds_as_given: bool = False,
+    ):
         self._session = session
+        self._as_given = feeds_as_given
         self._generic = session.make_callable(list(outputs), feed_list=list(inputs))
         self._feeds = [tensor._as_tf_output() for tensor in inputs]  # noqa: SLF001 - the C API's handles.
         self._fetches = [tensor._as_tf_output() for tensor in outputs]  # noqa: SLF001
@@ -79,12 +90,12 @@ class SessionRunner:
 
     def _takes(self, arrays: Sequence[Any]) -> bool:
         """True where every array can go to TensorFlow as it is: an ndarray of its input's dtype and shape."""
-        if not self._takes_arrays_as_they_are or len(arrays) != len(self._feeds):
+        if not (self._takes_arrays_as_they_are or self._as_given) or len(arrays) != len(self._feeds):
             return False
         for array, dtype, shape in zip(arrays, self._dtypes, self._shapes):
             if type(array) is not np.ndarray or array.dtype != dtype:
                 return False
-            if shape is not None:
+            if shape is not None and not self._as_given:
                 rank, known = shape
                 if array.ndim != rank or any(array.shape[axis] != dim for axis, dim in known):
                     return False

@@ -1,0 +1,445 @@
+"""TensorFlow Serving's REST JSON: request bodies to arrays, arrays to response bodies.
+
+The rules are TF Serving's (``util/json_tensor.cc``, ``g3doc/api_rest.md``):
+
+- A predict request holds ``instances`` (row format: each element is one row,
+  rows stacked on a new first axis; with several inputs each row is an object
+  keyed by input name) or ``inputs`` (columnar: the whole tensor, or an object
+  of tensors), never both. ``signature_name`` must be a string.
+- The dtype comes from the signature, not from the JSON: a float input takes
+  any JSON number (``NaN``, ``Infinity``, ``-Infinity`` included), an integer
+  input JSON integers only, a boolean input ``true``/``false``, a string input
+  strings or ``{"b64": "..."}``.
+- Floats are written with six significant digits where that reads back as
+  the same float, else with all of them (9 for float32, 17 for float64);
+  whole numbers keep a ``.0``; non-finite values are bare ``NaN`` and
+  ``Infinity``. A string output whose name ends in ``_bytes`` is written as
+  ``{"b64": ...}``.
+
+Parsing uses orjson (several times faster than the standard library on
+image-sized bodies); a body orjson refuses is read again with the standard
+library, which accepts the bare ``NaN``/``Infinity`` TF Serving accepts, so
+the error message a client sees for broken JSON is the standard library's
+(with the offset). Arrays are built from the parsed lists with one NumPy
+call; only a body that holds ``true``, ``false`` or ``null`` somewhere is
+walked value by value (NumPy would turn them into numbers silently).
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import numpy as np
+import orjson
+
+from tf1infer.serving.status import ServingError, dtype_string, invalid
+
+INSTANCES, INPUTS = "instances", "inputs"
+# The standard library's parse errors in rapidjson's words, which TF Serving's clients and tests match on.
+_RAPIDJSON_WORDS = {
+    "Expecting value": "Invalid value.",
+    "Extra data": "The document root must not be followed by other values.",
+    "Expecting property name enclosed in double quotes": "Missing a name for object member.",
+    "Expecting ':' delimiter": "Missing a colon after a name of object member.",
+    "Expecting ',' delimiter": "Missing a comma or ']' after an array element.",
+    "Unterminated string starting at": "Missing a closing quotation mark in string.",
+    "Invalid control character at": "Invalid encoding in string.",
+}
+# Found anywhere in the body (even inside a string), they send the request through the value-by-value check.
+_LITERALS = (b"true", b"false", b"null")
+
+
+def parse_body(body: bytes) -> dict[str, Any]:
+    """The request's JSON object, or INVALID_ARGUMENT in TF Serving's words."""
+    if not body.strip():
+        raise invalid("JSON Parse error: The document is empty")
+    try:
+        document = orjson.loads(body)
+    except orjson.JSONDecodeError:
+        try:
+            document = json.loads(body, parse_float=_finite_float)
+        except _TooBig:
+            raise invalid("JSON Parse error: Number too big to be stored in double.") from None
+        except json.JSONDecodeError as exc:
+            reason = _RAPIDJSON_WORDS.get(exc.msg, exc.msg)
+            raise invalid(f"JSON Parse error: {reason} at offset: {exc.pos}") from None
+        except RecursionError:
+            raise invalid("JSON Parse error: the document nests too deeply") from None
+        except UnicodeDecodeError as exc:
+            raise invalid(f"JSON Parse error: the document is not UTF-8 ({exc.reason})") from None
+    if not isinstance(document, dict):
+        raise invalid(f"JSON Value: {excerpt(document)} Is not object")
+    return document
+
+
+class _TooBig(ValueError):
+    pass
+
+
+def _finite_float(text: str) -> float:
+    """A JSON number as a float; one beyond float64's range (``1e400``) is an error, as in rapidjson, not infinity."""
+    value = float(text)
+    if value in (float("inf"), float("-inf")):
+        raise _TooBig(text)
+    return value
+
+
+def signature_name(document: Mapping[str, Any]) -> str:
+    name = document.get("signature_name", "")
+    if not isinstance(name, str):
+        raise invalid(
+            f"JSON Value: {excerpt(name)} not formatted correctly. 'signature_name' key must be a string value."
+        )
+    return name
+
+
+def request_format(document: Mapping[str, Any]) -> str:
+    """``"instances"`` (row format) or ``"inputs"`` (columnar): exactly one of the two keys."""
+    has_instances, has_inputs = INSTANCES in document, INPUTS in document
+    if has_instances and has_inputs:
+        raise invalid(
+            f"JSON Value: {excerpt(document)} Not formatted correctly expecting only one of 'inputs' or "
+            "'instances' keys to exist "
+        )
+    if has_instances:
+        if not isinstance(document[INSTANCES], list):
+            raise invalid(f"JSON Value: {excerpt(document)} Expecting 'instances' to be an list/array")
+        if not document[INSTANCES]:
+            raise invalid(f"JSON Value: {excerpt(document)} No values in 'instances' array")
+        return INSTANCES
+    if has_inputs:
+        return INPUTS
+    raise invalid("Missing 'inputs' or 'instances' key")
+
+
+def tensors_from_request(
+    document: Mapping[str, Any], body: bytes, inputs: Sequence[Any], request_kind: str
+) -> dict[str, np.ndarray]:
+    """``{alias: array}`` for a predict request, each array of its input's dtype.
+
+    Args:
+        document: the parsed body.
+        body: the raw body (only searched for JSON literals; see the module's notes).
+        inputs: the signature's input endpoints (``alias``, ``dtype``).
+        request_kind: :func:`request_format`'s answer.
+    """
+    strict = any(literal in body for literal in _LITERALS)
+    names = [endpoint.alias for endpoint in inputs]
+    dtypes = {endpoint.alias: endpoint.dtype for endpoint in inputs}
+    if request_kind == INSTANCES:
+        rows = document[INSTANCES]
+        objects = [isinstance(row, dict) and not _is_b64(row) for row in rows]
+        if any(objects) and not all(objects):
+            index = objects.index(not objects[0])
+            raise invalid(
+                f"Expecting {'object' if objects[0] else 'value/list'} but got "
+                f"{'list' if objects[0] else 'object'} at item {index} of input list"
+            )
+        if not objects[0]:
+            if len(names) != 1:
+                raise invalid(
+                    "instances is a plain list, but expecting list of objects as multiple input tensors required "
+                    "as per tensorinfo_map"
+                )
+            return {names[0]: _array(rows, dtypes[names[0]], names[0], strict)}
+        columns: dict[str, list[Any]] = {name: [] for name in names}
+        for index, row in enumerate(rows):
+            if set(row) != set(names):
+                raise invalid(
+                    f"Failed to process element: {index} of 'instances' list. JSON object: {excerpt(row)} keys "
+                    f"must be equal to: {','.join(names)}"
+                )
+            for name in names:
+                columns[name].append(row[name])
+        return {name: _array(column, dtypes[name], name, strict) for name, column in columns.items()}
+    value = document[INPUTS]
+    if isinstance(value, dict) and not _is_b64(value):
+        for name in names:
+            if name not in value:
+                raise invalid(f"Missing named input: {name} in 'inputs' object.")
+        # Keys the signature lacks reach the signature's own check, which names them.
+        return {
+            name: _array(item, dtypes.get(name, np.dtype(np.float32)), name, strict) for name, item in value.items()
+        }
+    if len(names) != 1:
+        raise invalid(
+            "inputs is a plain value/list, but expecting an object as multiple input tensors required as per "
+            "tensorinfo_map"
+        )
+    return {names[0]: _array(value, dtypes[names[0]], names[0], strict)}
+
+
+def _array(value: Any, dtype: np.dtype, name: str, strict: bool) -> np.ndarray:
+    """One input's JSON value as an array of ``dtype``, refusing values TF Serving refuses for that dtype."""
+    if dtype.kind == "O" or dtype.kind in "SU":
+        return _string_array(value, name)
+    if strict:
+        _check_literals(value, dtype, name)
+    try:
+        array = np.array(value)
+    except ValueError:
+        raise invalid(_ragged_message(value, name)) from None
+    kind = array.dtype.kind
+    if dtype.kind == "f":
+        allowed = kind in "fiu"
+    elif dtype.kind in "iu":
+        allowed = kind in "iu"
+    elif dtype.kind == "b":
+        allowed = kind == "b"
+    else:
+        raise ServingError("UNIMPLEMENTED", f"input '{name}': JSON cannot carry {dtype} tensors")
+    if not allowed or array.dtype.hasobject:
+        offending = _first_not(value, dtype)
+        raise invalid(
+            f"JSON Value: {excerpt(offending)} Type: {json_type(offending)} is not of expected type: "
+            f"{dtype_string(dtype)} (input '{name}')"
+        )
+    if dtype.kind in "iu" and array.size:
+        info = np.iinfo(dtype)
+        low, high = array.min(), array.max()
+        if low < info.min or high > info.max:
+            raise invalid(f"input '{name}': values from {low} to {high} do not fit {dtype_string(dtype)}")
+    return array.astype(dtype, copy=False)
+
+
+def _string_array(value: Any, name: str) -> np.ndarray:
+    """Strings (UTF-8 encoded) and ``{"b64": ...}`` values as an object array of bytes."""
+
+    def convert(item: Any) -> Any:
+        if isinstance(item, list):
+            return [convert(element) for element in item]
+        if isinstance(item, str):
+            return item.encode("utf-8")
+        if isinstance(item, dict) and _is_b64(item):
+            try:
+                return base64.b64decode(item["b64"], validate=True)
+            except (binascii.Error, ValueError):
+                raise invalid(f"JSON Value: {excerpt(item)} not formatted correctly for base64 data") from None
+        raise invalid(
+            f"JSON Value: {excerpt(item)} Type: {json_type(item)} is not of expected type: string (input '{name}')"
+        )
+
+    converted = convert(value)
+    try:
+        array = np.empty(_shape_of(converted, name), dtype=object)
+    except ValueError as exc:
+        raise invalid(f"input '{name}': {exc}") from None
+    array[...] = converted  # Element by element: the shape was checked to match.
+    return array
+
+
+def _shape_of(value: Any, name: str) -> tuple[int, ...]:
+    """The shape of nested lists, refusing ragged ones (TF Serving: 'Encountered list at unexpected size')."""
+    shape: list[int] = []
+    level = value
+    while isinstance(level, list):
+        shape.append(len(level))
+        if not level:
+            break
+        level = level[0]
+
+    def check(item: Any, depth: int) -> None:
+        if depth == len(shape):
+            if isinstance(item, list):
+                raise invalid(f"input '{name}': Encountered list at unexpected level: {depth} expected < {depth}")
+            return
+        if not isinstance(item, list) or len(item) != shape[depth]:
+            size = len(item) if isinstance(item, list) else "a value"
+            raise invalid(
+                f"input '{name}': Encountered list at unexpected size: {size} at level: {depth} "
+                f"expected size: {shape[depth]}"
+            )
+        for element in item:
+            check(element, depth + 1)
+
+    check(value, 0)
+    return tuple(shape)
+
+
+def _check_literals(value: Any, dtype: np.dtype, name: str) -> None:
+    """Refuse ``true``/``false`` for a number input, numbers for a boolean one, and ``null`` anywhere."""
+    stack = [value]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, list):
+            stack.extend(item)
+            continue
+        is_bool = isinstance(item, bool)
+        wrong_kind = is_bool != (dtype.kind == "b") and (is_bool or isinstance(item, (int, float)))
+        if item is None or wrong_kind:
+            raise invalid(
+                f"JSON Value: {excerpt(item)} Type: {json_type(item)} is not of expected type: "
+                f"{dtype_string(dtype)} (input '{name}')"
+            )
+
+
+def _first_not(value: Any, dtype: np.dtype) -> Any:
+    """The first value in nested lists that ``dtype`` cannot take from JSON (for the error message)."""
+    stack = [value]
+    while stack:
+        item = stack.pop(0)
+        if isinstance(item, list):
+            stack[0:0] = item
+            continue
+        if dtype.kind == "f" and isinstance(item, (int, float)) and not isinstance(item, bool):
+            continue
+        if dtype.kind in "iu" and isinstance(item, int) and not isinstance(item, bool):
+            continue
+        if dtype.kind == "b" and isinstance(item, bool):
+            continue
+        return item
+    return value
+
+
+def _ragged_message(value: Any, name: str) -> str:
+    try:
+        _shape_of(value, name)
+    except ServingError as exc:
+        return exc.message
+    return f"input '{name}': the values do not form a tensor (rows of different shapes)"
+
+
+def _is_b64(value: Any) -> bool:
+    return isinstance(value, dict) and len(value) == 1 and isinstance(value.get("b64"), str)
+
+
+def json_type(value: Any) -> str:
+    if value is None:
+        return "Null"
+    if isinstance(value, bool):
+        return "Bool"
+    if isinstance(value, (int, float)):
+        return "Number"
+    if isinstance(value, str):
+        return "String"
+    if isinstance(value, list):
+        return "Array"
+    return "Object"
+
+
+def excerpt(value: Any, limit: int = 200) -> str:
+    """A value as JSON, cut short: messages name what was sent without echoing a whole image."""
+    try:
+        text = json.dumps(value, allow_nan=True, default=str)
+    except (TypeError, ValueError, RecursionError):
+        text = repr(value)
+    return text if len(text) <= limit else text[:limit] + "..."
+
+
+# -- responses ---------------------------------------------------------------------------------------------------
+
+
+def tensor_json(array: np.ndarray, name: str) -> str:
+    """One tensor as TF Serving writes it (nested lists, its number formatting)."""
+    return _nest(_tokens(array, name.endswith("_bytes")))
+
+
+def predict_response(outputs: Mapping[str, np.ndarray], request_kind: str) -> str:
+    """``{"predictions": ...}`` for a row-format request, ``{"outputs": ...}`` for a columnar one."""
+    names = list(outputs)
+    if request_kind == INPUTS:
+        if len(names) == 1:
+            return '{"outputs":' + tensor_json(outputs[names[0]], names[0]) + "}"
+        parts = [json.dumps(name) + ":" + tensor_json(outputs[name], name) for name in names]
+        return '{"outputs":{' + ",".join(parts) + "}}"
+    rows = None
+    for name in names:
+        shape = np.shape(outputs[name])
+        if not shape:
+            raise invalid(f"Tensor name: {name} has no shape information ")
+        if rows is None:
+            rows = shape[0]
+        elif shape[0] != rows:
+            raise invalid(f"Tensor name: {name} has inconsistent batch size: {shape[0]} expecting: {rows}")
+    if len(names) == 1:
+        return '{"predictions":' + tensor_json(outputs[names[0]], names[0]) + "}"
+    tokens = {name: _tokens(outputs[name], name.endswith("_bytes")) for name in names}
+    keys = {name: json.dumps(name) for name in names}
+    objects = [
+        "{" + ",".join(keys[name] + ":" + _nest(tokens[name][row]) for name in names) + "}" for row in range(rows or 0)
+    ]
+    return '{"predictions":[' + ",".join(objects) + "]}"
+
+
+def _tokens(array: np.ndarray, as_b64: bool) -> np.ndarray:
+    """Each element's JSON text, in an array of the tensor's shape."""
+    array = np.asarray(array)
+    kind = array.dtype.kind
+    if kind == "f":
+        return float_tokens(array)
+    if kind == "b":
+        return np.where(array, "true", "false")
+    if kind in "iu":
+        return array.astype(str)
+    if kind in "OSU":
+        flat = [_string_token(item, as_b64) for item in array.reshape(-1).tolist()]
+        tokens = np.empty(len(flat), dtype=object)
+        tokens[:] = flat
+        return tokens.reshape(array.shape)
+    raise ServingError("UNIMPLEMENTED", f"tensors of {array.dtype} cannot be written as JSON")
+
+
+def float_tokens(array: np.ndarray) -> np.ndarray:
+    """TF Serving's ``WriteDecimal``: %g (six digits) where it reads back equal, else max_digits10; whole numbers
+    with a '.0'; NaN, Infinity, -Infinity bare."""
+    if array.dtype not in (np.float32, np.float64):
+        array = array.astype(np.float32)  # float16 and bfloat16 outputs: written as float32 (TF Serving: half_val).
+    wide = array.astype(np.float64)
+    finite = np.isfinite(wide)
+    safe = np.where(finite, wide, 0.0)
+    short = np.char.mod("%g", safe)
+    full_digits = "%.9g" if array.dtype == np.float32 else "%.17g"
+    back = short.astype(array.dtype)
+    inexact = finite & (back != array)
+    if inexact.any():
+        short = np.where(inexact, np.char.mod(full_digits, safe), short)
+    plain = ~(np.char.find(short, ".") >= 0) & ~(np.char.find(short, "e") >= 0)
+    short = np.where(finite & plain, np.char.add(short, ".0"), short)
+    if not finite.all():
+        short = short.astype("<U12")
+        short[np.isnan(wide)] = "NaN"
+        short[np.isposinf(wide)] = "Infinity"
+        short[np.isneginf(wide)] = "-Infinity"
+    return short
+
+
+def _string_token(item: Any, as_b64: bool) -> str:
+    data = item if isinstance(item, bytes) else str(item).encode("utf-8")
+    if not as_b64:
+        try:
+            return json.dumps(data.decode("utf-8"))
+        except UnicodeDecodeError:
+            pass  # Not text: written as base64 rather than as broken JSON.
+    return '{"b64":"' + base64.b64encode(data).decode("ascii") + '"}'
+
+
+def _nest(tokens: Any) -> str:
+    if not isinstance(tokens, np.ndarray):  # One element of a row: a NumPy string scalar, or a str.
+        return str(tokens)
+    if tokens.ndim == 0:
+        return str(tokens[()])
+    if tokens.ndim == 1:
+        return "[" + ",".join(tokens.tolist()) + "]"
+    return "[" + ",".join(_nest(part) for part in tokens) + "]"
+
+
+def dumps(value: Any) -> bytes:
+    """A response object (status, metadata, errors) as JSON bytes."""
+    return orjson.dumps(value)
+
+
+__all__ = [
+    "INPUTS",
+    "INSTANCES",
+    "dumps",
+    "parse_body",
+    "predict_response",
+    "request_format",
+    "signature_name",
+    "tensor_json",
+    "tensors_from_request",
+]
