@@ -80,6 +80,22 @@ PREPARED = {
         ".to_parquet('rows.parquet')",
         "assert spark.read.parquet('scored.parquet').count() == 10",
     ),
+    "import grpc, requests": (
+        "import io\n"
+        "from tf1infer.serving import Server\n"
+        "_server = Server(['cnn=legacy_models/cnn.h5'], out=io.StringIO()).start_in_thread()  # TF Serving's ports",
+        "_server.stop()\n"
+        "with tf1infer.load('legacy_models/cnn.h5') as p: want = p.predict(image)\n"
+        "np.testing.assert_allclose(np.array(rest['predictions']), want, atol=1e-6)\n"
+        "np.testing.assert_allclose(scores, want, atol=1e-6)",
+    ),
+    "from tf1infer.serving import ModelConfig, Server": (
+        "shutil.copyfile(ZOO_DIR / 'lambda.h5', 'lambda.h5')",
+        "with tf1infer.load('lambda.h5', lambdas={'affine': lambda x: x * 2.0 + 1.0}) as p:\n"
+        "    want = p.predict(np.array([[1.0, 2.0, 3.0, 4.0, 5.0]], np.float32))\n"
+        "np.testing.assert_allclose(np.array(answer['predictions']), want, atol=1e-6)\n"
+        "assert server.rest_port > 0",
+    ),
     'tf1infer.load("lambda.h5"': (
         "shutil.copyfile(ZOO_DIR / 'lambda.h5', 'lambda.h5')",
         "",

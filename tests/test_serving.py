@@ -10,6 +10,7 @@ shutdown and memory tests run ``tf1infer serve`` as a separate process.
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import gzip
 import io
@@ -21,7 +22,6 @@ import subprocess
 import sys
 import threading
 import time
-from concurrent import futures
 
 import numpy as np
 import pytest
@@ -729,40 +729,58 @@ def test_memory_stays_flat_and_sigterm_answers_every_request_in_flight():
         process = psutil.Process(child.pid)
         url = f"http://127.0.0.1:{ports['rest']}/v1/models/default:predict"
 
-        def send(count: int) -> None:
-            with requests.Session() as session:
-                for index in range(count):
-                    answer = session.post(url, data=b'{"instances": [%d.0]}' % (index % 7), timeout=RPC_TIMEOUT)
-                    assert answer.status_code == 200 and answer.json() == {"predictions": [0.5 * (index % 7) + 2.0]}
+        async def send(count: int, clients: int = 16) -> None:
+            import aiohttp
 
-        with futures.ThreadPoolExecutor(4) as pool:
-            list(pool.map(send, [500] * 4))  # Warm-up: 2,000 requests.
-            before = process.memory_info().rss
-            list(pool.map(send, [5000] * 4))  # 20,000 more.
-            after = process.memory_info().rss
+            async with aiohttp.ClientSession() as session:
+
+                async def client(offset: int) -> None:
+                    for index in range(offset, count, clients):
+                        body = b'{"instances": [%d.0]}' % (index % 7)
+                        async with session.post(url, data=body) as answer:
+                            assert answer.status == 200
+                            assert await answer.json() == {"predictions": [0.5 * (index % 7) + 2.0]}
+
+                await asyncio.gather(*(client(offset) for offset in range(clients)))
+
+        asyncio.run(send(2000))  # Warm-up.
+        before = process.memory_info().rss
+        asyncio.run(send(20000))
+        after = process.memory_info().rss
         assert after - before < 24 * 2**20, f"RSS grew {(after - before) / 2**20:.1f} MiB over 20,000 requests"
 
-        # 64 requests of 32 images each, in flight at once; SIGTERM; every one answered, then exit 0.
-        images = np.random.default_rng(9).uniform(0, 255, (32, 64, 64, 1)).astype(np.float32)
-        with grpc.insecure_channel(f"127.0.0.1:{ports['grpc']}") as channel:
+        # One large request holds the model (2,048 images, a second or two); 64 single images queue behind it. All
+        # 65 are in flight when SIGTERM comes; every one is answered, then the server exits 0.
+        rng = np.random.default_rng(9)
+        large = rng.uniform(0, 255, (2048, 64, 64, 1)).astype(np.float32)
+        images = rng.uniform(0, 255, (64, 1, 64, 64, 1)).astype(np.float32)
+        with grpc.insecure_channel(
+            f"127.0.0.1:{ports['grpc']}", options=[("grpc.max_send_message_length", 64 * 2**20)]
+        ) as channel:
             stub = prediction_service_pb2_grpc.PredictionServiceStub(channel)
-            request = _predict_request("xception", {"input_1": images})
-            calls = [stub.Predict.future(request, 120.0) for _ in range(64)]
+            holder = stub.Predict.future(_predict_request("xception", {"input_1": large}), 120.0)
             metrics_url = f"http://127.0.0.1:{ports['rest']}/monitoring/prometheus/metrics"
-            deadline = time.monotonic() + 60
-            in_flight = 0
-            while time.monotonic() < deadline and in_flight < 64:
+
+            def in_flight() -> float:
                 text = requests.get(metrics_url, timeout=RPC_TIMEOUT).text
-                in_flight = float(re.search(r"^tf1infer_serving_requests_in_flight (\S+)$", text, re.M)[1])
-            assert in_flight == 64, in_flight
+                return float(re.search(r"^tf1infer_serving_requests_in_flight (\S+)$", text, re.M)[1])
+
+            deadline = time.monotonic() + 60
+            while in_flight() < 1 and time.monotonic() < deadline:
+                time.sleep(0.01)
+            calls = [stub.Predict.future(_predict_request("xception", {"input_1": image}), 120.0) for image in images]
+            seen = 0.0
+            while seen < 65 and time.monotonic() < deadline:
+                seen = in_flight()
+            assert seen == 65 and not holder.done(), seen
             child.send_signal(signal.SIGTERM)
             answers = [tf.make_ndarray(call.result().outputs["predictions"]) for call in calls]
+            held = tf.make_ndarray(holder.result().outputs["predictions"])
         assert child.wait(timeout=120) == 0, "".join(ports["lines"])
-        reference = tf1infer.load(str(XCEPTION))
-        for answer in answers:
-            np.testing.assert_allclose(answer, reference.predict(images), atol=EXACT, rtol=0)
-        reference.close()
-        assert any("answering the" in line for line in ports["lines"])
+        with tf1infer.load(str(XCEPTION)) as reference:
+            np.testing.assert_allclose(np.concatenate(answers), reference.predict(images[:, 0]), atol=EXACT, rtol=0)
+            np.testing.assert_allclose(held, reference.predict(large), atol=EXACT, rtol=0)
+        assert any("answering the 65 in flight" in line for line in ports["lines"]), ports["lines"]
     finally:
         if child.poll() is None:
             child.kill()

@@ -9,7 +9,9 @@ same-process checks (:data:`tf1infer.bench.peers.CHECKS`: tf1infer and one peer
 timed interleaved in one process, for the races too close for separate
 processes to call), the streaming measurements (:mod:`tf1infer.bench.streaming`)
 concurrent single-sample callers with and without micro-batching
-(:mod:`tf1infer.bench.concurrency`), and int8 against float32 on TF Lite with
+(:mod:`tf1infer.bench.concurrency`), single-sample clients against ``tf1infer
+serve`` over REST and gRPC beside a Flask + tf_keras server
+(:mod:`tf1infer.bench.serving`), and int8 against float32 on TF Lite with
 accuracy on real-photo crops (:mod:`tf1infer.bench.int8`).
 
 Outputs: a table on stdout, ``bench-results/latest.json`` (one record per model
@@ -18,7 +20,7 @@ and, after a full run, ``BENCHMARKS.md`` (method, machine, table).
 
 Usage: python -m tf1infer.bench [--quick] [--models mlp,cnn,lstm,gru,mini_xception]
        [--peers keras_predict,...] [--batch-sizes 1,32,256] [--checks tflite,...]
-       [--no-streaming] [--no-concurrency] [--no-int8] [--json PATH] [--benchmarks-md PATH]
+       [--no-streaming] [--no-concurrency] [--no-serving] [--no-int8] [--json PATH] [--benchmarks-md PATH]
        python -m tf1infer.bench --render bench-results/latest.json   (the reports again, from saved results)
 """
 
@@ -60,6 +62,9 @@ def main(argv=None) -> int:
     parser.add_argument(
         "--no-concurrency", action="store_true", help="skip the concurrent callers (micro-batching) runs"
     )
+    parser.add_argument(
+        "--no-serving", action="store_true", help="skip tf1infer serve (REST, gRPC) against Flask + tf_keras"
+    )
     parser.add_argument("--no-int8", action="store_true", help="skip int8 against float32 TF Lite on real-photo crops")
     parser.add_argument(
         "--spark",
@@ -95,6 +100,7 @@ def main(argv=None) -> int:
         result.setdefault("checks", [])
         result.setdefault("check_errors", [])
         result.setdefault("concurrency", [])
+        result.setdefault("serving", [])
         result.setdefault("spark", [])
         result.setdefault("int8", [])
         _print_results(result)
@@ -150,6 +156,7 @@ def main(argv=None) -> int:
         "check_errors": check_errors,
         "streaming": [],
         "concurrency": [],
+        "serving": [],
         "spark": [],
         "int8": [],
     }
@@ -168,6 +175,15 @@ def main(argv=None) -> int:
 
         result["concurrency"] = report_concurrency(
             {m: p for m, p in models.items() if m in CONCURRENCY_MODELS}, args.quick, spawn_concurrency
+        )
+    if not args.no_serving:
+        from tf1infer.bench.serving import report_serving
+
+        def in_process(path, callers):
+            return _spawn_one(f"concurrency:micro-batched:{1.5 if args.quick else 4.0}", path, callers)
+
+        result["serving"] = report_serving(
+            {m: p for m, p in models.items() if m in CONCURRENCY_MODELS}, args.quick, in_process
         )
     if not args.no_int8:
         from tf1infer.bench.int8 import INT8_MODELS, report_int8
@@ -221,6 +237,9 @@ def _write_reports(result: dict, json_path: str, benchmarks_md: str | None) -> N
     from tf1infer.bench.concurrency import concurrency_md
 
     callers_md = concurrency_md(result.get("concurrency", []))
+    from tf1infer.bench.serving import SERVING_METHOD, serving_md
+
+    served_md = serving_md(result.get("serving", []))
     from tf1infer.bench.spark import spark_md
 
     scaling_md = spark_md(result.get("spark", []))
@@ -232,6 +251,7 @@ def _write_reports(result: dict, json_path: str, benchmarks_md: str | None) -> N
             f"Machine: {report.machine_line(result['machine'])}\n\n{table_md}"
             + (f"\n### Same-process checks\n\n{checks_md}" if checks_md else "")
             + (f"\n### Concurrent callers\n\n{callers_md}" if callers_md else "")
+            + (f"\n### Serving\n\n{SERVING_METHOD}\n\n{served_md}" if served_md else "")
             + (f"\n### Scaling out on Spark\n\n{scaling_md}" if scaling_md else "")
             + (f"\n### int8 on TF Lite\n\n{INT8_METHOD}\n\n{quantized_md}" if quantized_md else "")
         )
@@ -245,7 +265,15 @@ def _write_reports(result: dict, json_path: str, benchmarks_md: str | None) -> N
         summary = report.summary_lines(records, batch_sizes)
         with open(benchmarks_md, "w") as handle:
             handle.write(
-                report.benchmarks_md(result["machine"], table_md, summary, result["streaming"], checks_md, callers_md)
+                report.benchmarks_md(
+                    result["machine"],
+                    table_md,
+                    summary,
+                    result["streaming"],
+                    checks_md,
+                    callers_md,
+                    f"{SERVING_METHOD}\n\n{served_md}" if served_md else "",
+                )
                 + (f"\n## Scaling out on Spark\n\n{scaling_md}" if scaling_md else "")
                 + (f"\n## int8 on TF Lite\n\n{INT8_METHOD}\n\n{quantized_md}" if quantized_md else "")
             )

@@ -322,6 +322,7 @@ def benchmarks_md(
     streaming: Sequence[dict] = (),
     checks: str = "",
     concurrency: str = "",
+    serving: str = "",
 ) -> str:
     lines = [
         "# Benchmarks",
@@ -344,6 +345,8 @@ def benchmarks_md(
         lines += ["### Streaming", "", streaming_md(list(streaming))]
     if concurrency:
         lines += ["### Concurrent callers (micro-batching)", "", CONCURRENCY_METHOD, "", concurrency]
+    if serving:
+        lines += ["### Serving", "", serving]
     return "\n".join(lines).rstrip() + "\n"
 
 

@@ -30,6 +30,7 @@ from __future__ import annotations
 import base64
 import binascii
 import json
+import re
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -114,6 +115,63 @@ def request_format(document: Mapping[str, Any]) -> str:
     if has_inputs:
         return INPUTS
     raise invalid("Missing 'inputs' or 'instances' key")
+
+
+# The fast path (see numeric_request): a body that is only {"instances": [...]} or {"inputs": [...]}.
+_SIMPLE_BODY = re.compile(rb'\A\s*\{\s*"(instances|inputs)"\s*:\s*(\[.*\])\s*\}\s*\Z', re.S)
+_NUMBER_CHARACTERS = b"0123456789.eE+- \t\n\r"
+_SKELETONS: dict[tuple[int, ...], bytes] = {}
+
+
+def simple_request(body: bytes) -> tuple[str, bytes] | None:
+    """``(kind, the tensor's JSON text)`` where the body holds nothing but ``instances`` or ``inputs``, else None."""
+    match = _SIMPLE_BODY.match(body)
+    if match is None:
+        return None
+    return match[1].decode(), match[2]
+
+
+def numeric_tensor(text: bytes, endpoint: Any) -> np.ndarray | None:
+    """One float input's tensor read straight from its JSON text (the row list, or the columnar tensor), or None
+    where the text is anything but a regular nested list of plain numbers of the input's row shape.
+
+    Why: ``orjson`` then ``np.array`` on an image's nested lists builds thousands of Python lists (1.6 ms for one
+    64x64 image here, most of a request's time). Here the brackets are checked against the exact nesting the
+    shape has (commas included, so ragged rows never pass), and the numbers are parsed as one flat list (0.5 ms).
+    Whatever does not pass (literals, strings, NaN, ragged rows, a number orjson refuses) takes the full parse,
+    which gives TF Serving's errors.
+    """
+    shape = endpoint.shape
+    if endpoint.dtype.kind != "f" or shape is None or not shape or None in shape[1:]:
+        return None
+    skeleton = text.translate(None, _NUMBER_CHARACTERS)
+    if skeleton.strip(b"[],"):
+        return None
+    try:
+        values = orjson.loads(b"[" + text.translate(None, b"[]") + b"]")
+    except orjson.JSONDecodeError:
+        return None
+    per_row = int(np.prod(shape[1:], dtype=np.int64))
+    if not values or per_row == 0 or len(values) % per_row:
+        return None
+    full_shape = (len(values) // per_row, *shape[1:])
+    if skeleton != _skeleton(full_shape):
+        return None
+    return np.array(values).astype(endpoint.dtype, copy=False).reshape(full_shape)
+
+
+def _skeleton(shape: tuple[int, ...]) -> bytes:
+    """The brackets and commas of a JSON tensor of ``shape``: ``(2, 2)`` -> ``[[,],[,]]``."""
+    known = _SKELETONS.get(shape)
+    if known is None:
+        inner = b"[" + b"," * max(shape[-1] - 1, 0) + b"]"
+        for size in reversed(shape[:-1]):
+            inner = b"[" + b",".join([inner] * size) + b"]"
+        known = inner
+        if len(_SKELETONS) > 256:  # A few row counts per model; bounded all the same.
+            _SKELETONS.clear()
+        _SKELETONS[shape] = known
+    return known
 
 
 def tensors_from_request(

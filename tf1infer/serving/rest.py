@@ -133,6 +133,10 @@ class RestApi:
                 servables = [self.registry.find(name, version, label)]
             return json_tensors.dumps(protos.status_json(servables))
         method = seen["method"] = match[4].lower()
+        if method == "predict":
+            fast = await self._simple_predict(name, version, label, body)
+            if fast is not None:
+                return fast
         document = json_tensors.parse_body(body)
         signature_name = json_tensors.signature_name(document)
         servable = self.registry.find(name, version, label)
@@ -149,6 +153,24 @@ class RestApi:
         if method == examples.CLASSIFY:
             return examples.classify_json(results)
         return examples.regress_json(results)
+
+    async def _simple_predict(self, name: str, version: int | None, label: str | None, body: bytes) -> str | None:
+        """A predict request of plain numbers for a one-input signature, without building Python lists (see
+        :func:`json_tensors.numeric_tensor`); None sends the request through the full parse."""
+        simple = json_tensors.simple_request(body)
+        if simple is None:
+            return None
+        kind, text = simple
+        servable = self.registry.find(name, version, label)
+        signature = servable.signature(None)
+        if len(signature.inputs) != 1:
+            return None
+        array = json_tensors.numeric_tensor(text, signature.inputs[0])
+        if array is None:
+            return None
+        feeds = signature.arrange({signature.inputs[0].alias: array})
+        outputs = await signature.run(feeds, self.timeout)
+        return json_tensors.predict_response(dict(zip(signature.output_aliases, outputs)), kind)
 
 
 def _version(text: str | None) -> int | None:
