@@ -435,6 +435,14 @@ BAD_BODIES = [
     ('{"inputs": [' + "[" * 2000 + "1.0" + "]" * 2000 + "]}", "JSON Parse error"),
     ('{"instances": [' + "[" * 70 + "1.0" + "]" * 70 + "]}", "input 'x'"),
     ('{"instances": [1e400]}', "JSON Parse error"),
+    ('{"signature_name": "classify_x_to_y", "instances": ' + "[" * 990 + '"a"' + "]" * 990 + "}", "nests too deeply"),
+    ('{"signature_name": "classify_x_to_y", "instances": [["a"], "b"]}', "Encountered list at unexpected"),
+    (
+        '{"signature_name": "classify_x_to_y", "instances": [{"b64": "not base64!"}]}',
+        "not formatted correctly for base64",
+    ),
+    ('{"signature_name": "classify_x_to_y", "instances": [1]}', "not of expected type: string"),
+    ('{"inputs": {"x": [1.0], "z": ["not a number"]}}', "Sent extra: {z}"),
 ]
 # Multi-input and typed models: names, shapes, types.
 MODEL_BODIES = [

@@ -219,9 +219,10 @@ def tensors_from_request(
         for name in names:
             if name not in value:
                 raise invalid(f"Missing named input: {name} in 'inputs' object.")
-        # Keys the signature lacks reach the signature's own check, which names them.
+        # Keys the signature lacks reach the signature's own check, which names them (their values unread).
         return {
-            name: _array(item, dtypes.get(name, np.dtype(np.float32)), name, strict) for name, item in value.items()
+            name: _array(item, dtypes[name], name, strict) if name in dtypes else np.empty(0)
+            for name, item in value.items()
         }
     if len(names) != 1:
         raise invalid(
@@ -234,13 +235,20 @@ def tensors_from_request(
 def _array(value: Any, dtype: np.dtype, name: str, strict: bool) -> np.ndarray:
     """One input's JSON value as an array of ``dtype``, refusing values TF Serving refuses for that dtype."""
     if dtype.kind == "O" or dtype.kind in "SU":
-        return _string_array(value, name)
+        try:
+            return _string_array(value, name)
+        except RecursionError:
+            raise invalid(f"input '{name}': the value nests too deeply for a tensor") from None
     if strict:
         _check_literals(value, dtype, name)
     try:
         array = np.array(value)
     except ValueError:
-        raise invalid(_ragged_message(value, name)) from None
+        try:
+            message = _ragged_message(value, name)
+        except RecursionError:
+            message = f"input '{name}': the value nests too deeply for a tensor"
+        raise invalid(message) from None
     kind = array.dtype.kind
     if dtype.kind == "f":
         allowed = kind in "fiu"
@@ -336,21 +344,28 @@ def _check_literals(value: Any, dtype: np.dtype, name: str) -> None:
 
 
 def _first_not(value: Any, dtype: np.dtype) -> Any:
-    """The first value in nested lists that ``dtype`` cannot take from JSON (for the error message)."""
-    stack = [value]
-    while stack:
-        item = stack.pop(0)
-        if isinstance(item, list):
-            stack[0:0] = item
-            continue
-        if dtype.kind == "f" and isinstance(item, (int, float)) and not isinstance(item, bool):
-            continue
-        if dtype.kind in "iu" and isinstance(item, int) and not isinstance(item, bool):
-            continue
-        if dtype.kind == "b" and isinstance(item, bool):
-            continue
-        return item
+    """The first value in nested lists that ``dtype`` cannot take from JSON (for the error message); linear."""
+    pending = [iter([value])]
+    while pending:
+        item = next(pending[-1], _END)
+        if item is _END:
+            pending.pop()
+        elif isinstance(item, list):
+            pending.append(iter(item))
+        elif not _takes(dtype, item):
+            return item
     return value
+
+
+_END = object()
+
+
+def _takes(dtype: np.dtype, item: Any) -> bool:
+    if isinstance(item, bool):
+        return dtype.kind == "b"
+    if dtype.kind == "f":
+        return isinstance(item, (int, float))
+    return dtype.kind in "iu" and isinstance(item, int)
 
 
 def _ragged_message(value: Any, name: str) -> str:
@@ -380,9 +395,9 @@ def json_type(value: Any) -> str:
 
 
 def excerpt(value: Any, limit: int = 200) -> str:
-    """A value as JSON, cut short: messages name what was sent without echoing a whole image."""
+    """A value as JSON, cut short: messages name what was sent without echoing (or even writing out) a whole image."""
     try:
-        text = json.dumps(value, allow_nan=True, default=str)
+        text = json.dumps(_shrunk(value, 3), allow_nan=True, default=str)
     except (TypeError, ValueError, RecursionError):
         text = repr(value)
     return text if len(text) <= limit else text[:limit] + "..."
@@ -421,6 +436,23 @@ def predict_response(outputs: Mapping[str, np.ndarray], request_kind: str) -> st
         "{" + ",".join(keys[name] + ":" + _nest(tokens[name][row]) for name in names) + "}" for row in range(rows or 0)
     ]
     return '{"predictions":[' + ",".join(objects) + "]}"
+
+
+def _shrunk(value: Any, depth: int) -> Any:
+    """``value`` with at most 8 items per list or object and 3 levels, the rest elided (for messages)."""
+    if isinstance(value, list):
+        if depth == 0:
+            return "[...]"
+        return [_shrunk(item, depth - 1) for item in value[:8]] + (["..."] if len(value) > 8 else [])
+    if isinstance(value, dict):
+        if depth == 0:
+            return "{...}"
+        items = list(value.items())
+        shrunk = {key: _shrunk(item, depth - 1) for key, item in items[:8]}
+        if len(items) > 8:
+            shrunk["..."] = "..."
+        return shrunk
+    return value
 
 
 def _tokens(array: np.ndarray, as_b64: bool) -> np.ndarray:
