@@ -240,6 +240,7 @@ _SLOWEST_FILES = [
     "test_export.py",
     "test_bench.py",
     "test_readme.py",
+    "test_serving.py",
     "test_backends.py",
     "test_fuzz.py",
     "test_cli.py",

@@ -139,6 +139,15 @@ def test_grpc_predict_half_plus_two(stub):
         assert response.model_spec.name == "default"
         assert response.model_spec.signature_name == "serving_default"
         assert response.model_spec.version.value == 123
+    # Inputs in the typed fields rather than tensor_content, as hand-built requests carry them.
+    request = predict_pb2.PredictRequest()
+    request.model_spec.name = "default"
+    request.model_spec.version.value = 123
+    tensor = request.inputs["x"]
+    tensor.dtype = tf.float32.as_datatype_enum
+    tensor.tensor_shape.dim.add(size=3)
+    tensor.float_val.extend([2.0, 3.0, 4.0])
+    assert list(stub.Predict(request, RPC_TIMEOUT).outputs["y"].float_val) == [3.0, 3.5, 4.0]
 
 
 def test_grpc_classify_regress_multi_inference(stub):
@@ -309,6 +318,22 @@ def test_concurrent_single_sample_clients_get_their_own_rows(server, predictors)
         "tf1infer_serving_batch_size_sum", {"model": "xception", "version": "1"}
     )
     assert rows >= 64  # Every row went through the micro-batcher.
+
+
+def test_the_serving_bench_client_measures_a_live_server(server, predictors, tmp_path):
+    """make bench-tf1's load generator, briefly, against both APIs: it counts requests and gets predict's answer."""
+    from tf1infer.bench.serving import run_client, serving_md
+
+    sample = np.random.default_rng(4).uniform(0, 255, (1, 16, 16, 3)).astype(np.float32)
+    np.save(tmp_path / "sample.npy", sample)
+    records = []
+    for api, port in (("rest", server.rest_port), ("grpc", server.grpc_port)):
+        record = run_client(api, port, "input_1", str(tmp_path / "sample.npy"), 2, 0.3, model="cnn")
+        assert record["requests"] > 0 and record["p99_ms"] >= record["p50_ms"] > 0 and record["client_cpu_s"] >= 0
+        np.testing.assert_allclose(np.array(record.pop("first")), predictors["cnn"].predict(sample), atol=EXACT)
+        records.append({"model": "cnn", "callers": 2, "api": api, **record})
+    table = serving_md(records)
+    assert "| cnn | 2 | - |" in table and f"{records[0]['requests_per_second']:,.0f}" in table
 
 
 # -- bad requests: the documented status, a JSON error, and the next good request answered -------------------------

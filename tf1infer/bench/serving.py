@@ -85,13 +85,13 @@ async def _rest_client(port: int, path: str, body: bytes, callers: int, seconds:
     return latencies, first[0]
 
 
-async def _grpc_client(port: int, input_name: str, sample: np.ndarray, callers: int, seconds: float):
+async def _grpc_client(port: int, model: str, input_name: str, sample: np.ndarray, callers: int, seconds: float):
     import grpc
     import tensorflow as tf
     from tensorflow_serving.apis import predict_pb2, prediction_service_pb2_grpc
 
     request = predict_pb2.PredictRequest()
-    request.model_spec.name = SERVED_NAME
+    request.model_spec.name = model
     request.inputs[input_name].CopyFrom(tf.make_tensor_proto(sample))
     latencies: list[float] = []
     first: list[Any] = []
@@ -111,7 +111,9 @@ async def _grpc_client(port: int, input_name: str, sample: np.ndarray, callers: 
     return latencies, first[0]
 
 
-def run_client(api: str, port: int, input_name: str, sample_path: str, callers: int, seconds: float) -> dict:
+def run_client(
+    api: str, port: int, input_name: str, sample_path: str, callers: int, seconds: float, model: str = SERVED_NAME
+) -> dict:
     """One measurement from this process: requests/s, p50/p99 ms, the client's CPU seconds, the first answer."""
     sample = np.load(sample_path)
     if api == "grpc":  # Imported before the clock starts: TensorFlow's import is not the client's cost per request.
@@ -120,10 +122,10 @@ def run_client(api: str, port: int, input_name: str, sample_path: str, callers: 
     started_cpu = resource.getrusage(resource.RUSAGE_SELF)
     began = time.perf_counter()
     if api == "grpc":
-        latencies, first = asyncio.run(_grpc_client(port, input_name, sample, callers, seconds))
+        latencies, first = asyncio.run(_grpc_client(port, model, input_name, sample, callers, seconds))
     else:
         body = json.dumps({"instances": sample.tolist()}).encode()
-        latencies, first = asyncio.run(_rest_client(port, f"/v1/models/{SERVED_NAME}:predict", body, callers, seconds))
+        latencies, first = asyncio.run(_rest_client(port, f"/v1/models/{model}:predict", body, callers, seconds))
     elapsed = time.perf_counter() - began
     ended_cpu = resource.getrusage(resource.RUSAGE_SELF)
     every = np.asarray(latencies)
