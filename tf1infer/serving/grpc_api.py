@@ -113,24 +113,14 @@ class PredictionService(prediction_service_pb2_grpc.PredictionServiceServicer):
         return await self._calls.answer(context, "predict", request.model_spec.name, work)
 
     async def Classify(self, request: classification_pb2.ClassificationRequest, context):  # noqa: N802
-        async def work() -> classification_pb2.ClassificationResponse:
-            servable, key, outputs = await self._examples(request, examples.CLASSIFY, context)
-            response = classification_pb2.ClassificationResponse()
-            response.model_spec.CopyFrom(protos.model_spec(servable, key))
-            _fill_classifications(response.result, outputs)
-            return response
-
-        return await self._calls.answer(context, "classify", request.model_spec.name, work)
+        return await self._answer_examples(
+            request, context, examples.CLASSIFY, classification_pb2.ClassificationResponse, _fill_classifications
+        )
 
     async def Regress(self, request: regression_pb2.RegressionRequest, context):  # noqa: N802
-        async def work() -> regression_pb2.RegressionResponse:
-            servable, key, outputs = await self._examples(request, examples.REGRESS, context)
-            response = regression_pb2.RegressionResponse()
-            response.model_spec.CopyFrom(protos.model_spec(servable, key))
-            _fill_regressions(response.result, outputs)
-            return response
-
-        return await self._calls.answer(context, "regress", request.model_spec.name, work)
+        return await self._answer_examples(
+            request, context, examples.REGRESS, regression_pb2.RegressionResponse, _fill_regressions
+        )
 
     async def MultiInference(self, request: inference_pb2.MultiInferenceRequest, context):  # noqa: N802
         async def work() -> inference_pb2.MultiInferenceResponse:
@@ -173,13 +163,28 @@ class PredictionService(prediction_service_pb2_grpc.PredictionServiceServicer):
 
         return await self._calls.answer(context, "metadata", request.model_spec.name, work)
 
-    async def _examples(self, request: Any, method: str, context: grpc.aio.ServicerContext):
-        servable = self._calls.find(request.model_spec)
-        signature = servable.signature(request.model_spec.signature_name)
-        examples.check_method(signature, method)
-        serialized = examples.examples_from_input(request.input)
-        outputs = await examples.run_examples(signature, method, serialized, _timeout(context))
-        return servable, signature.key, outputs
+    async def _answer_examples(
+        self,
+        request: Any,
+        context: grpc.aio.ServicerContext,
+        method: str,
+        response_type: Callable[[], Any],
+        fill: Callable[[Any, Any], None],
+    ) -> Any:
+        """Classify or Regress: the examples run through the named signature, the results in ``response.result``."""
+
+        async def work() -> Any:
+            servable = self._calls.find(request.model_spec)
+            signature = servable.signature(request.model_spec.signature_name)
+            examples.check_method(signature, method)
+            serialized = examples.examples_from_input(request.input)
+            outputs = await examples.run_examples(signature, method, serialized, _timeout(context))
+            response = response_type()
+            response.model_spec.CopyFrom(protos.model_spec(servable, signature.key))
+            fill(response.result, outputs)
+            return response
+
+        return await self._calls.answer(context, method, request.model_spec.name, work)
 
 
 class ModelService(model_service_pb2_grpc.ModelServiceServicer):
