@@ -239,8 +239,8 @@ def _array(value: Any, dtype: np.dtype, name: str, strict: bool) -> np.ndarray:
             return _string_array(value, name)
         except RecursionError:
             raise invalid(f"input '{name}': the value nests too deeply for a tensor") from None
-    if strict:
-        _check_literals(value, dtype, name)
+    if strict:  # true, false or null somewhere: NumPy would take them as numbers (or objects) without a word.
+        _refuse_first_not_taken(value, dtype, name)
     try:
         array = np.array(value)
     except ValueError:
@@ -259,11 +259,8 @@ def _array(value: Any, dtype: np.dtype, name: str, strict: bool) -> np.ndarray:
     else:
         raise ServingError("UNIMPLEMENTED", f"input '{name}': JSON cannot carry {dtype} tensors")
     if not allowed or array.dtype.hasobject:
-        offending = _first_not(value, dtype)
-        raise invalid(
-            f"JSON Value: {excerpt(offending)} Type: {json_type(offending)} is not of expected type: "
-            f"{dtype_string(dtype)} (input '{name}')"
-        )
+        _refuse_first_not_taken(value, dtype, name)
+        raise invalid(f"input '{name}': the values do not form a {dtype_string(dtype)} tensor")
     if dtype.kind in "iu" and array.size:
         info = np.iinfo(dtype)
         low, high = array.min(), array.max()
@@ -326,25 +323,9 @@ def _shape_of(value: Any, name: str) -> tuple[int, ...]:
     return tuple(shape)
 
 
-def _check_literals(value: Any, dtype: np.dtype, name: str) -> None:
-    """Refuse ``true``/``false`` for a number input, numbers for a boolean one, and ``null`` anywhere."""
-    stack = [value]
-    while stack:
-        item = stack.pop()
-        if isinstance(item, list):
-            stack.extend(item)
-            continue
-        is_bool = isinstance(item, bool)
-        wrong_kind = is_bool != (dtype.kind == "b") and (is_bool or isinstance(item, (int, float)))
-        if item is None or wrong_kind:
-            raise invalid(
-                f"JSON Value: {excerpt(item)} Type: {json_type(item)} is not of expected type: "
-                f"{dtype_string(dtype)} (input '{name}')"
-            )
-
-
-def _first_not(value: Any, dtype: np.dtype) -> Any:
-    """The first value in nested lists that ``dtype`` cannot take from JSON (for the error message); linear."""
+def _refuse_first_not_taken(value: Any, dtype: np.dtype, name: str) -> None:
+    """INVALID_ARGUMENT naming the first value in nested lists that a ``dtype`` input cannot take from JSON (a
+    boolean for a number input, a number for a boolean one, null, a string, an object); linear in the values."""
     pending = [iter([value])]
     while pending:
         item = next(pending[-1], _END)
@@ -353,8 +334,10 @@ def _first_not(value: Any, dtype: np.dtype) -> Any:
         elif isinstance(item, list):
             pending.append(iter(item))
         elif not _takes(dtype, item):
-            return item
-    return value
+            raise invalid(
+                f"JSON Value: {excerpt(item)} Type: {json_type(item)} is not of expected type: "
+                f"{dtype_string(dtype)} (input '{name}')"
+            )
 
 
 _END = object()

@@ -36,7 +36,6 @@ from typing import Any
 
 import numpy as np
 import tensorflow as tf
-from tensorflow.core.protobuf import error_codes_pb2
 
 from tf1infer.errors import InvalidOptionError, ModelLoadError, QueueFullError, Tf1InferError, tensorflow_reason
 from tf1infer.loaders.graph_tools import check_no_state_changes
@@ -45,14 +44,12 @@ from tf1infer.loading import load
 from tf1infer.predictor import Predictor
 from tf1infer.runtime.microbatch import MicroBatcher, MicroBatchingSettings
 from tf1infer.runtime.session_runner import SessionRunner
-from tf1infer.serving.status import HTTP_STATUS, ServingError, dtype_string, from_exception, invalid, not_found
+from tf1infer.serving.status import ServingError, dtype_string, from_exception, invalid, not_found, tensorflow_code
 
 PREDICT_METHOD = "tensorflow/serving/predict"
 CLASSIFY_METHOD = "tensorflow/serving/classify"
 REGRESS_METHOD = "tensorflow/serving/regress"
 _VERSION_DIR = re.compile(r"^\d+$")
-# TensorFlow's error codes by number (the codes TF Serving answers with); reserved names map to UNKNOWN.
-_CODE_NAMES = {code: name for name, code in error_codes_pb2.Code.items() if name in HTTP_STATUS}
 
 
 @dataclass(frozen=True)
@@ -260,7 +257,7 @@ class Signature:
         try:
             return self._runner(*feeds)
         except tf.errors.OpError as exc:
-            code = _CODE_NAMES.get(exc.error_code, "UNKNOWN")
+            code = tensorflow_code(exc) or "UNKNOWN"
             raise ServingError(code, f"{self.source}: {tensorflow_reason(exc)}") from exc
         except RuntimeError as exc:  # The session was closed under the call (shutdown).
             raise ServingError("UNAVAILABLE", f"{self.source}: {exc}") from exc

@@ -76,8 +76,7 @@ def from_exception(exc: BaseException) -> ServingError:
     if isinstance(exc, InputError):
         return invalid(str(exc))
     if isinstance(exc, PredictionError):
-        code = _tensorflow_code(exc.__cause__)
-        return ServingError(code or "INVALID_ARGUMENT", str(exc))
+        return ServingError(tensorflow_code(exc.__cause__) or "INVALID_ARGUMENT", str(exc))
     return ServingError("INTERNAL", f"{type(exc).__name__}: {exc}")
 
 
@@ -92,7 +91,7 @@ def dtype_string(dtype) -> str:
     return {"float32": "float", "float64": "double", "float16": "half"}.get(name, name)
 
 
-def _tensorflow_code(exc: BaseException | None) -> str | None:
+def tensorflow_code(exc: BaseException | None) -> str | None:
     """The canonical code name of a ``tf.errors.OpError`` (``"INVALID_ARGUMENT"``), or None for anything else."""
     code = getattr(exc, "error_code", None)
     if not isinstance(code, int):
@@ -106,4 +105,4 @@ def _tensorflow_code(exc: BaseException | None) -> str | None:
     return name if name in HTTP_STATUS else None
 
 
-__all__ = ["HTTP_STATUS", "ServingError", "dtype_string", "from_exception", "invalid", "not_found"]
+__all__ = ["HTTP_STATUS", "ServingError", "dtype_string", "from_exception", "invalid", "not_found", "tensorflow_code"]
