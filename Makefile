@@ -95,7 +95,7 @@ $(BENCH_STAMP): setup.py $(STAMP)
 	$(BIN)/python -m pip install --quiet -e ".[test,bench]"
 	touch $(BENCH_STAMP)
 
-# QUICK=1: short rounds, one pass (under 3 minutes); BENCH_ARGS for more (--models, --peers, ...).
+# QUICK=1: short rounds, one pass (about 7 minutes here with every section); BENCH_ARGS for more (--models, --peers, ...).
 bench-tf1: $(BENCH_STAMP)
 	$(QUIET_TF) $(BIN)/python -m tf1infer.bench $(if $(QUICK),--quick) $(BENCH_ARGS)
 

@@ -54,7 +54,11 @@ RECORD = "BENCH-RECORD "  # Prefix of a worker's result lines: TensorFlow prints
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--quick", action="store_true", help="short timing rounds and streaming runs (under 3 minutes)")
+    parser.add_argument(
+        "--quick",
+        action="store_true",
+        help="short timing rounds, one pass; serving at 32 clients on the mini-Xception only",
+    )
     parser.add_argument("--models", default=",".join(MODELS), help="comma-separated: " + ", ".join(MODELS))
     parser.add_argument("--peers", default=",".join(PEERS), help="comma-separated: " + ", ".join(PEERS))
     parser.add_argument("--batch-sizes", default=",".join(map(str, BATCH_SIZES)))
@@ -177,13 +181,19 @@ def main(argv=None) -> int:
             {m: p for m, p in models.items() if m in CONCURRENCY_MODELS}, args.quick, spawn_concurrency
         )
     if not args.no_serving:
+        from tf1infer.bench.serving import CALLERS as SERVING_CALLERS
         from tf1infer.bench.serving import report_serving
 
         def in_process(path, callers):
             return _spawn_one(f"concurrency:micro-batched:{1.5 if args.quick else 4.0}", path, callers)
 
+        # A quick pass measures the headline point only: 32 clients on the mini-Xception (each server a
+        # process of its own with TensorFlow's import: most of this section's time).
         result["serving"] = report_serving(
-            {m: p for m, p in models.items() if m in CONCURRENCY_MODELS}, args.quick, in_process
+            {m: p for m, p in models.items() if m in (("mini_xception",) if args.quick else CONCURRENCY_MODELS)},
+            args.quick,
+            in_process,
+            callers=(32,) if args.quick else SERVING_CALLERS,
         )
     if not args.no_int8:
         from tf1infer.bench.int8 import INT8_MODELS, report_int8
