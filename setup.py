@@ -9,13 +9,14 @@ KERAS2 = [f"tf-keras{TF_RANGE}"]
 # PySpark 4.x warns about pandas 3; Arrow carries the batches between the JVM and Python. pyarrow 26 needs numpy 2
 # at import without saying so in its requirements (seen: "pyarrow requires NumPy 2.0 or newer, found 1.26.4").
 SPARK = ["pyspark>=3.5,<5", "pandas>=2,<3", "pyarrow>=14,<26"]
-# tf1infer serve: aiohttp (REST), grpcio (gRPC), prometheus-client (metrics), orjson (request JSON), and the
-# generated TF Serving protos. tensorflow-serving-api X.Y requires tensorflow >= X.Y: beside an older TensorFlow,
+# tf1infer serve: aiohttp (REST), grpcio (gRPC) and grpcio-health-checking (grpc.health.v1), prometheus-client
+# (metrics), orjson (request JSON), and the generated TF Serving protos. tensorflow-serving-api X.Y requires tensorflow >= X.Y: beside an older TensorFlow,
 # install it with that TensorFlow held (pip install -c constraints, or 'tensorflow-serving-api~=2.15.0' named), as
 # tests/tf_venv.sh does; tf1infer.serving.require_serving names the command.
 SERVE = [
     "aiohttp>=3.9,<4",
     "grpcio>=1.59,<2",
+    "grpcio-health-checking>=1.59,<2",
     "prometheus-client>=0.17",
     "orjson>=3.9",
     f"tensorflow-serving-api{TF_RANGE}",
@@ -44,8 +45,17 @@ setup(
         # The suite runs the Spark tests too (on local[2]; they skip only where Java is missing).
         # scikit-image: its sample photographs are the real images int8 is calibrated and checked on.
         # pytest-xdist: make test runs the test files on every core (up to 4).
-        # requests: the REST client of the serving tests (TF Serving's own tests post with urllib).
-        "test": ["pytest>=8", "pytest-xdist>=3.5", "scikit-image>=0.22", "requests>=2.31", *SPARK],
+        # requests: the REST client of the serving tests (TF Serving's own tests post with urllib); tritonclient: the
+        # Open Inference Protocol's clients. 2.51 or newer: older releases pin protobuf below 5 (the newest TensorFlow
+        # needs 5 or more), so pip, free to pick, would otherwise trade the health-checking package for one of them.
+        "test": [
+            "pytest>=8",
+            "pytest-xdist>=3.5",
+            "scikit-image>=0.22",
+            "requests>=2.31",
+            "tritonclient[http,grpc]>=2.51",
+            *SPARK,
+        ],
         "keras2": KERAS2,
         # The Keras 3 export is verified on Keras 3's JAX backend too where jax is installed. make test installs it;
         # make test-tf leaves it out (new jax releases need an ml-dtypes that older TensorFlow releases refuse).

@@ -45,6 +45,7 @@ from tensorflow_serving.apis import (  # noqa: E402
 )
 
 import tf1infer  # noqa: E402
+from tf1infer.serving import open_inference_protos as v2_pb  # noqa: E402
 from tf1infer.serving.models import Batching, ModelConfig  # noqa: E402
 from tf1infer.serving.server import Limits, Server  # noqa: E402
 from tf1infer.verification.synthetic import verification_batches  # noqa: E402
@@ -114,6 +115,26 @@ def predictors():
     yield loaded
     for predictor in loaded.values():
         predictor.close()
+
+
+def _v2_infer(channel: grpc.Channel):
+    """The Open Inference Protocol's ModelInfer on ``channel`` (its other tests use tritonclient: test_serving_v2.py)."""
+    return channel.unary_unary(
+        "/inference.GRPCInferenceService/ModelInfer",
+        request_serializer=v2_pb.ModelInferRequest.SerializeToString,
+        response_deserializer=v2_pb.ModelInferResponse.FromString,
+    )
+
+
+def _v2_request(name: str, alias: str, array: np.ndarray) -> v2_pb.ModelInferRequest:
+    request = v2_pb.ModelInferRequest(model_name=name)
+    request.inputs.add(name=alias, datatype="FP32", shape=array.shape)
+    request.raw_input_contents.append(array.astype("<f4").tobytes())
+    return request
+
+
+def _v2_output(response: v2_pb.ModelInferResponse) -> np.ndarray:
+    return np.frombuffer(response.raw_output_contents[0], "<f4").reshape(response.outputs[0].shape)
 
 
 def _predict_request(name: str, arrays: dict, signature: str = "", version: int | None = None, outputs=()):
@@ -357,7 +378,13 @@ MALFORMED_URLS = [
     ("PUT", "/v1/models/default:predict", "{}", 400, "Malformed request: PUT"),
     ("DELETE", "/v1/models/default", "", 400, "Malformed request: DELETE"),
     ("GET", "/", "", 400, "Malformed request: GET /"),
-    ("GET", "/v2/models/default", "", 400, "Malformed request"),
+    (
+        "GET",
+        "/v3/models/default",
+        "",
+        400,
+        "Malformed request",
+    ),  # /v2: the Open Inference Protocol (test_serving_v2.py).
     ("POST", "/v1/models/default:explain", "{}", 400, "Malformed request"),
     ("POST", "/v1/models/default:predict/extra", "{}", 400, "Malformed request"),
     ("GET", "/v1/models/default/metadata/extra", "", 400, "Malformed request"),
@@ -635,11 +662,33 @@ def test_full_queue_answers_503_at_once_and_deadlines_504(predictors):
             np.testing.assert_allclose(got, predictors["xception"].predict(images[index]), atol=EXACT, rtol=0)
         # Refused at once: a refusal never waited for the queue to move (its median wait is below an answer's).
         assert np.median([done_at[index] for index in refused]) < np.median([done_at[index] for index, _ in answered])
+        # The same over the Open Inference Protocol's gRPC API: UNAVAILABLE at once, the accepted ones right.
+        with grpc.insecure_channel(f"127.0.0.1:{busy.grpc_port}") as channel:
+            infer = _v2_infer(channel)
+            calls = [infer.future(_v2_request("xception", "input_1", batch), RPC_TIMEOUT) for batch in images]
+            refused, answered = [], []
+            for index, call in enumerate(calls):
+                try:
+                    answered.append((index, _v2_output(call.result())))
+                except grpc.RpcError as exc:
+                    assert exc.code() == grpc.StatusCode.UNAVAILABLE and "queue" in exc.details(), exc.details()
+                    refused.append(index)
+        assert refused and len(answered) >= 5, (len(refused), len(answered))
+        for index, got in answered:
+            np.testing.assert_allclose(got, predictors["xception"].predict(images[index]), atol=EXACT, rtol=0)
         # A REST request still waiting past its deadline (50 ms here) is answered 504; the run goes on unharmed.
         url = f"http://127.0.0.1:{busy.rest_port}/v1/models/xception:predict"
         many = {"inputs": np.zeros((128, 64, 64, 1), np.float32).tolist()}
         answer = requests.post(url, data=json.dumps(many), timeout=RPC_TIMEOUT)
         assert answer.status_code == 504 and "deadline" in answer.json()["error"]
+        # V2 REST too (Triton's binary tensor extension): 504, and a full queue's 503.
+        header = json.dumps({"inputs": [{"name": "input_1", "shape": [128, 64, 64, 1], "datatype": "FP32",
+                                         "parameters": {"binary_data_size": 128 * 64 * 64 * 4}}]}).encode()  # fmt: skip
+        body = header + np.zeros((128, 64, 64, 1), "<f4").tobytes()
+        v2_url = f"http://127.0.0.1:{busy.rest_port}/v2/models/xception/infer"
+        headers = {"Inference-Header-Content-Length": str(len(header))}
+        answer = requests.post(v2_url, data=body, headers=headers, timeout=RPC_TIMEOUT)
+        assert answer.status_code == 504 and "deadline" in answer.json()["error"], answer.text
         one = requests.post(url, data=json.dumps({"instances": images[0][:1].tolist()}), timeout=RPC_TIMEOUT)
         assert one.status_code in (200, 504)  # The big run may still hold the model.
     finally:
@@ -756,11 +805,18 @@ def test_a_meta_graph_without_signatures_is_served_by_its_placeholders(tmp_path)
 
 @pytest.mark.skipif(not XCEPTION.is_file(), reason=CORPUS_ABSENT)
 def test_memory_stays_flat_and_sigterm_answers_every_request_in_flight():
+    """Both APIs, TF Serving's and the Open Inference Protocol's, in turn: 20,000 requests, then SIGTERM."""
     psutil = pytest.importorskip("psutil")
     child, ports = _serve(f"default={HALF_PLUS_TWO}", f"xception={XCEPTION}", "--max-batch-size", "4")
     try:
         process = psutil.Process(child.pid)
         url = f"http://127.0.0.1:{ports['rest']}/v1/models/default:predict"
+        v2_url = f"http://127.0.0.1:{ports['rest']}/v2/models/default/infer"
+        header = json.dumps({"inputs": [{"name": "x", "shape": [1, 1], "datatype": "FP32",
+                                         "parameters": {"binary_data_size": 4}}],
+                             "parameters": {"binary_data_output": True}}).encode()  # fmt: skip
+        v2_headers = {"Inference-Header-Content-Length": str(len(header))}
+        v2_bodies = [header + np.float32(value).tobytes() for value in range(7)]
 
         async def send(count: int, clients: int = 16) -> None:
             import aiohttp
@@ -769,10 +825,17 @@ def test_memory_stays_flat_and_sigterm_answers_every_request_in_flight():
 
                 async def client(offset: int) -> None:
                     for index in range(offset, count, clients):
-                        body = b'{"instances": [%d.0]}' % (index % 7)
+                        value = index % 7
+                        if index % 2:  # Every other request over the Open Inference Protocol, binary tensors.
+                            async with session.post(v2_url, data=v2_bodies[value], headers=v2_headers) as answer:
+                                assert answer.status == 200
+                                raw = await answer.read()
+                                assert raw[-4:] == np.float32(0.5 * value + 2.0).tobytes()
+                            continue
+                        body = b'{"instances": [%d.0]}' % value
                         async with session.post(url, data=body) as answer:
                             assert answer.status == 200
-                            assert await answer.json() == {"predictions": [0.5 * (index % 7) + 2.0]}
+                            assert await answer.json() == {"predictions": [0.5 * value + 2.0]}
 
                 await asyncio.gather(*(client(offset) for offset in range(clients)))
 
@@ -801,13 +864,23 @@ def test_memory_stays_flat_and_sigterm_answers_every_request_in_flight():
             deadline = time.monotonic() + 60
             while in_flight() < 1 and time.monotonic() < deadline:
                 time.sleep(0.01)
-            calls = [stub.Predict.future(_predict_request("xception", {"input_1": image}), 120.0) for image in images]
+            # Half over TF Serving's API, half over the Open Inference Protocol's.
+            infer = _v2_infer(channel)
+            calls = [
+                stub.Predict.future(_predict_request("xception", {"input_1": image}), 120.0)
+                if index % 2
+                else infer.future(_v2_request("xception", "input_1", image), 120.0)
+                for index, image in enumerate(images)
+            ]
             seen = 0.0
             while seen < 65 and time.monotonic() < deadline:
                 seen = in_flight()
             assert seen == 65 and not holder.done(), seen
             child.send_signal(signal.SIGTERM)
-            answers = [tf.make_ndarray(call.result().outputs["predictions"]) for call in calls]
+            answers = [
+                tf.make_ndarray(call.result().outputs["predictions"]) if index % 2 else _v2_output(call.result())
+                for index, call in enumerate(calls)
+            ]
             held = tf.make_ndarray(holder.result().outputs["predictions"])
         assert child.wait(timeout=120) == 0, "".join(ports["lines"])
         with tf1infer.load(str(XCEPTION)) as reference:

@@ -36,7 +36,7 @@ log = logging.getLogger("tf1infer.serving")
 _T = TypeVar("_T")
 
 
-class _Calls:
+class Calls:
     """What both services share: finding the servable, timing and counting calls, turning failures into statuses."""
 
     def __init__(self, registry: ModelRegistry, server_metrics: metrics.ServerMetrics, max_request_bytes: int):
@@ -53,7 +53,12 @@ class _Calls:
         return self.registry.find(spec.name, version, label)
 
     async def answer(
-        self, context: grpc.aio.ServicerContext, method: str, model: str, work: Callable[[], Awaitable[_T]]
+        self,
+        context: grpc.aio.ServicerContext,
+        method: str,
+        model: str,
+        work: Callable[[], Awaitable[_T]],
+        api: str = "grpc",
     ) -> _T:
         started = time.perf_counter()
         self.metrics.started()
@@ -69,12 +74,13 @@ class _Calls:
             await context.abort(grpc.StatusCode.INTERNAL, f"internal error: {type(exc).__name__}: {exc}")
         finally:
             self.metrics.answered(
-                model if model in self.registry.names else "", "grpc", method, code, time.perf_counter() - started
+                model if model in self.registry.names else "", api, method, code, time.perf_counter() - started
             )
         raise AssertionError("unreachable: context.abort raises")  # pragma: no cover
 
 
-def _timeout(context: grpc.aio.ServicerContext) -> float | None:
+def deadline(context: grpc.aio.ServicerContext) -> float | None:
+    """Seconds left of the call's deadline (None: the client set none)."""
     remaining = context.time_remaining()
     return None if remaining is None else max(remaining, 0.0)
 
@@ -82,7 +88,7 @@ def _timeout(context: grpc.aio.ServicerContext) -> float | None:
 class PredictionService(prediction_service_pb2_grpc.PredictionServiceServicer):
     """``tensorflow.serving.PredictionService``."""
 
-    def __init__(self, calls: _Calls):
+    def __init__(self, calls: Calls):
         self._calls = calls
 
     async def Predict(self, request: predict_pb2.PredictRequest, context: grpc.aio.ServicerContext):  # noqa: N802
@@ -102,7 +108,7 @@ class PredictionService(prediction_service_pb2_grpc.PredictionServiceServicer):
                 alias: protos.ndarray(proto, alias, self._calls.max_request_bytes)
                 for alias, proto in request.inputs.items()
             }
-            outputs = await signature.run(signature.arrange(named), _timeout(context))
+            outputs = await signature.run(signature.arrange(named), deadline(context))
             response = predict_pb2.PredictResponse()
             response.model_spec.CopyFrom(protos.model_spec(servable, signature.key))
             for alias, array in zip(signature.output_aliases, outputs):
@@ -141,7 +147,7 @@ class PredictionService(prediction_service_pb2_grpc.PredictionServiceServicer):
                 method = {CLASSIFY_METHOD: examples.CLASSIFY, REGRESS_METHOD: examples.REGRESS}.get(task.method_name)
                 if method is None:
                     raise invalid(f"Unsupported signature method_name: {task.method_name}")
-                outputs = await examples.run_examples(signature, method, serialized, _timeout(context))
+                outputs = await examples.run_examples(signature, method, serialized, deadline(context))
                 result = response.results.add()
                 result.model_spec.CopyFrom(protos.model_spec(servable, signature.key))
                 if method == examples.CLASSIFY:
@@ -178,7 +184,7 @@ class PredictionService(prediction_service_pb2_grpc.PredictionServiceServicer):
             signature = servable.signature(request.model_spec.signature_name)
             examples.check_method(signature, method)
             serialized = examples.examples_from_input(request.input)
-            outputs = await examples.run_examples(signature, method, serialized, _timeout(context))
+            outputs = await examples.run_examples(signature, method, serialized, deadline(context))
             response = response_type()
             response.model_spec.CopyFrom(protos.model_spec(servable, signature.key))
             fill(response.result, outputs)
@@ -190,7 +196,7 @@ class PredictionService(prediction_service_pb2_grpc.PredictionServiceServicer):
 class ModelService(model_service_pb2_grpc.ModelServiceServicer):
     """``tensorflow.serving.ModelService``: GetModelStatus."""
 
-    def __init__(self, calls: _Calls):
+    def __init__(self, calls: Calls):
         self._calls = calls
 
     async def GetModelStatus(self, request, context):  # noqa: N802
@@ -232,13 +238,10 @@ def _first_name(request: inference_pb2.MultiInferenceRequest) -> str:
     return request.tasks[0].model_spec.name if request.tasks else ""
 
 
-def add_services(
-    server: grpc.aio.Server, registry: ModelRegistry, server_metrics: metrics.ServerMetrics, max_request_bytes: int
-) -> None:
+def add_services(server: grpc.aio.Server, calls: Calls) -> None:
     """Register both services on ``server``."""
-    calls = _Calls(registry, server_metrics, max_request_bytes)
     prediction_service_pb2_grpc.add_PredictionServiceServicer_to_server(PredictionService(calls), server)
     model_service_pb2_grpc.add_ModelServiceServicer_to_server(ModelService(calls), server)
 
 
-__all__ = ["ModelService", "PredictionService", "add_services"]
+__all__ = ["Calls", "ModelService", "PredictionService", "add_services", "deadline"]

@@ -4,7 +4,8 @@ Routes, matched with TF Serving's own patterns (``model_servers/http_rest_api_ut
 
 - ``POST /v1/models/NAME[/versions/N | /labels/L]:predict`` (also ``:classify``, ``:regress``);
 - ``GET /v1/models/NAME[/versions/N | /labels/L]`` (status) and the same with ``/metadata``;
-- ``GET /monitoring/prometheus/metrics`` (Prometheus text format).
+- ``GET /monitoring/prometheus/metrics`` (Prometheus text format);
+- the Open Inference Protocol's ``/v2/...`` routes (:mod:`tf1infer.serving.open_inference_rest`).
 
 Anything else is ``400 {"error": "Malformed request: METHOD PATH"}``, as TF
 Serving answers. Every answer is JSON (errors included); the request's content
@@ -30,7 +31,7 @@ from urllib.parse import unquote
 
 from aiohttp import web
 
-from tf1infer.serving import examples, json_tensors, metrics, protos
+from tf1infer.serving import examples, json_tensors, metrics, open_inference_rest, protos
 from tf1infer.serving.models import ModelRegistry
 from tf1infer.serving.status import ServingError, invalid, not_found
 
@@ -78,7 +79,8 @@ class RestApi:
             return web.Response(body=self.metrics.exposition(), headers={"Content-Type": metrics.CONTENT_TYPE})
         started = time.perf_counter()
         self.metrics.started()
-        seen = {"model": "", "method": "unknown"}  # Filled in as the request is understood, for the metrics.
+        # Filled in as the request is understood, for the metrics.
+        seen = {"model": "", "method": "unknown", "api": "v2_rest" if _is_v2(path) else "rest"}
         code = "OK"
         try:
             try:
@@ -89,6 +91,11 @@ class RestApi:
                     f"the request body is larger than the server's limit of {self.max_request_bytes} bytes ({exc.text})"
                 )
                 return _json_response(413, json_tensors.dumps({"error": message}))
+            if seen["api"] == "v2_rest":
+                answer = await open_inference_rest.dispatch(
+                    self.registry, request.method, path, request.headers, body, self.timeout, seen
+                )
+                return web.Response(body=answer.body, headers=answer.headers)
             text = await self._dispatch(request.method, path, body, seen)
             return _json_response(200, text.encode() if isinstance(text, str) else text)
         except ServingError as exc:
@@ -101,7 +108,7 @@ class RestApi:
         finally:
             # Only names of served models become labels: a stranger's made-up names must not grow the metrics.
             model = seen["model"] if seen["model"] in self.registry.names else ""
-            self.metrics.answered(model, "rest", seen["method"], code, time.perf_counter() - started)
+            self.metrics.answered(model, seen["api"], seen["method"], code, time.perf_counter() - started)
 
     async def _dispatch(self, http_method: str, path: str, body: bytes, seen: dict[str, str]) -> str | bytes:
         """The response body for a request TF Serving's routes accept; ``seen`` gets its model and method."""
@@ -171,6 +178,10 @@ class RestApi:
         feeds = signature.arrange({signature.inputs[0].alias: array})
         outputs = await signature.run(feeds, self.timeout)
         return json_tensors.predict_response(dict(zip(signature.output_aliases, outputs)), kind)
+
+
+def _is_v2(path: str) -> bool:
+    return path == "/v2" or path.startswith("/v2/")
 
 
 def _version(text: str | None) -> int | None:

@@ -29,12 +29,18 @@ import grpc
 from aiohttp import web
 
 from tf1infer.errors import InvalidOptionError, Tf1InferError
-from tf1infer.serving import grpc_api, metrics
+from tf1infer.serving import grpc_api, metrics, open_inference_grpc
 from tf1infer.serving.models import Batching, ModelConfig, ModelRegistry, load_servable, version_paths
 from tf1infer.serving.rest import RestApi
 
 DEFAULT_REST_PORT = 8501
 DEFAULT_GRPC_PORT = 8500
+# What the gRPC port serves, by the names grpc.health.v1 reports them under.
+GRPC_SERVICES = [
+    "tensorflow.serving.PredictionService",
+    "tensorflow.serving.ModelService",
+    "inference.GRPCInferenceService",
+]
 
 
 @dataclass(frozen=True)
@@ -105,6 +111,7 @@ class Server:
         self.metrics = metrics.ServerMetrics()
         self._runner: web.AppRunner | None = None
         self._grpc: grpc.aio.Server | None = None
+        self._health: Any = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._stopped: asyncio.Event | None = None
         self._thread: threading.Thread | None = None
@@ -161,13 +168,16 @@ class Server:
                     ("grpc.so_reuseport", 0),
                 ]
             )
-            grpc_api.add_services(self._grpc, self.registry, self.metrics, self.limits.max_request_bytes)
+            calls = grpc_api.Calls(self.registry, self.metrics, self.limits.max_request_bytes)
+            grpc_api.add_services(self._grpc, calls)
+            self._health = open_inference_grpc.add_services(self._grpc, calls)
             address = f"[{self.host}]:{self.grpc_port}" if ":" in self.host else f"{self.host}:{self.grpc_port}"
             try:
                 self.grpc_port = self._grpc.add_insecure_port(address)
             except RuntimeError as exc:
                 raise InvalidOptionError(f"cannot listen for gRPC on {address}: {exc}") from exc
             await self._grpc.start()
+            await open_inference_grpc.report_serving(self._health, GRPC_SERVICES, serving=True)
         if self.rest_port is not None:
             api = RestApi(self.registry, self.metrics, self.limits.max_request_bytes, self.limits.timeout)
             self._runner = web.AppRunner(
@@ -180,7 +190,7 @@ class Server:
         where = []
         if self.rest_port is not None:
             host = f"[{self.host}]" if ":" in self.host else self.host
-            where.append(f"REST at http://{host}:{self.rest_port}/v1/models/NAME")
+            where.append(f"REST at http://{host}:{self.rest_port}/v1/models/NAME (V2: /v2/models/NAME)")
         if self.grpc_port is not None:
             where.append(f"gRPC at {self.host}:{self.grpc_port}")
         self._say(f"serving {', '.join(self.registry.names)}: {'; '.join(where)}")
@@ -210,6 +220,7 @@ class Server:
         if self._runner is not None:
             waits.append(self._runner.cleanup())
         if self._grpc is not None:
+            await open_inference_grpc.report_serving(self._health, GRPC_SERVICES, serving=False)
             waits.append(self._grpc.stop(self.limits.shutdown_grace))
         await asyncio.gather(*waits)
         # Every handler has answered; the batchers have nothing left but are closed in a thread all the same.
