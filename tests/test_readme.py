@@ -96,6 +96,17 @@ PREPARED = {
         "np.testing.assert_allclose(np.array(answer['predictions']), want, atol=1e-6)\n"
         "assert server.rest_port > 0",
     ),
+    "import tritonclient.http as httpclient": (
+        "pytest.importorskip('tritonclient.grpc', reason='tritonclient is not installed')\n"
+        "import io\n"
+        "from tf1infer.serving import Server\n"
+        "_server = Server(['cnn=legacy_models/cnn.h5'], out=io.StringIO()).start_in_thread()  # TF Serving's ports",
+        "_server.stop()\n"
+        "with tf1infer.load('legacy_models/cnn.h5') as p: want = p.predict(image)\n"
+        "np.testing.assert_allclose(scores, want, atol=1e-6)\n"
+        "np.testing.assert_allclose(same, want, atol=1e-6)\n"
+        "assert ready",
+    ),
     'tf1infer.load("lambda.h5"': (
         "shutil.copyfile(ZOO_DIR / 'lambda.h5', 'lambda.h5')",
         "",
@@ -160,7 +171,7 @@ def test_readme_snippet_runs(snippet, tmp_path, monkeypatch):
 
     namespace = {
         "np": np, "os": os, "shutil": shutil, "h5py": h5py, "tf": tf, "asyncio": asyncio, "ZOO_DIR": ZOO_DIR,
-        "tf1infer": tf1infer,
+        "tf1infer": tf1infer, "pytest": pytest,
     }  # fmt: skip
     exec(compile(setup, "setup", "exec"), namespace)
     exec(compile(snippet, f"README.md: {key}", "exec"), namespace)

@@ -342,19 +342,24 @@ def test_concurrent_single_sample_clients_get_their_own_rows(server, predictors)
 
 
 def test_the_serving_bench_client_measures_a_live_server(server, predictors, tmp_path):
-    """make bench-tf1's load generator, briefly, against both APIs: it counts requests and gets predict's answer."""
-    from tf1infer.bench.serving import run_client, serving_md
+    """make bench-tf1's load generator, briefly, against every API of the server (TF Serving's, the Open Inference
+    Protocol's): it counts requests and gets predict's answer."""
+    from tf1infer.bench.serving import SERVE_APIS, run_client, serving_md
 
     sample = np.random.default_rng(4).uniform(0, 255, (1, 16, 16, 3)).astype(np.float32)
     np.save(tmp_path / "sample.npy", sample)
+    want = predictors["cnn"].predict(sample)
     records = []
-    for api, port in (("rest", server.rest_port), ("grpc", server.grpc_port)):
+    for api in SERVE_APIS:
+        port = server.grpc_port if api.endswith("grpc") else server.rest_port
         record = run_client(api, port, "input_1", str(tmp_path / "sample.npy"), 2, 0.3, model="cnn")
         assert record["requests"] > 0 and record["p99_ms"] >= record["p50_ms"] > 0 and record["client_cpu_s"] >= 0
-        np.testing.assert_allclose(np.array(record.pop("first")), predictors["cnn"].predict(sample), atol=EXACT)
+        np.testing.assert_allclose(np.array(record.pop("first")).reshape(want.shape), want, atol=EXACT, err_msg=api)
         records.append({"model": "cnn", "callers": 2, "api": api, **record})
     table = serving_md(records)
     assert "| cnn | 2 | - |" in table and f"{records[0]['requests_per_second']:,.0f}" in table
+    v2_row = next(line for line in table.splitlines() if line.startswith("| cnn | 2 |") and line.count("|") == 10)
+    assert "error" not in v2_row and " - |" not in v2_row.split("|", 3)[3], v2_row
 
 
 # -- bad requests: the documented status, a JSON error, and the next good request answered -------------------------

@@ -8,6 +8,10 @@ in a loop for a fixed time, starting together:
   ``{"instances": [sample]}``), micro-batched (the ``serve`` defaults);
 - **gRPC** to the same server (``PredictionService.Predict``, the sample as
   ``tensor_content``);
+- the **Open Inference Protocol** (KServe V2) to the same server: gRPC
+  ``ModelInfer`` with ``raw_input_contents`` (as ``tritonclient.grpc``
+  sends), REST with Triton's binary tensor extension (``tritonclient.http``'s
+  default) and REST with JSON ``data`` (curl's way);
 - **Flask + tf_keras**: the legacy server users run today, ``model.predict``
   per request from Flask's threaded server (the same REST body);
 - beside them, the ceiling: in-process micro-batched ``predict`` from the same
@@ -42,12 +46,15 @@ import numpy as np
 CALLERS = (1, 8, 32, 128)
 SERVING_METHOD = (
     "N clients each send one sample per request for 4 s, starting together: REST and gRPC to `tf1infer serve` "
-    "(micro-batched, its defaults), REST to a Flask app calling tf_keras `model.predict` per request (threaded "
+    "(micro-batched, its defaults), over TF Serving's API and the Open Inference Protocol's (gRPC raw tensors, REST "
+    "with Triton's binary tensor extension, REST JSON), REST to a Flask app calling tf_keras `model.predict` per request (threaded "
     "server), and, as the ceiling, N threads calling micro-batched `predict` in process. The clients are asyncio "
     "tasks in one process (aiohttp; grpcio's asyncio stub) on the same cores as the server; their own CPU "
     "seconds are given. p99: one request's latency as its client sees it."
 )
-APIS = ("rest", "grpc", "flask")
+# The APIs of one `tf1infer serve` per model (measured one after the other), then the Flask floor.
+SERVE_APIS = ("grpc", "rest", "v2-grpc", "v2-rest-binary", "v2-rest-json")
+APIS = (*SERVE_APIS, "flask")
 SERVED_NAME = "m"
 
 
@@ -60,7 +67,15 @@ def free_port() -> int:
 # -- the load generator (a child process: python -m tf1infer.bench.serving client ...) ----------------------------
 
 
-async def _rest_client(port: int, path: str, body: bytes, callers: int, seconds: float) -> tuple[list[float], Any]:
+async def _rest_client(
+    port: int,
+    path: str,
+    body: bytes,
+    callers: int,
+    seconds: float,
+    decode: Callable[[bytes, Any], Any],
+    headers: dict[str, str] | None = None,
+) -> tuple[list[float], Any]:
     import aiohttp
 
     url = f"http://127.0.0.1:{port}{path}"
@@ -73,13 +88,13 @@ async def _rest_client(port: int, path: str, body: bytes, callers: int, seconds:
         async def client() -> None:
             while time.perf_counter() < stop_at:
                 began = time.perf_counter()
-                async with session.post(url, data=body) as answer:
+                async with session.post(url, data=body, headers=headers) as answer:
                     payload = await answer.read()
                     if answer.status != 200:
                         raise RuntimeError(f"HTTP {answer.status}: {payload[:200]!r}")
                 latencies.append(time.perf_counter() - began)
                 if not first:
-                    first.append(json.loads(payload)["predictions"])
+                    first.append(decode(payload, answer.headers))
 
         await asyncio.gather(*(client() for _ in range(callers)))
     return latencies, first[0]
@@ -111,21 +126,76 @@ async def _grpc_client(port: int, model: str, input_name: str, sample: np.ndarra
     return latencies, first[0]
 
 
+async def _v2_grpc_client(port: int, model: str, input_name: str, sample: np.ndarray, callers: int, seconds: float):
+    import grpc
+
+    from tf1infer.serving import open_inference_protos as pb
+
+    request = pb.ModelInferRequest(model_name=model)
+    request.inputs.add(name=input_name, datatype="FP32", shape=sample.shape)
+    request.raw_input_contents.append(sample.astype("<f4").tobytes())
+    latencies: list[float] = []
+    first: list[Any] = []
+    async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
+        infer = channel.unary_unary(
+            f"/{pb.SERVICE}/ModelInfer",
+            request_serializer=pb.ModelInferRequest.SerializeToString,
+            response_deserializer=pb.ModelInferResponse.FromString,
+        )
+        stop_at = time.perf_counter() + seconds
+
+        async def client() -> None:
+            while time.perf_counter() < stop_at:
+                began = time.perf_counter()
+                response = await infer(request, timeout=30.0)
+                latencies.append(time.perf_counter() - began)
+                if not first:
+                    first.append(np.frombuffer(response.raw_output_contents[0], "<f4").tolist())
+
+        await asyncio.gather(*(client() for _ in range(callers)))
+    return latencies, first[0]
+
+
+def _v2_rest_request(model: str, input_name: str, sample: np.ndarray, binary: bool) -> tuple:
+    """The path, body, headers and answer decoder of one V2 REST request (Triton's binary extension or JSON)."""
+    tensor: dict[str, Any] = {"name": input_name, "shape": list(sample.shape), "datatype": "FP32"}
+    if not binary:
+        tensor["data"] = sample.reshape(-1).tolist()
+        body = json.dumps({"inputs": [tensor]}).encode()
+        return f"/v2/models/{model}/infer", body, None, lambda payload, _: json.loads(payload)["outputs"][0]["data"]
+    raw = sample.astype("<f4").tobytes()
+    tensor["parameters"] = {"binary_data_size": len(raw)}
+    header = json.dumps({"inputs": [tensor], "parameters": {"binary_data_output": True}}).encode()
+
+    def decode(payload: bytes, headers: Any) -> Any:
+        return np.frombuffer(payload[int(headers["Inference-Header-Content-Length"]) :], "<f4").tolist()
+
+    headers = {"Inference-Header-Content-Length": str(len(header))}
+    return f"/v2/models/{model}/infer", header + raw, headers, decode
+
+
 def run_client(
     api: str, port: int, input_name: str, sample_path: str, callers: int, seconds: float, model: str = SERVED_NAME
 ) -> dict:
     """One measurement from this process: requests/s, p50/p99 ms, the client's CPU seconds, the first answer."""
     sample = np.load(sample_path)
-    if api == "grpc":  # Imported before the clock starts: TensorFlow's import is not the client's cost per request.
+    if api in ("grpc", "v2-grpc"):  # Imported before the clock starts: TensorFlow's import is not a request's cost.
         import tensorflow  # noqa: F401
         from tensorflow_serving.apis import prediction_service_pb2_grpc  # noqa: F401
     started_cpu = resource.getrusage(resource.RUSAGE_SELF)
     began = time.perf_counter()
     if api == "grpc":
         latencies, first = asyncio.run(_grpc_client(port, model, input_name, sample, callers, seconds))
+    elif api == "v2-grpc":
+        latencies, first = asyncio.run(_v2_grpc_client(port, model, input_name, sample, callers, seconds))
+    elif api.startswith("v2-rest"):
+        path, body, headers, decode = _v2_rest_request(model, input_name, sample, binary=api == "v2-rest-binary")
+        latencies, first = asyncio.run(_rest_client(port, path, body, callers, seconds, decode, headers))
     else:
         body = json.dumps({"instances": sample.tolist()}).encode()
-        latencies, first = asyncio.run(_rest_client(port, f"/v1/models/{model}:predict", body, callers, seconds))
+        path = f"/v1/models/{model}:predict"
+        decode = lambda payload, _: json.loads(payload)["predictions"]  # noqa: E731
+        latencies, first = asyncio.run(_rest_client(port, path, body, callers, seconds, decode))
     elapsed = time.perf_counter() - began
     ended_cpu = resource.getrusage(resource.RUSAGE_SELF)
     every = np.asarray(latencies)
@@ -240,10 +310,10 @@ def report_serving(
                     if isinstance(ceiling, dict)
                     else {"model": model, "callers": count, "api": "in-process", "error": ceiling}
                 )
-            for api in APIS:
+            for group in (SERVE_APIS, ("flask",)):
                 rest_port, grpc_port = free_port(), free_port()
                 try:
-                    if api == "flask":
+                    if group[0] == "flask":
                         server = _start(
                             [sys.executable, "-m", "tf1infer.bench.serving", "flask", path, str(rest_port)],
                             "flask ready",
@@ -265,22 +335,23 @@ def report_serving(
                             "tf1infer serve: serving",
                         )
                 except RuntimeError as exc:
-                    records += [{"model": model, "callers": c, "api": api, "error": str(exc)} for c in callers]
+                    records += [
+                        {"model": model, "callers": c, "api": api, "error": str(exc)} for api in group for c in callers
+                    ]
                     continue
                 try:
-                    for count in callers:
-                        print(f"  serving: {model}, {count} client(s), {api}", flush=True)
-                        port = grpc_port if api == "grpc" else rest_port
-                        try:
-                            record = _client(
-                                "grpc" if api == "grpc" else "rest", port, input_name, sample_path, count, seconds
-                            )
-                        except (RuntimeError, subprocess.TimeoutExpired) as exc:
-                            records.append({"model": model, "callers": count, "api": api, "error": str(exc)[:300]})
-                            continue
-                        first = np.asarray(record.pop("first"), dtype=np.float32)
-                        record["max_abs_error"] = float(np.max(np.abs(first - expected)))
-                        records.append({"model": model, "callers": count, "api": api, **record})
+                    for api in group:
+                        for count in callers:
+                            print(f"  serving: {model}, {count} client(s), {api}", flush=True)
+                            port = grpc_port if api.endswith("grpc") else rest_port
+                            try:
+                                record = _client(api, port, input_name, sample_path, count, seconds)
+                            except (RuntimeError, subprocess.TimeoutExpired) as exc:
+                                records.append({"model": model, "callers": count, "api": api, "error": str(exc)[:300]})
+                                continue
+                            first = np.asarray(record.pop("first"), dtype=np.float32).reshape(np.shape(expected))
+                            record["max_abs_error"] = float(np.max(np.abs(first - expected)))
+                            records.append({"model": model, "callers": count, "api": api, **record})
                 finally:
                     _stop(server)
     for line in serving_lines(records):
@@ -305,6 +376,20 @@ def serving_md(records: list[dict]) -> str:
             f"{_ratio(by_api, 'rest', 'in-process')} | {_ratio(by_api, 'grpc', 'flask')} | "
             f"{_ratio(by_api, 'rest', 'flask')} | {_client_cpu(by_api)} |"
         )
+    rows += [
+        "",
+        "The same server over both protocols (requests/s, p99 ms):",
+        "",
+        "| model | clients | TF Serving gRPC | V2 gRPC (raw) | TF Serving REST | V2 REST (binary) | V2 REST (JSON) | "
+        "V2 gRPC / TF Serving gRPC | V2 REST binary / TF Serving REST |",
+        "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
+    ]
+    for model, count, by_api in _grouped(records):
+        rows.append(
+            f"| {model} | {count} | {_cell(by_api, 'grpc')} | {_cell(by_api, 'v2-grpc')} | {_cell(by_api, 'rest')} | "
+            f"{_cell(by_api, 'v2-rest-binary')} | {_cell(by_api, 'v2-rest-json')} | "
+            f"{_ratio(by_api, 'v2-grpc', 'grpc')} | {_ratio(by_api, 'v2-rest-binary', 'rest')} |"
+        )
     errors = [r for r in records if "error" in r]
     notes = "".join(f"\n{r['model']}, {r['callers']} client(s), {r['api']}: {r['error']}" for r in errors)
     return "\n".join(rows) + "\n" + notes
@@ -314,7 +399,7 @@ def serving_lines(records: list[dict]) -> list[str]:
     lines = ["\nserving single-sample clients (requests/s, p99 ms):"]
     for model, count, by_api in _grouped(records):
         parts = []
-        for api in ("in-process", "grpc", "rest", "flask"):
+        for api in ("in-process", *APIS):
             record = by_api.get(api)
             if record is None:
                 continue

@@ -17,7 +17,8 @@
                                        the same on Apache Spark: Parquet in, Parquet out (needs the spark extra)
     tf1infer serve [NAME=]MODEL ... [--rest-port 8501] [--grpc-port 8500] [--host H] [--max-batch-size N]
                    [--batch-timeout-micros U] [--max-queued-requests Q] [--all-versions] [load options]
-                                       serve the models over TensorFlow Serving's REST and gRPC APIs,
+                                       serve the models over TensorFlow Serving's REST and gRPC APIs and
+                                       the Open Inference Protocol (KServe V2, on the same ports),
                                        micro-batched, until SIGTERM or Ctrl-C (needs the serve extra)
     tf1infer demo [MODEL]              load a legacy model, predict, compare with Keras, time both
     tf1infer kernels [--json] [--other]
@@ -632,7 +633,9 @@ def build_parser() -> argparse.ArgumentParser:
     demo.set_defaults(run=_demo)
 
     serve = add_command(
-        "serve", help="serve models over TensorFlow Serving's REST and gRPC APIs (needs the serve extra)"
+        "serve",
+        help="serve models over TensorFlow Serving's REST and gRPC APIs and the Open Inference Protocol (KServe V2) "
+        "(needs the serve extra)",
     )
     serve.add_argument(
         "models",

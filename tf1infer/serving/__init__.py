@@ -1,17 +1,21 @@
-"""``tf1infer serve``: legacy models behind TensorFlow Serving's REST and gRPC APIs, micro-batched.
+"""``tf1infer serve``: legacy models behind TensorFlow Serving's REST and gRPC APIs and the Open Inference
+Protocol (KServe V2), micro-batched.
 
 Every format :func:`tf1infer.load` reads (Keras 1/2 ``.h5`` with Lambda
 functions passed by the operator, TF1 SavedModels, frozen graphs, meta graph +
-checkpoint) answers TF Serving's clients: ``requests``/curl on
-``/v1/models/NAME:predict``, and ``tensorflow-serving-api`` stubs over gRPC.
+checkpoint) answers TF Serving's clients (``requests``/curl on
+``/v1/models/NAME:predict``, ``tensorflow-serving-api`` stubs over gRPC) and
+the Open Inference Protocol's (``/v2/models/NAME/infer``, Triton's binary
+tensor extension, ``inference.GRPCInferenceService``: ``tritonclient``,
+KServe, Seldon) on the same two ports.
 
 Example:
     >>> from tf1infer.serving import Server, ModelConfig
     >>> server = Server([ModelConfig("gender", "model.h5", options={"lambdas": {"lambda_1": fn}})])
     >>> server.run()  # until SIGTERM / Ctrl-C; or server.start_in_thread() ... server.stop()
 
-Needs the ``serve`` extra (aiohttp, grpcio, prometheus-client, orjson,
-tensorflow-serving-api): see :func:`require_serving`.
+Needs the ``serve`` extra (aiohttp, grpcio, grpcio-health-checking,
+prometheus-client, orjson, tensorflow-serving-api): see :func:`require_serving`.
 """
 
 from __future__ import annotations
@@ -25,6 +29,7 @@ from tf1infer.errors import MissingDependencyError
 _REQUIRED = {
     "aiohttp": "aiohttp",
     "grpc": "grpcio",
+    "grpc_health.v1": "grpcio-health-checking",
     "prometheus_client": "prometheus-client",
     "orjson": "orjson",
     "tensorflow_serving.apis": "tensorflow-serving-api",

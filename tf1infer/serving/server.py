@@ -1,10 +1,12 @@
-"""One process serving legacy models over TensorFlow Serving's REST and gRPC APIs.
+"""One process serving legacy models over TensorFlow Serving's REST and gRPC APIs and the Open Inference Protocol.
 
 :class:`Server` loads every model first (a line per version as it loads; the
 first that fails stops start-up with its reason), then listens: REST on
 aiohttp, gRPC on grpcio's asyncio server, both on one event loop, with one
-micro-batcher per signature between them and the sessions. It binds
-127.0.0.1 unless told otherwise.
+micro-batcher per signature between them and the sessions. The Open Inference
+Protocol (KServe V2) shares both ports: ``/v2`` routes on the REST port,
+``inference.GRPCInferenceService`` and ``grpc.health.v1`` on the gRPC port.
+It binds 127.0.0.1 unless told otherwise.
 
 Stopping (SIGTERM or SIGINT from :meth:`Server.run`, or :meth:`Server.stop`):
 both listeners close at once, every request already accepted is answered
@@ -71,7 +73,7 @@ class Limits:
 
 @dataclass
 class Server:
-    """Serve models over TensorFlow Serving's REST and gRPC APIs.
+    """Serve models over TensorFlow Serving's REST and gRPC APIs, and the Open Inference Protocol on the same ports.
 
     Args:
         models: :class:`ModelConfig` objects, or ``"NAME=PATH"`` / ``"PATH"`` strings.
