@@ -198,7 +198,9 @@ def from_json_data(data: Any, dtype: np.dtype, shape: tuple[int, ...], tensor: s
     if parsed.size:
         expected = {"b": "b", "i": "iu", "u": "iu", "f": "iuf"}[dtype.kind if dtype != _BFLOAT16 else "f"]
         if parsed.dtype.kind not in expected:
-            first = parsed.reshape(-1)[0].item() if parsed.dtype.kind != "O" else "a value"
+            if parsed.dtype.kind == "O":  # Mixed kinds, null, or integers past 64 bits.
+                raise invalid(f"input '{tensor}': {datatype_name} data holds values that are not {datatype_name}")
+            first = parsed.reshape(-1)[0].item()
             raise invalid(f"input '{tensor}': {datatype_name} data holds {excerpt(first, 40)}, not a {datatype_name}")
         if dtype.kind in "iu":
             info = np.iinfo(dtype)
