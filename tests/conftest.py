@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
+import io
 import json
 import sys
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 
 import numpy as np
@@ -51,6 +54,35 @@ def tf1_formula(x: np.ndarray) -> dict[str, np.ndarray]:
     logits = np.tanh(x @ p["w1"] + p["b1"]) @ p["w2"] + p["b2"]
     exp = np.exp(logits - logits.max(axis=1, keepdims=True))
     return {"logits": logits, "probs": exp / exp.sum(axis=1, keepdims=True)}
+
+
+@contextlib.contextmanager
+def serving_models(models: Mapping[str, tuple], **settings) -> Iterator:
+    """``tf1infer serve`` in this process, on free ports of 127.0.0.1, holding ``{name: (path, load options)}``."""
+    from tf1infer.serving.models import ModelConfig
+    from tf1infer.serving.server import Server
+
+    configs = [ModelConfig(name, str(path), options) for name, (path, options) in models.items()]
+    running = Server(configs, rest_port=0, grpc_port=0, out=io.StringIO(), **settings).start_in_thread()
+    try:
+        yield running
+    finally:
+        running.stop()
+
+
+@contextlib.contextmanager
+def loaded_models(models: Mapping[str, tuple], leave_out: tuple[str, ...] = ()) -> Iterator[dict]:
+    """The same models loaded with ``tf1infer.load`` (the references served answers are compared with)."""
+    import tf1infer
+
+    loaded = {
+        name: tf1infer.load(str(path), **options) for name, (path, options) in models.items() if name not in leave_out
+    }
+    try:
+        yield loaded
+    finally:
+        for predictor in loaded.values():
+            predictor.close()
 
 
 # The corpus manifest's formulas for TF Serving's half_plus models: text -> (scale, offset).

@@ -32,7 +32,7 @@ pytest.importorskip("aiohttp", reason="the serve extra (aiohttp) is not installe
 import grpc  # noqa: E402
 import requests  # noqa: E402
 import tensorflow as tf  # noqa: E402
-from conftest import CORPUS_ABSENT, CORPUS_DIR, ROOT, ZOO_DIR, tf1_formula  # noqa: E402
+from conftest import CORPUS_ABSENT, CORPUS_DIR, ROOT, ZOO_DIR, loaded_models, serving_models, tf1_formula  # noqa: E402
 from tensorflow_serving.apis import (  # noqa: E402
     classification_pb2,
     get_model_metadata_pb2,
@@ -74,12 +74,8 @@ MODELS = {
 
 @pytest.fixture(scope="module")
 def server():
-    configs = [ModelConfig(name, str(path), options) for name, (path, options) in MODELS.items()]
-    running = Server(configs, rest_port=0, grpc_port=0, out=io.StringIO()).start_in_thread()
-    try:
+    with serving_models(MODELS) as running:
         yield running
-    finally:
-        running.stop()
 
 
 @pytest.fixture(scope="module")
@@ -109,12 +105,8 @@ def stub(channel):
 
 @pytest.fixture(scope="module")
 def predictors():
-    loaded = {
-        name: tf1infer.load(str(path), **options) for name, (path, options) in MODELS.items() if name != "default"
-    }
-    yield loaded
-    for predictor in loaded.values():
-        predictor.close()
+    with loaded_models(MODELS, leave_out=("default",)) as loaded:
+        yield loaded
 
 
 def _v2_infer(channel: grpc.Channel):

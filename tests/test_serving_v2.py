@@ -10,7 +10,6 @@ memory and SIGTERM cases for V2 run in test_serving.py, beside their TF Serving 
 
 from __future__ import annotations
 
-import io
 import json
 import struct
 
@@ -24,15 +23,13 @@ tritongrpc = pytest.importorskip("tritonclient.grpc", reason="the test extra (tr
 
 import grpc  # noqa: E402
 import requests  # noqa: E402
-from conftest import CORPUS_ABSENT, CORPUS_DIR, ZOO_DIR, tf1_formula  # noqa: E402
+from conftest import CORPUS_ABSENT, CORPUS_DIR, ZOO_DIR, loaded_models, serving_models, tf1_formula  # noqa: E402
 from grpc_health.v1 import health_pb2, health_pb2_grpc  # noqa: E402
 from tritonclient.utils import InferenceServerException  # noqa: E402
 
 import tf1infer  # noqa: E402
 from tf1infer.serving import open_inference as v2  # noqa: E402
 from tf1infer.serving import open_inference_protos as pb  # noqa: E402
-from tf1infer.serving.models import ModelConfig  # noqa: E402
-from tf1infer.serving.server import Server  # noqa: E402
 from tf1infer.verification.synthetic import verification_batches  # noqa: E402
 
 HALF_PLUS_TWO = CORPUS_DIR / "tfserving_saved_model_half_plus_two_cpu"
@@ -54,12 +51,8 @@ MODELS = {
 
 @pytest.fixture(scope="module")
 def server():
-    configs = [ModelConfig(name, str(path), options) for name, (path, options) in MODELS.items()]
-    running = Server(configs, rest_port=0, grpc_port=0, out=io.StringIO()).start_in_thread()
-    try:
+    with serving_models(MODELS) as running:
         yield running
-    finally:
-        running.stop()
 
 
 @pytest.fixture(scope="module")
@@ -91,12 +84,8 @@ def rest(server):
 
 @pytest.fixture(scope="module")
 def predictors():
-    loaded = {
-        name: tf1infer.load(str(path), **options) for name, (path, options) in MODELS.items() if name != "default"
-    }
-    yield loaded
-    for predictor in loaded.values():
-        predictor.close()
+    with loaded_models(MODELS, leave_out=("default",)) as loaded:
+        yield loaded
 
 
 def _http_inputs(names, arrays, binary: bool):

@@ -178,16 +178,12 @@ def from_json_data(data: Any, dtype: np.dtype, shape: tuple[int, ...], tensor: s
         raise invalid(f"input '{tensor}': data must be a JSON array, got {excerpt(data, 80)}")
     count = _elements(shape)
     if dtype.kind == "O":
-        flat = _flat_strings(data, tensor)
-        _check_count(len(flat), count, shape, tensor)
-        array = np.empty(len(flat), dtype=object)
-        array[:] = flat
-        return array.reshape(shape)
+        return strings_tensor(_flat_strings(data, tensor), shape, tensor)
     try:
         parsed = np.asarray(data)
     except (ValueError, TypeError, OverflowError):  # Ragged lists (numpy >= 1.24 raises), or values numpy refuses.
         raise invalid(f"input '{tensor}': data is ragged or holds values that are not {datatype_name}") from None
-    _check_count(parsed.size, count, shape, tensor)
+    check_count(parsed.size, count, shape, tensor)
     if parsed.size and dtype.kind in "iu" and parsed.dtype.kind in "fO":
         exact = _whole_numbers(data)  # numpy reads [0, 2**64 - 1] as float64: read integers as integers.
         if exact is not None:
@@ -244,11 +240,7 @@ def from_raw(raw: bytes | memoryview, dtype: np.dtype, shape: tuple[int, ...], t
     """A tensor from raw little-endian bytes (BYTES: a 4-byte little-endian length before each element)."""
     count = _elements(shape)
     if dtype.kind == "O":
-        flat = _split_bytes(raw, tensor)
-        _check_count(len(flat), count, shape, tensor)
-        array = np.empty(len(flat), dtype=object)
-        array[:] = flat
-        return array.reshape(shape)
+        return strings_tensor(_split_bytes(raw, tensor), shape, tensor)
     size = count * dtype.itemsize
     if len(raw) != size:
         raise invalid(
@@ -274,7 +266,16 @@ def _split_bytes(raw: bytes | memoryview, tensor: str) -> list[bytes]:
     return items
 
 
-def _check_count(found: int, count: int, shape: Sequence[int], tensor: str) -> None:
+def strings_tensor(items: list[bytes], shape: tuple[int, ...], tensor: str) -> np.ndarray:
+    """A BYTES tensor of ``shape`` from its elements, row-major."""
+    check_count(len(items), _elements(shape), shape, tensor)
+    array = np.empty(len(items), dtype=object)
+    array[:] = items
+    return array.reshape(shape)
+
+
+def check_count(found: int, count: int, shape: Sequence[int], tensor: str) -> None:
+    """The data holds exactly the elements the shape declares (a shape alone never allocates anything)."""
     if found != count:
         raise invalid(
             f"input '{tensor}': shape [{','.join(map(str, shape))}] holds {count} elements; the data has {found}"
@@ -387,6 +388,7 @@ __all__ = [
     "EXTENSIONS",
     "Inference",
     "RequestTensor",
+    "check_count",
     "clip",
     "datatype",
     "find",
@@ -400,4 +402,5 @@ __all__ = [
     "server_metadata",
     "shape_of",
     "signature",
+    "strings_tensor",
 ]

@@ -157,24 +157,16 @@ def _from_contents(tensor: Any, dtype: np.dtype, shape: tuple[int, ...]) -> np.n
             raise invalid(f"input '{tensor.name}' of {tensor.datatype} holds {other}; its values go in {field}")
     values = getattr(tensor.contents, field)
     if dtype.kind == "O":
-        array = np.empty(len(values), dtype=object)
-        array[:] = list(values)
-    else:
-        wide: np.ndarray = np.array(
-            values, dtype={"b": np.bool_, "i": np.int64, "u": np.uint64, "f": np.float64}[dtype.kind]
-        )
-        if dtype.kind in "iu" and wide.size:
-            info = np.iinfo(dtype)
-            if wide.min() < info.min or wide.max() > info.max:
-                raise invalid(f"input '{tensor.name}': a value is outside the range of {tensor.datatype}")
-        array = wide.astype(dtype)
-    count = math.prod(shape)
-    if array.size != count:
-        raise invalid(
-            f"input '{tensor.name}': shape [{','.join(map(str, shape))}] holds {count} elements; "
-            f"{field} has {array.size}"
-        )
-    return array.reshape(shape)
+        return v2.strings_tensor(list(values), shape, tensor.name)
+    wide: np.ndarray = np.array(
+        values, dtype={"b": np.bool_, "i": np.int64, "u": np.uint64, "f": np.float64}[dtype.kind]
+    )
+    v2.check_count(wide.size, math.prod(shape), shape, tensor.name)
+    if dtype.kind in "iu" and wide.size:
+        info = np.iinfo(dtype)
+        if wide.min() < info.min or wide.max() > info.max:
+            raise invalid(f"input '{tensor.name}': a value is outside the range of {tensor.datatype}")
+    return wide.astype(dtype).reshape(shape)
 
 
 def add_services(server: grpc.aio.Server, calls: Calls) -> health.aio.HealthServicer:
