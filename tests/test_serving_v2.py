@@ -470,3 +470,52 @@ def test_messages_match_triton_clients_on_the_wire():
         assert service_pb2.DESCRIPTOR.services_by_name["GRPCInferenceService"].methods_by_name[name]
         for message in (request, response):
             check(message.DESCRIPTOR, service_pb2.DESCRIPTOR.message_types_by_name[message.DESCRIPTOR.name], name)
+
+
+def test_bytes_tensors_through_a_string_graph_over_every_client(tmp_path):
+    """BYTES in and out through a real graph: a frozen TF1 graph taking strings (any bytes, not only UTF-8) and
+    answering each one's length and the strings themselves, over both encodings of HTTP and over gRPC."""
+    import tensorflow as tf
+
+    graph = tf.Graph()
+    with graph.as_default():
+        text = tf.compat.v1.placeholder(tf.string, [None], name="text")
+        tf.identity(tf.strings.length(text), name="length")
+        tf.identity(text, name="echo")
+    (tmp_path / "strings.pb").write_bytes(graph.as_graph_def().SerializeToString())
+    words = np.array([b"", b"legacy", "Kéras".encode(), b"\xff\x00raw"], dtype=object)
+    models = {"strings": (tmp_path / "strings.pb", {"outputs": ["length", "echo"]})}
+    with serving_models(models) as running:
+        http = tritonhttp.InferenceServerClient(f"127.0.0.1:{running.rest_port}", network_timeout=TIMEOUT)
+        rpc = tritongrpc.InferenceServerClient(f"127.0.0.1:{running.grpc_port}")
+        try:
+            metadata = http.get_model_metadata("strings")
+            assert metadata["inputs"] == [{"name": "text", "datatype": "BYTES", "shape": [-1]}]
+            assert [(o["name"], o["datatype"]) for o in metadata["outputs"]] == [("length", "INT32"), ("echo", "BYTES")]
+            results = [
+                http.infer("strings", _http_inputs(["text"], [words], True)),
+                rpc.infer("strings", _grpc_inputs(["text"], [words])),
+            ]
+            for result in results:
+                assert result.as_numpy("length").tolist() == [0, 6, 6, 5]
+                assert result.as_numpy("echo").tolist() == words.tolist()
+            # JSON carries text: UTF-8 strings in and out; bytes that are not UTF-8 must be asked for as binary.
+            text_only = words[:3]
+            as_json = http.infer(
+                "strings",
+                _http_inputs(["text"], [text_only], False),
+                outputs=[tritonhttp.InferRequestedOutput(name, binary_data=False) for name in ("length", "echo")],
+            )
+            assert as_json.as_numpy("length").tolist() == [0, 6, 6]
+            echoed = as_json.as_numpy("echo").tolist()  # tritonclient gives JSON strings back as str.
+            assert [item.encode() if isinstance(item, str) else item for item in echoed] == text_only.tolist()
+            with pytest.raises(InferenceServerException) as raised:
+                http.infer(
+                    "strings",
+                    _http_inputs(["text"], [words], True),
+                    outputs=[tritonhttp.InferRequestedOutput("echo", binary_data=False)],
+                )
+            assert raised.value.status() == "400" and "not UTF-8 text" in raised.value.message()
+        finally:
+            http.close()
+            rpc.close()
