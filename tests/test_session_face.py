@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import importlib.util
+import io
 from collections import namedtuple
 
 import numpy as np
@@ -10,7 +12,15 @@ import tensorflow as tf
 from conftest import ZOO_DIR, tf1_formula
 
 import tf1infer
-from tf1infer.errors import InputError, LayerNotFoundError, ModelLoadError, PredictionError
+from tf1infer.errors import (
+    ExportError,
+    InputError,
+    InvalidOptionError,
+    LayerNotFoundError,
+    ModelLoadError,
+    PredictionError,
+    UnsupportedOperationError,
+)
 
 TF1 = ZOO_DIR / "tf1"
 
@@ -174,15 +184,41 @@ def training_checkpoint(tmp_path_factory):
     return folder, w, b
 
 
-def test_a_graph_saved_with_training_ops_is_not_guessed(training_checkpoint):
+def test_a_graph_saved_with_training_ops_loads_for_run_and_predict_says_what_to_name(training_checkpoint, tmp_path):
+    """Saved mid-training, the graph's sinks are gradients and summaries: its outputs are not guessed. It loads all
+    the same, for run() by name (how such a script calls it); predict, exports, serving and Spark say what to name."""
     folder, w, b = training_checkpoint
-    with pytest.raises(
-        ModelLoadError,
-        match=r"saved with its training ops \(gradients.*not the model's outputs, and some "
-        r"placeholders are labels.*outputs=\['probs'\]\).*Placeholders: x \(float32 \(None, 4\)\), "
-        r"y_true .*Likely outputs: .*probs \(Softmax\)",
-    ):
-        tf1infer.load(folder)
+    x = _rows(5, seed=4)
+    logits = x.astype(np.float64) @ w + b
+    want = np.exp(logits) / np.exp(logits).sum(axis=1, keepdims=True)
+    with tf1infer.load(folder) as graph_only:
+        assert graph_only.input_names == [] and graph_only.output_names == []
+        np.testing.assert_allclose(graph_only.run("probs:0", {"x:0": x}), want, atol=1e-5, rtol=0)
+        accuracy = graph_only.run("accuracy:0", {"x:0": x, "y_true:0": np.eye(3, dtype=np.float32)[[0, 1, 2, 0, 1]]})
+        assert 0.0 <= accuracy <= 1.0
+        words = (
+            r"saved with its training ops \(gradients.*not the model's outputs, and some placeholders are labels: "
+            r"predict\(\) needs them named\. Load it with tf1infer\.load\(path, inputs=\['x'\], "
+            r"outputs=\['probs'\]\); run\(fetches, feed_dict\) works by name without them\. Placeholders: "
+            r"x \(float32 \(None, 4\)\), y_true .*Likely outputs: .*probs \(Softmax\)"
+        )
+        for call in (
+            graph_only.predict,
+            graph_only.predict_on_batch,
+            graph_only,
+            lambda a: list(graph_only.predict_iter([a])),
+        ):
+            with pytest.raises(UnsupportedOperationError, match=words):
+                call(x)
+        with pytest.raises(ExportError, match="nothing to export without the model's inputs and outputs"):
+            tf1infer.export_saved_model(graph_only, tmp_path / "exported")
+    with pytest.raises(InvalidOptionError, match="backend='tflite' converts the model's outputs, which are not known"):
+        tf1infer.load(folder, backend="tflite")
+    if importlib.util.find_spec("aiohttp") is not None:  # The serve extra: serving it stops start-up with the message.
+        from tf1infer.serving import Server
+
+        with pytest.raises(ModelLoadError, match=r"cannot serve training: .*saved with its training ops.*outputs="):
+            Server([f"training={folder}"], rest_port=0, grpc_port=None, out=io.StringIO()).load()
     x = _rows(5, seed=4)
     logits = x.astype(np.float64) @ w + b
     want = np.exp(logits) / np.exp(logits).sum(axis=1, keepdims=True)
@@ -190,3 +226,39 @@ def test_a_graph_saved_with_training_ops_is_not_guessed(training_checkpoint):
         assert predictor.input_names == ["x"]  # Not the labels, which only the loss and the accuracy read.
         np.testing.assert_allclose(predictor.predict(x), want, atol=1e-5, rtol=0)
         np.testing.assert_allclose(predictor.run("probs:0", {"x:0": x}), want, atol=1e-5, rtol=0)
+
+
+def test_the_suggestion_names_data_inputs_and_fixes_a_dropout_keep_probability(tmp_path):
+    """A TF1 training graph with a keep_prob placeholder and an is_training flag: the suggested inputs= is the batch
+    of data, the scalars go to constants= at their inference values, and the labels are suggested for neither."""
+    graph = tf.Graph()
+    with graph.as_default():
+        keep = tf.compat.v1.placeholder(tf.float32, [], name="keep_prob")
+        training = tf.compat.v1.placeholder_with_default(False, [], name="is_training")
+        flag = tf.compat.v1.placeholder(tf.bool, [], name="use_bias")
+        labels = tf.compat.v1.placeholder(tf.float32, [None, 3], name="labels")
+        x = tf.compat.v1.placeholder(tf.float32, [None, 4], name="features")
+        weights = tf.compat.v1.get_variable("w", [4, 3], initializer=tf.compat.v1.ones_initializer())
+        hidden = tf.nn.dropout(x, rate=1.0 - keep)
+        logits = tf.where(flag, tf.matmul(hidden, weights) + 1.0, tf.matmul(hidden, weights))
+        logits = tf.cond(training, lambda: logits * 1.0, lambda: logits)
+        tf.nn.softmax(logits, name="probs")
+        loss = tf.reduce_mean(tf.nn.softmax_cross_entropy_with_logits(labels=labels, logits=logits))
+        tf.compat.v1.train.GradientDescentOptimizer(0.1).minimize(loss)
+        with tf.compat.v1.Session() as session:
+            session.run(tf.compat.v1.global_variables_initializer())
+            tf.compat.v1.train.Saver().save(session, str(tmp_path / "model.ckpt"))
+    x = _rows(3, seed=5)
+    with tf1infer.load(tmp_path) as graph_only:
+        with pytest.raises(UnsupportedOperationError) as raised:
+            graph_only.predict(x)
+        message = str(raised.value)
+        assert "inputs=['features'], outputs=['probs'], constants={'keep_prob': 1.0, 'use_bias': False})" in message
+        assert "labels" not in message.split("Load it with")[1].split(";")[0]  # Listed as a placeholder, not suggested.
+        ran = graph_only.run("probs:0", {"features:0": x, "keep_prob:0": 1.0, "use_bias:0": False})
+    # The suggestion, taken as written, loads a model whose predict equals that run.
+    with tf1infer.load(
+        tmp_path, inputs=["features"], outputs=["probs"], constants={"keep_prob": 1.0, "use_bias": False}
+    ) as model:
+        np.testing.assert_allclose(model.predict(x), ran, atol=1e-6, rtol=0)
+        np.testing.assert_allclose(ran, np.full((3, 3), 1.0 / 3.0), atol=1e-6)  # Equal weights: equal logits.

@@ -62,6 +62,7 @@ from tf1infer.errors import (
     OutputFileError,
     Tf1InferError,
 )
+from tf1infer.loaders.base import ENDPOINTS_UNKNOWN
 
 DEFAULT_BATCH_SIZE = 64
 _CACHE_SIZE = 2
@@ -285,6 +286,9 @@ class _ModelSignature:
 
     @classmethod
     def of(cls, predictor, source: str) -> _ModelSignature:
+        unknown = predictor.metadata.get(ENDPOINTS_UNKNOWN)
+        if unknown is not None:  # A training graph: nothing a column could feed.
+            raise InvalidOptionError(unknown)
         shapes = []
         for name, spec in zip(predictor.input_names, predictor.inputs):
             if spec.shape is None or any(size is None for size in spec.shape[1:]):

@@ -33,11 +33,19 @@ from tf1infer.backends.int8 import calibration_samples, prepare_int8
 from tf1infer.backends.kinds import AUTO, BACKENDS, SESSION, TFLITE, check_backend
 from tf1infer.backends.session import session_backend
 from tf1infer.backends.tflite import ConversionError, tflite_backend
-from tf1infer.errors import ModelLoadError
+from tf1infer.errors import InvalidOptionError, ModelLoadError, UnsupportedOperationError
 from tf1infer.io.feeds import FeedConverter, TensorSpec
-from tf1infer.loaders.base import LoadedGraph
+from tf1infer.loaders.base import ENDPOINTS_UNKNOWN, LoadedGraph
 from tf1infer.loaders.graph_tools import frozen_inference_graph
 from tf1infer.runtime.runner import Backend
+
+
+def _refuse(reason: str):
+    def runner(*feeds: Any) -> Any:
+        raise UnsupportedOperationError(reason)
+
+    return runner
+
 
 __all__ = ["AUTO", "BACKENDS", "SESSION", "TFLITE", "Backend", "build", "check_backend"]
 
@@ -66,6 +74,13 @@ def build(
     """
     backend = check_backend(backend)
     source = loaded.metadata.get("path") or "model"
+    unknown = loaded.metadata.get(ENDPOINTS_UNKNOWN)
+    if unknown is not None:  # A training graph loaded for run() by name: nothing to convert, nothing predict can run.
+        if backend != SESSION:
+            raise InvalidOptionError(
+                f"backend={backend!r} converts the model's outputs, which are not known: {unknown}"
+            )
+        return Backend(_refuse(unknown), {"requested": SESSION, "backend": SESSION, "endpoints": "unknown"})
     session = session_backend(loaded, source)
     if backend == SESSION:
         return session

@@ -48,7 +48,7 @@ import numpy as np
 import tensorflow as tf
 
 from tf1infer.errors import ExportError, ExportVerificationError, InvalidOptionError, tensorflow_reason
-from tf1infer.loaders.base import quiet_deprecation
+from tf1infer.loaders.base import ENDPOINTS_UNKNOWN, quiet_deprecation
 from tf1infer.loaders.graph_tools import (
     STATEFUL_WRITE_OPS,
     TABLE_OPS,
@@ -224,6 +224,9 @@ def export_saved_model(
         if predictor.closed:
             raise ExportError(f"{predictor.metadata.get('path', 'model')}: the Predictor is closed")
         source = str(predictor.metadata.get("path") or "model")
+        unknown = predictor.metadata.get(ENDPOINTS_UNKNOWN)
+        if unknown is not None:
+            raise ExportError(f"nothing to export without the model's inputs and outputs: {unknown}")
         endpoints, skipped = _endpoints(predictor, signature_name, all_signatures)
         parent = os.path.dirname(out_dir)
         os.makedirs(parent, exist_ok=True)

@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 import tensorflow as tf
 
-from tf1infer.errors import InputError
+from tf1infer.errors import InputError, UnsupportedOperationError
 
 _KIND_NAMES = {
     "f": "floats",
@@ -102,9 +102,12 @@ class FeedConverter:
         specs: the model's inputs, in order.
         names: the user-facing name of each input (Keras layer name or
             signature key); dict keys may use these or the tensor names.
+        unavailable: why the model cannot be fed at all (a training graph loaded for ``run()`` by name only):
+            every conversion raises :class:`UnsupportedOperationError` with it.
     """
 
-    def __init__(self, specs: Sequence[TensorSpec], names: Sequence[str]):
+    def __init__(self, specs: Sequence[TensorSpec], names: Sequence[str], unavailable: str | None = None):
+        self.unavailable = unavailable
         self.specs = tuple(specs)
         self.names = tuple(names)
         self._single = len(self.specs) == 1
@@ -172,6 +175,8 @@ class FeedConverter:
         return self._arrange(x)
 
     def _arrange(self, x: Any) -> list[Any]:
+        if self.unavailable is not None:
+            raise UnsupportedOperationError(self.unavailable)
         count = len(self.specs)
         if isinstance(x, Mapping):
             return self._from_mapping(x)

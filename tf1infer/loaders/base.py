@@ -21,6 +21,10 @@ from tensorflow.core.protobuf import rewriter_config_pb2
 
 from tf1infer.errors import ModelLoadError, ModelNotFoundError
 
+# Metadata key of a graph loaded without endpoints (saved with its training ops, none named): why predict cannot
+# run, in words; run() by name still works.
+ENDPOINTS_UNKNOWN = "endpoints_unknown"
+
 
 @dataclass
 class LoadedGraph:
@@ -31,7 +35,9 @@ class LoadedGraph:
         session: a ``tf.compat.v1.Session`` on ``graph`` with every variable
             initialized or restored.
         inputs: input tensors (placeholders), in the model's input order.
-        outputs: output tensors, in the model's output order.
+        outputs: output tensors, in the model's output order; both empty for
+            a graph whose endpoints cannot be told (``metadata[ENDPOINTS_UNKNOWN]``
+            says why): it serves ``run()`` by name only.
         input_names: user-facing name of each input (Keras layer name,
             signature key, or op name).
         output_names: user-facing name of each output.

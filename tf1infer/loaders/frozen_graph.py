@@ -10,12 +10,14 @@ import tensorflow as tf
 from google.protobuf import message, text_format
 
 from tf1infer.errors import ModelLoadError
-from tf1infer.loaders.base import LoadedGraph, graph_and_session, require_path
+from tf1infer.loaders.base import ENDPOINTS_UNKNOWN, LoadedGraph, graph_and_session, require_path
 from tf1infer.loaders.graph_tools import (
     check_no_state_changes,
     constant_input_map,
     constants_metadata,
     count_parameters,
+    training_graph_error,
+    training_parts,
 )
 from tf1infer.loaders.meta_graph import endpoints_by_name
 
@@ -93,4 +95,6 @@ def load_frozen_graph(
     }
     if constants:
         metadata["constants"] = constants_metadata(constants)
+    if not output_tensors:
+        metadata[ENDPOINTS_UNKNOWN] = str(training_graph_error(graph, training_parts(graph), path))
     return LoadedGraph(graph, session, input_tensors, output_tensors, input_names, output_names, metadata)

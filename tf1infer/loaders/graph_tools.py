@@ -15,7 +15,7 @@ import numpy as np
 import tensorflow as tf
 
 from tf1infer.errors import ModelLoadError
-from tf1infer.loaders.base import CHANNELS_LAST_ON_CPU, quiet_deprecation
+from tf1infer.loaders.base import CHANNELS_LAST_ON_CPU, quiet_deprecation, short_name
 
 # Ops that write state: running one from a predict call would change the model.
 STATEFUL_WRITE_OPS = {
@@ -176,11 +176,15 @@ def needed_placeholders(graph: tf.Graph, outputs: Iterable[tf.Tensor]) -> list[t
 
 
 def training_graph_error(graph: tf.Graph, training: list[str], source: str) -> ModelLoadError:
-    """The refusal to guess the outputs of a graph saved with its training ops, listing what to pass instead."""
-    placeholders = [op for op in graph.get_operations() if op.type == "Placeholder"]
-    described = (
-        ", ".join(f"{op.name} ({op.outputs[0].dtype.name} {op.outputs[0].shape})" for op in placeholders) or "none"
-    )
+    """Why ``predict`` cannot run a graph saved with its training ops, and what to pass to ``load`` instead.
+
+    The likely outputs come first (probabilities, then what is read off them); the inputs suggested are the
+    placeholders the first of them reads that take batches of rank 2 or more (data), before any other; scalar
+    placeholders it reads (a dropout keep probability, an ``is_training`` flag) are suggested for ``constants=``
+    with their inference value; the rest (labels) are listed, never suggested.
+    """
+    placeholders = [op.outputs[0] for op in graph.get_operations() if op.type == "Placeholder"]
+    described = ", ".join(f"{short_name(p)} ({p.dtype.name} {p.shape})" for p in placeholders) or "none"
     candidates = [
         op
         for op in graph.get_operations()
@@ -188,21 +192,33 @@ def training_graph_error(graph: tf.Graph, training: list[str], source: str) -> M
         and op.outputs
         and not _in_gradient_scope(op.name)
         and not op.name.startswith(("save/", "init"))
-        and any(
-            placeholder in needed_placeholders(graph, op.outputs)
-            for placeholder in [p.outputs[0] for p in placeholders]
-        )
+        and any(placeholder in needed_placeholders(graph, op.outputs) for placeholder in placeholders)
     ]
     ranks = {"Softmax": 0, "Sigmoid": 0, "TopKV2": 1, "ArgMax": 2}  # Probabilities first, then what is read off them.
     preferred = sorted((op for op in candidates if op.type in ranks), key=lambda op: ranks[op.type]) or candidates[-8:]
     likely = ", ".join(f"{op.name} ({op.type})" for op in preferred[:8]) or "none found"
-    example_input = placeholders[0].name if placeholders else "x"
+    read = needed_placeholders(graph, preferred[0].outputs) if preferred else placeholders
+    data = sorted(
+        (p for p in read if p.shape.rank != 0),
+        key=lambda p: 0 if p.shape.rank is not None and p.shape.rank >= 2 and p.shape[0] is None else 1,
+    )
+    settings = [p for p in read if p.shape.rank == 0 and p.dtype in (tf.bool, tf.float16, tf.float32, tf.float64)]
+    example_inputs = [short_name(p) for p in data] or ["x"]
     example_output = preferred[0].name if preferred else "probs"
+    constants = ", ".join(f"{short_name(p)!r}: {False if p.dtype == tf.bool else 1.0}" for p in settings)
+    call = f"tf1infer.load(path, inputs={example_inputs!r}, outputs=[{example_output!r}]"
+    call += f", constants={{{constants}}})" if constants else ")"
+    constants_note = (
+        f" (constants= fixes the scalar placeholders {', '.join(short_name(p) for p in settings)} at their "
+        "inference values, e.g. a dropout keep probability of 1.0: check them against the training code)"
+        if settings
+        else ""
+    )
     return ModelLoadError(
         f"{source}: the graph was saved with its training ops ({', '.join(training)}...), so the tensors nothing "
-        f"consumes are gradients, updates and summaries, not the model's outputs, and some placeholders are labels. "
-        f"Name them: tf1infer.load(path, inputs=[{example_input!r}], outputs=[{example_output!r}]). "
-        f"Placeholders: {described}. Likely outputs: {likely}"
+        f"consumes are gradients, updates and summaries, not the model's outputs, and some placeholders are labels: "
+        f"predict() needs them named. Load it with {call}{constants_note}; "
+        f"run(fetches, feed_dict) works by name without them. Placeholders: {described}. Likely outputs: {likely}"
     )
 
 

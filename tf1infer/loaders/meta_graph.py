@@ -26,7 +26,14 @@ from packaging.version import InvalidVersion, Version
 from tensorflow.core.protobuf import meta_graph_pb2
 
 from tf1infer.errors import ModelLoadError, tensorflow_reason
-from tf1infer.loaders.base import LoadedGraph, graph_and_session, require_path, resolve_tensor, short_name
+from tf1infer.loaders.base import (
+    ENDPOINTS_UNKNOWN,
+    LoadedGraph,
+    graph_and_session,
+    require_path,
+    resolve_tensor,
+    short_name,
+)
 from tf1infer.loaders.graph_tools import (
     check_no_state_changes,
     constant_input_map,
@@ -140,6 +147,8 @@ def load_meta_graph(
     }
     if constants:
         metadata["constants"] = constants_metadata(constants)
+    if not output_tensors:
+        metadata[ENDPOINTS_UNKNOWN] = str(training_graph_error(graph, training_parts(graph), meta_path))
     return LoadedGraph(graph, session, input_tensors, output_tensors, input_names, output_names, metadata)
 
 
@@ -226,8 +235,10 @@ def endpoints_by_name(graph, inputs, outputs, source):
 
     Named outputs without named inputs take the placeholders they read (not
     the labels only a loss reads). Neither named, a graph saved with its
-    training ops is refused with the placeholders and likely outputs listed:
-    its sinks are gradients and summaries.
+    training ops has no endpoints to guess (its sinks are gradients and
+    summaries): the four lists come back empty, and the loader keeps the graph
+    for ``run()`` by name, with :func:`training_graph_error`'s message for
+    ``predict``.
     """
     output_tensors = [resolve_tensor(graph, ref, "output", source) for ref in outputs] if outputs is not None else None
     if inputs is not None:
@@ -236,9 +247,8 @@ def endpoints_by_name(graph, inputs, outputs, source):
         batched = set(default_inputs(graph))
         input_tensors = [tensor for tensor in needed_placeholders(graph, output_tensors) if tensor in batched]
     else:
-        training = training_parts(graph)
-        if training:
-            raise training_graph_error(graph, training, source)
+        if training_parts(graph):
+            return [], [], [], []
         input_tensors = default_inputs(graph)
     if not input_tensors:
         raise ModelLoadError(f"{source}: the graph has no placeholders; name the inputs with inputs=[...]")

@@ -34,7 +34,7 @@ from tf1infer.errors import (
 )
 from tf1infer.io import batching, streaming
 from tf1infer.io.feeds import FeedConverter, TensorSpec
-from tf1infer.loaders.base import LoadedGraph, resolve_tensor, short_name
+from tf1infer.loaders.base import ENDPOINTS_UNKNOWN, LoadedGraph, resolve_tensor, short_name
 from tf1infer.loaders.graph_tools import state_writers
 from tf1infer.runtime.memory import DEFAULT_MAX_BATCH_SIZE, choose_batch_size
 from tf1infer.runtime.microbatch import DEFAULT_MAX_BATCH_SIZE as DEFAULT_MICRO_BATCH_SIZE
@@ -82,7 +82,7 @@ class BasePredictor:
         self.metadata: dict[str, Any] = dict(loaded.metadata)
         self._keras_model = loaded.keras_model
         self._source = self.metadata.get("path") or "model"
-        self._feeds = FeedConverter(self._inputs, self._input_names)
+        self._feeds = FeedConverter(self._inputs, self._input_names, self.metadata.get(ENDPOINTS_UNKNOWN))
         self._single_output = len(self._outputs) == 1
         if finalize and not self._graph.finalized:
             self._graph.finalize()

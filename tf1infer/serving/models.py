@@ -38,6 +38,7 @@ import numpy as np
 import tensorflow as tf
 
 from tf1infer.errors import InvalidOptionError, ModelLoadError, QueueFullError, Tf1InferError, tensorflow_reason
+from tf1infer.loaders.base import ENDPOINTS_UNKNOWN
 from tf1infer.loaders.graph_tools import check_no_state_changes
 from tf1infer.loaders.saved_model import DEFAULT_SIGNATURE, is_saved_model_dir, read_saved_model
 from tf1infer.loading import load
@@ -398,6 +399,10 @@ def load_servable(
             raise ModelLoadError(f"{path}: the SavedModel has no signatures: nothing to serve")
         options["signature"] = sorted(stored)[0]  # Loads the graph; each signature is served by its own name.
     primary = load(path, **options)
+    unknown = primary.metadata.get(ENDPOINTS_UNKNOWN)
+    if unknown is not None:  # A training graph loaded for run() by name: nothing a request could feed.
+        primary.close()
+        raise ModelLoadError(unknown)
     source = f"{config.name} (version {version})"
     observer = on_batch(config.name, version) if on_batch is not None else None
     signatures: dict[str, Signature] = {}
