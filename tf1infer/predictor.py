@@ -11,6 +11,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
+from tf1infer import backend
 from tf1infer.backends.precision import precision_report
 from tf1infer.faces.keras import KerasModelFace
 from tf1infer.faces.session import SessionFace
@@ -30,6 +31,10 @@ class Predictor(BasePredictor, KerasModelFace, SessionFace):
         ...     probabilities.shape
         (100, 3)
     """
+
+    def __init__(self, *args: Any, **kwargs: Any):
+        super().__init__(*args, **kwargs)
+        backend.register(self)  # Its tensors work with tf1infer.backend (K.function, K.get_value...).
 
     def precision_report(
         self, x: Any = None, precisions: Sequence[str] | None = None, samples: int = 32

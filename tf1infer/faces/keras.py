@@ -97,6 +97,11 @@ class LayerView:
         return self._layer.output
 
     @property
+    def weights(self) -> list[Any]:
+        """The layer's variables in the Predictor's graph (``K.get_value`` of :mod:`tf1infer.backend` reads one)."""
+        return list(self._layer.weights)
+
+    @property
     def weight_names(self) -> list[str]:
         return [weight.name for weight in self._layer.weights]
 
