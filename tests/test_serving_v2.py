@@ -519,3 +519,28 @@ def test_bytes_tensors_through_a_string_graph_over_every_client(tmp_path):
         finally:
             http.close()
             rpc.close()
+
+
+def test_a_health_watcher_is_told_not_serving_and_does_not_hold_a_stopping_server():
+    """Kubernetes-style gRPC probes watch: at shutdown the watcher reads NOT_SERVING, its stream ends, and the server
+    stops at once (a stream that never ended would hold it for the whole grace period, 60 s by default)."""
+    import threading
+    import time
+
+    with serving_models({"default": (HALF_PLUS_TWO, {})}) as running:
+        channel = grpc.insecure_channel(f"127.0.0.1:{running.grpc_port}")
+        try:
+            stream = health_pb2_grpc.HealthStub(channel).Watch(
+                health_pb2.HealthCheckRequest(service="inference.GRPCInferenceService"), timeout=TIMEOUT
+            )
+            assert next(stream).status == health_pb2.HealthCheckResponse.SERVING
+            started = time.monotonic()
+            stopper = threading.Thread(target=running.stop)
+            stopper.start()
+            assert next(stream).status == health_pb2.HealthCheckResponse.NOT_SERVING
+            with pytest.raises(StopIteration):  # The stream ends with OK, not cut off.
+                next(stream)
+            stopper.join(TIMEOUT)
+            assert not stopper.is_alive() and time.monotonic() - started < 10
+        finally:
+            channel.close()

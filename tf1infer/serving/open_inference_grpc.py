@@ -11,19 +11,23 @@ name, datatype and shape in ``outputs``. Failures are the call's status
 past the call's deadline). ModelReady of a model that is not served answers
 ``ready: false``; ModelMetadata of one is NOT_FOUND.
 
-The standard health service (``grpcio-health-checking``) reports SERVING for
-the server (``""``) and for each service it holds from start until shutdown,
-NOT_SERVING once shutdown begins (Kubernetes' gRPC probes read it).
+The standard health service (``grpc.health.v1``, the protos of
+``grpcio-health-checking``) reports SERVING for the server (``""``) and for each
+service it holds from start until shutdown, NOT_SERVING once shutdown begins
+(Kubernetes' gRPC probes read it). Its servicer is :class:`HealthService`,
+not the package's reference one, whose ``Watch`` streams never end: one probe
+watching would hold a stopping server for its whole grace period.
 """
 
 from __future__ import annotations
 
+import asyncio
 import math
 from typing import Any
 
 import grpc
 import numpy as np
-from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from tf1infer.serving import open_inference as v2
 from tf1infer.serving import open_inference_protos as pb
@@ -169,9 +173,48 @@ def _from_contents(tensor: Any, dtype: np.dtype, shape: tuple[int, ...]) -> np.n
     return wide.astype(dtype).reshape(shape)
 
 
-def add_services(server: grpc.aio.Server, calls: Calls) -> health.aio.HealthServicer:
-    """Register ``inference.GRPCInferenceService`` and ``grpc.health.v1.Health`` on ``server``; the health
-    servicer is returned so that shutdown can report NOT_SERVING."""
+class HealthService(health_pb2_grpc.HealthServicer):
+    """``grpc.health.v1.Health``: Check and Watch, each ``Watch`` ending once it has told NOT_SERVING at shutdown.
+
+    Args:
+        services: the services the port holds; each, and the server (``""``), is SERVING until :meth:`stopping`.
+    """
+
+    def __init__(self, services: list[str]):
+        self._status = {name: health_pb2.HealthCheckResponse.SERVING for name in ["", *services]}
+        self._changed = asyncio.Condition()
+        self._stopping = False
+
+    async def Check(self, request: Any, context: grpc.aio.ServicerContext) -> Any:  # noqa: N802
+        status = self._status.get(request.service)
+        if status is None:
+            await context.abort(grpc.StatusCode.NOT_FOUND, f"unknown service {v2.clip(request.service)!r}")
+        return health_pb2.HealthCheckResponse(status=status)
+
+    async def Watch(self, request: Any, context: grpc.aio.ServicerContext) -> None:  # noqa: N802
+        last = None
+        async with self._changed:
+            while True:
+                status = self._status.get(request.service, health_pb2.HealthCheckResponse.SERVICE_UNKNOWN)
+                if status != last:
+                    await context.write(health_pb2.HealthCheckResponse(status=status))
+                    last = status
+                if self._stopping:
+                    return  # Told NOT_SERVING: the stream ends, so that it does not hold the stopping server.
+                await self._changed.wait()
+
+    async def stopping(self) -> None:
+        """Every service NOT_SERVING from now on; each watcher is told, and its stream ends."""
+        async with self._changed:
+            self._stopping = True
+            for name in self._status:
+                self._status[name] = health_pb2.HealthCheckResponse.NOT_SERVING
+            self._changed.notify_all()
+
+
+def add_services(server: grpc.aio.Server, calls: Calls, services: list[str]) -> HealthService:
+    """Register ``inference.GRPCInferenceService`` and ``grpc.health.v1.Health`` (reporting ``services``) on
+    ``server``; the health service is returned, for shutdown to call :meth:`HealthService.stopping`."""
     service = InferenceService(calls)
     handlers = {
         method: grpc.unary_unary_rpc_method_handler(
@@ -182,15 +225,9 @@ def add_services(server: grpc.aio.Server, calls: Calls) -> health.aio.HealthServ
         for method, (request_type, response_type) in pb.METHODS.items()
     }
     server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(pb.SERVICE, handlers),))
-    checker = health.aio.HealthServicer()
-    health_pb2_grpc.add_HealthServicer_to_server(checker, server)
-    return checker
+    health = HealthService(services)
+    health_pb2_grpc.add_HealthServicer_to_server(health, server)
+    return health
 
 
-async def report_serving(checker: health.aio.HealthServicer, services: list[str], serving: bool) -> None:
-    status = health_pb2.HealthCheckResponse.SERVING if serving else health_pb2.HealthCheckResponse.NOT_SERVING
-    for name in ["", *services]:
-        await checker.set(name, status)
-
-
-__all__ = ["InferenceService", "add_services", "report_serving"]
+__all__ = ["HealthService", "InferenceService", "add_services"]

@@ -113,7 +113,7 @@ class Server:
         self.metrics = metrics.ServerMetrics()
         self._runner: web.AppRunner | None = None
         self._grpc: grpc.aio.Server | None = None
-        self._health: Any = None
+        self._health: open_inference_grpc.HealthService | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._stopped: asyncio.Event | None = None
         self._thread: threading.Thread | None = None
@@ -172,14 +172,13 @@ class Server:
             )
             calls = grpc_api.Calls(self.registry, self.metrics, self.limits.max_request_bytes)
             grpc_api.add_services(self._grpc, calls)
-            self._health = open_inference_grpc.add_services(self._grpc, calls)
+            self._health = open_inference_grpc.add_services(self._grpc, calls, GRPC_SERVICES)
             address = f"[{self.host}]:{self.grpc_port}" if ":" in self.host else f"{self.host}:{self.grpc_port}"
             try:
                 self.grpc_port = self._grpc.add_insecure_port(address)
             except RuntimeError as exc:
                 raise InvalidOptionError(f"cannot listen for gRPC on {address}: {exc}") from exc
             await self._grpc.start()
-            await open_inference_grpc.report_serving(self._health, GRPC_SERVICES, serving=True)
         if self.rest_port is not None:
             api = RestApi(self.registry, self.metrics, self.limits.max_request_bytes, self.limits.timeout)
             self._runner = web.AppRunner(
@@ -222,7 +221,8 @@ class Server:
         if self._runner is not None:
             waits.append(self._runner.cleanup())
         if self._grpc is not None:
-            await open_inference_grpc.report_serving(self._health, GRPC_SERVICES, serving=False)
+            if self._health is not None:
+                await self._health.stopping()  # NOT_SERVING to every health check and watcher from now on.
             waits.append(self._grpc.stop(self.limits.shutdown_grace))
         await asyncio.gather(*waits)
         # Every handler has answered; the batchers have nothing left but are closed in a thread all the same.
