@@ -141,6 +141,9 @@ def test_half_plus_two_over_every_client(http, grpc_client, rest):
     for binary in (True, False):
         result = http.infer("default", _http_inputs(["x"], [x], binary), model_version="123")
         assert result.as_numpy("y").ravel().tolist() == [3.0, 3.5, 4.0]
+    for compression in ("gzip", "deflate"):  # tritonclient's compressed requests: the header length counts inflated.
+        result = http.infer("default", _http_inputs(["x"], [x], True), request_compression_algorithm=compression)
+        assert result.as_numpy("y").ravel().tolist() == [3.0, 3.5, 4.0]
     result = grpc_client.infer("default", _grpc_inputs(["x"], [x]))
     assert result.as_numpy("y").ravel().tolist() == [3.0, 3.5, 4.0]
     assert result.get_response().model_name == "default" and result.get_response().model_version == "123"
