@@ -240,6 +240,15 @@ def test_metadata_and_readiness_as_specified(http, grpc_client, rest, server):
         metadata = client.get_server_metadata(**({"as_json": True} if client is grpc_client else {}))
         assert metadata["name"] == "tf1infer" and metadata["version"] == tf1infer.__version__
         assert "binary_tensor_data" in metadata["extensions"]
+
+    # Counted in the server's metrics by protocol and method; an unknown model's name never becomes a label.
+    def counted(api: str, method: str, model: str, code: str = "OK") -> float:
+        labels = {"model": model, "api": api, "method": method, "code": code}
+        return server.metrics.registry.get_sample_value("tf1infer_serving_requests_total", labels) or 0.0
+
+    assert counted("v2_rest", "model_metadata", "cnn") >= 2 and counted("v2_grpc", "model_metadata", "cnn") >= 1
+    assert counted("v2_rest", "model_ready", "cnn") >= 2 and counted("v2_grpc", "model_ready", "cnn") >= 1
+    assert counted("v2_rest", "model_ready", "", "NOT_FOUND") >= 1 and counted("v2_rest", "model_ready", "nope") == 0
     with grpc.insecure_channel(f"127.0.0.1:{server.grpc_port}") as channel:
         health = health_pb2_grpc.HealthStub(channel)
         for service in ("", "inference.GRPCInferenceService", "tensorflow.serving.PredictionService"):
