@@ -48,12 +48,15 @@ setup(
         # requests: the REST client of the serving tests (TF Serving's own tests post with urllib); tritonclient: the
         # Open Inference Protocol's clients. 2.51 or newer: older releases pin protobuf below 5 (the newest TensorFlow
         # needs 5 or more), so pip, free to pick, would otherwise trade the health-checking package for one of them.
+        # xdis (GPL, so a test tool only, never imported by tf1infer): the independent check of the Lambda bytecode
+        # reader's opcode tables and marshal reading (tests/test_lambda_recovery.py).
         "test": [
             "pytest>=8",
             "pytest-xdist>=3.5",
             "scikit-image>=0.22",
             "requests>=2.31",
             "tritonclient[http,grpc]>=2.51",
+            "xdis>=6.1",
             *SPARK,
         ],
         "keras2": KERAS2,

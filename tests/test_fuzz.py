@@ -265,6 +265,9 @@ def test_hostile_lambda_bytecode_never_runs(hostile_runs, where):
     assert "refusing to load" in result["load"]
     # inspect describes the file without running it either.
     assert result["inspect_status"] == 0 and "why_not_loaded" in result["inspect"], result
+    # inspect shows what was read of the function and why it is not recovered (the mask case: its function, the
+    # identity, is recovered; the mask function is refused).
+    assert ("not recovered" if where != "mask" else "mask function") in result["inspect"], result
     assert not marker.exists(), "the Lambda's stored bytecode ran (on load or inspect)"
 
 

@@ -307,29 +307,27 @@ def test_a_keras3_layer_can_replace_a_lambda(tmp_path):
 
 
 @pytest.mark.parametrize("entry", corpus_entries("keras-h5-lambda"))
-def test_corpus_lambda_files_load_with_their_training_functions_and_export_verified(entry, tmp_path):
-    """The real Lambda files (Keras 1.2 to tf.keras 2.8, bytecode of Python 2.7 to 3.10), with the functions their
-    training code wrote (legacy_models/corpus_lambdas.py): the stored bytecode never runs. Each loads, runs on TF Lite
-    or falls back with a reason, and exports to SavedModel and Keras 3, verified against float64."""
-    from corpus_lambdas import LAMBDAS
-
+def test_corpus_lambda_files_load_by_themselves_and_export_verified(entry, tmp_path):
+    """The real Lambda files (Keras 1.2 to tf.keras 2.8, bytecode of Python 2.7 to 3.10) with no lambdas=: each
+    function is recovered from its bytecode, never run (tests/test_lambda_recovery.py checks it against the training
+    code's). Each loads, runs on TF Lite or falls back with a reason, and exports to SavedModel and Keras 3, verified
+    against float64. In the .keras file a recovered function is keras.ops (loads in safe mode) unless it calls
+    TensorFlow only (tf.space_to_depth), which keeps its function as bytecode."""
     path = CORPUS_DIR / entry["path"]
-    lambdas = LAMBDAS[entry["name"]]
-    assert set(lambdas) == {item["layer"] for item in entry["lambdas"]}
-    with tf1infer.load(path, lambdas=lambdas, backend="tflite") as predictor:
+    with tf1infer.load(path, backend="tflite") as predictor:
+        assert len(predictor.metadata["recovered_lambdas"]) == len(entry["lambdas"])
         report = predictor.backend_report
         assert report.get("deviations") or report.get("fallback_reason")
         batch = verification_batches(predictor.inputs, np.random.default_rng(0))[0]
         outputs = predictor.predict(batch if len(batch) > 1 else batch[0])
         assert all(np.isfinite(output).all() for output in (outputs if isinstance(outputs, list) else [outputs]))
-    saved = tf1infer.export_saved_model(path, tmp_path / "saved", lambdas=lambdas)
+    saved = tf1infer.export_saved_model(path, tmp_path / "saved")
     assert_held_to_float64(saved.errors, saved)
     if not KERAS3_MISSING:
-        exported = tf1infer.export_keras(
-            path, tmp_path / "model.keras", lambdas=lambdas, backends=["tensorflow"], training_step=False
-        )
+        exported = tf1infer.export_keras(path, tmp_path / "model.keras", backends=["tensorflow"], training_step=False)
         assert_held_to_float64(exported.backends["tensorflow"], exported)
-        assert exported.load_with["safe_mode"] is False  # The functions are lambdas: Keras 3 stores their bytecode.
+        tensorflow_only = entry["name"] == "keras122_lambda_space_to_depth"
+        assert exported.load_with["safe_mode"] is not tensorflow_only, exported.load_with
 
 
 @pytest.mark.parametrize(

@@ -59,6 +59,7 @@ from typing import Any
 import numpy as np
 
 from tf1infer.errors import ExportError
+from tf1infer.export.keras3_lambdas import keras3_layer
 from tf1infer.export.portable_lambdas import NotPortable, needs_carrying, portable_function, reads_tensorflow
 from tf1infer.loaders.keras_h5 import skips_first_node
 
@@ -727,7 +728,21 @@ class _State:
         """A Keras 3 layer supplied with ``lambdas=`` for this Lambda: its class name and config, under the Lambda's name."""
         import keras
 
-        replacement = getattr(getattr(self.live_layers.get(name), "function", None), "_tf1infer_replacement", None)
+        live = self.live_layers.get(name)
+        function = getattr(live, "function", None)
+        replacement = getattr(function, "_tf1infer_replacement", None)
+        recovered = getattr(function, "_tf1infer_recovered", None)
+        if replacement is None and recovered is not None and live is not None:
+            # Read from the file's bytecode: written as keras.ops where every part has a counterpart.
+            replacement = keras3_layer(recovered, live.input_shape, name)
+            if replacement is None:
+                return None
+            self.note(
+                name,
+                f"Lambda recovered from its bytecode as {recovered.expression}, written as keras.ops "
+                "(a nested Functional model: no bytecode, every backend)",
+            )
+            return type(replacement).__name__, {**replacement.get_config(), "name": name}
         if not isinstance(replacement, keras.layers.Layer):
             return None
         # One with weights never gets here: tf_keras refuses variables made inside a Lambda when the file loads.
@@ -1009,6 +1024,8 @@ def _leaf_layers(layer: dict) -> Iterator[dict]:
             if isinstance(config.get(key), dict):
                 yield from _leaf_layers(config[key])
         return
+    if str(layer.get("module") or "").startswith("keras.src.ops."):
+        return  # An operation of a recovered Lambda's keras.ops model (keras3_lambdas), saved by Keras 3 itself.
     yield layer
 
 

@@ -9,9 +9,13 @@ moving statistics, so no training branch or ``keras_learning_phase`` switch is
 left in the graph. Keras 1.x files are first converted by :mod:`keras1`.
 
 ``Lambda`` layers hold marshalled Python bytecode, which runs as soon as the
-layer is called. With ``safe_mode=True`` (the default) such a model is refused
-unless ``lambdas={"layer_name": function}`` supplies every function; the stored
-bytecode is then never deserialized.
+layer is called, and which only the Python version that wrote it can read.
+tf1infer never deserializes it: :mod:`lambda_recovery` reads what each
+function computes as data and builds the same computation from TensorFlow ops
+when it uses only whitelisted operations (``x / 255.0 - 0.5``,
+``K.resize_images(...)``...). A Lambda that is not recovered must be supplied
+with ``lambdas={"layer_name": function}`` (the refusal shows what was read of
+it), or, for a trusted file written by this Python, ``safe_mode=False``.
 """
 
 from __future__ import annotations
@@ -43,6 +47,7 @@ from tf1infer.loaders.cudnn import convert_cudnn_layers
 from tf1infer.loaders.hdf5_safety import H5PY_ERRORS, check_global_heaps, check_structure
 from tf1infer.loaders.keras_configs import iter_layer_configs
 from tf1infer.loaders.keras_versions import require_tf_keras
+from tf1infer.loaders.lambda_recovery import NotRecovered, Recovered, recover
 
 logger = logging.getLogger(__name__)
 
@@ -67,13 +72,27 @@ class LambdaLayerInfo:
     input_shape: Any
     output_shape: Any
     has_bytecode_mask: bool
+    # What the stored bytecode computes (lambda_recovery), or why it was not recovered.
+    recovered: Recovered | None = None
+    not_recovered: NotRecovered | None = None
 
     def describe(self) -> str:
         inbound = ", ".join(self.inbound) if self.inbound else "the previous layer"
-        return (
+        text = (
             f"'{self.name}' (layer {self.position} of {self.layer_count}, input from {inbound}, "
             f"input shape {_shape_text(self.input_shape)}, output shape {_shape_text(self.output_shape)})"
         )
+        return f"{text}: {self.recovery_text()}"
+
+    def recovery_text(self) -> str:
+        if self.recovered is not None:
+            return f"computes {self.recovered.expression} (read from its Python {self.recovered.python} bytecode)"
+        if self.not_recovered is None:
+            return "not read"
+        reason = self.not_recovered.reason
+        if self.not_recovered.expression:
+            return f"reads as {self.not_recovered.expression}, not recovered: {reason}"
+        return f"not recovered: {reason}"
 
 
 def looks_like_hdf5(path: str) -> bool:
@@ -149,7 +168,7 @@ def load_keras_h5(
     if isinstance(config, dict):
         config, cudnn_layers = convert_cudnn_layers(config)
         _drop_newer_defaults(config)
-        lambda_layers = _lambda_layers(config, custom_objects)
+        lambda_layers = _lambda_layers(config, custom_objects, attrs)
         if lambda_layers:
             config = _apply_lambda_policy(path, config, lambda_layers, lambdas, safe_mode, custom_objects)
     elif lambdas:
@@ -159,7 +178,9 @@ def load_keras_h5(
 
     with graph_and_session(session_config, intra_op_threads, inter_op_threads) as (graph, session):
         with graph.as_default(), session.as_default(), _inference_learning_phase():
-            bytecode_lambdas = [info.name for info in lambda_layers if info.name not in (lambdas or {})]
+            bytecode_lambdas = [
+                info.name for info in lambda_layers if info.name not in (lambdas or {}) and info.recovered is None
+            ]
             model = _build_model(path, config, custom_objects, attrs, bytecode_lambdas)
             if from_keras1:
                 keras1.load_weights(path, model, attrs.get("backend"))
@@ -181,6 +202,9 @@ def load_keras_h5(
                 "parameters": int(model.count_params()),
                 "lambda_layers": [info.name for info in lambda_layers],
             }
+            recovered = [info for info in lambda_layers if info.recovered and info.name not in (lambdas or {})]
+            if recovered:
+                metadata["recovered_lambdas"] = [f"{info.name}: {info.recovery_text()}" for info in recovered]
             if cudnn_layers:
                 metadata["cudnn_layers_run_as"] = cudnn_layers
             if outputs is not None:
@@ -247,7 +271,7 @@ def describe_file(path: str | os.PathLike, *, architecture: Any = None) -> dict[
         "backend": attrs.get("backend"),
         "model_class": config.get("class_name"),
         "layers": sum(1 for _ in iter_layer_configs(config)) - 1,
-        "lambda_layers": [info.describe() for info in _lambda_layers(config, {})],
+        "lambda_layers": [info.describe() for info in _lambda_layers(config, {}, attrs)],
     }
     if cudnn_layers:
         described["cudnn_layers_run_as"] = cudnn_layers
@@ -727,8 +751,8 @@ def _layer_list(config: dict) -> list[dict]:
     return []
 
 
-def _lambda_layers(config: dict, custom_objects: dict[str, Any]) -> list[LambdaLayerInfo]:
-    """Describe every Lambda layer, building a stand-in model for input shapes."""
+def _lambda_layers(config: dict, custom_objects: dict[str, Any], attrs: Mapping[str, Any]) -> list[LambdaLayerInfo]:
+    """Describe every Lambda layer, building a stand-in model for input shapes, and recover its function."""
     found: list[tuple[dict, int, int]] = []
 
     def visit(model_config: dict) -> None:
@@ -752,6 +776,7 @@ def _lambda_layers(config: dict, custom_objects: dict[str, Any]) -> list[LambdaL
         output_shape = layer_config.get("output_shape")
         if layer_config.get("output_shape_type") == "lambda":
             output_shape = "computed by Python code in the file"
+        recovered, not_recovered = _recover(name, layer_config, attrs)
         infos.append(
             LambdaLayerInfo(
                 name=name,
@@ -761,9 +786,37 @@ def _lambda_layers(config: dict, custom_objects: dict[str, Any]) -> list[LambdaL
                 input_shape=input_shapes.get(name),
                 output_shape=output_shape,
                 has_bytecode_mask=layer_config.get("mask_type") == "lambda" and layer_config.get("mask") is not None,
+                recovered=recovered,
+                not_recovered=not_recovered,
             )
         )
     return infos
+
+
+def _recover(name: str, layer_config: dict, attrs: Mapping[str, Any]) -> tuple[Recovered | None, NotRecovered | None]:
+    """The Lambda's function read from its bytecode (never run), or why it is not."""
+    function_type = layer_config.get("function_type")
+    if function_type not in ("lambda", None) or "function" not in layer_config:
+        # A function stored by name (function_type "function"): nothing of the file to read.
+        return None, NotRecovered(f"its function is stored by name ({layer_config.get('function')!r}), not as bytecode")
+    try:
+        return recover(
+            name, layer_config["function"], layer_config.get("arguments"), tf2=_written_under_tf2(attrs)
+        ), None
+    except NotRecovered as exc:
+        return None, exc
+
+
+def _written_under_tf2(attrs: Mapping[str, Any]) -> bool | None:
+    """True for tf.keras 2.4+ (TensorFlow 2 only); None where the version alone does not tell."""
+    version = str(attrs.get("keras_version") or "")
+    if version.endswith("-tf") or not version:
+        return None
+    try:
+        major, minor = (int(part) for part in version.split(".")[:2])
+    except ValueError:
+        return None
+    return True if (major, minor) >= (2, 4) else None
 
 
 def _inbound(nodes: Any) -> list:
@@ -849,11 +902,11 @@ def _apply_lambda_policy(
     not_callable = sorted(name for name, function in lambdas.items() if not callable(function))
     if not_callable:
         raise ModelLoadError(f"{path}: lambdas= values must be functions; not callable: {', '.join(not_callable)}")
-    missing = [info for info in infos if info.name not in lambdas]
+    missing = [info for info in infos if info.name not in lambdas and info.recovered is None]
     masked = [info for info in infos if info.has_bytecode_mask]
     if safe_mode and (missing or masked):
         lines = "\n".join(f"  - {info.describe()}" for info in missing or masked)
-        example = ", ".join(f'"{info.name}": lambda x: ...' for info in infos)
+        example = ", ".join(f'"{info.name}": lambda x: ...' for info in missing or masked)
         mask_note = (
             f"\nLayer(s) {', '.join(i.name for i in masked)} also store a mask function as bytecode, "
             "which cannot be replaced; load with safe_mode=False only if you trust the file."
@@ -861,15 +914,24 @@ def _apply_lambda_policy(
             else ""
         )
         raise UnsafeModelError(
-            f"{path}: refusing to load: {len(infos)} Lambda layer(s) hold Python bytecode that would run "
-            f"on load; without a replacement function:\n{lines}\n"
+            f"{path}: refusing to load: {len(missing or masked)} Lambda layer(s) hold Python bytecode that would run "
+            f"on load and that tf1infer does not recover as a whitelisted computation:\n{lines}\n"
             f"Supply the function each layer computes (the code that built the model has it):\n"
             f"  tf1infer.load({os.path.basename(path)!r}, lambdas={{{example}}})\n"
             f"or, only for a file you trust and that was written by this Python version, safe_mode=False."
             f"{mask_note}"
         )
+    if missing:
+        logger.warning(
+            "%s: deserializing Python bytecode of Lambda layer(s) %s (safe_mode=False)",
+            path,
+            ", ".join(info.name for info in missing),
+        )
+    # The recovered functions stand in for the bytecode, except where the caller supplied a function.
+    for info in infos:
+        if info.recovered is not None and info.name not in lambdas:
+            lambdas[info.name] = info.recovered.function()
     if not lambdas:
-        logger.warning("%s: deserializing Python bytecode of Lambda layers (safe_mode=False)", path)
         return config
     config = copy.deepcopy(config)
     legacy = legacy_read_lambdas(config)
