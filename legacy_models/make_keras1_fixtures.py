@@ -17,6 +17,12 @@ Fixtures:
                      weights) -> GRU(9 per-gate weights) -> Dense(softmax)
   conv_theano.h5     Sequential Convolution2D written by the Theano backend (a true convolution,
                      so its kernel must be flipped for TensorFlow) -> Flatten -> Dense
+  lambda_py35.h5     Sequential with three Lambda layers whose functions are bytecode of Python 3.5,
+                     as Keras 1.2 stored it (marshal bytes decoded with raw_unicode_escape):
+                     x / 127.5 - 1.0 -> K.resize_images(x, 2, 2, 'tf') (Keras 1's dim_ordering) ->
+                     Flatten -> Dense -> a def calling K.l2_normalize(x, axis=1), with a docstring.
+                     Python 3.5 is not here to compile them: marshal_code_35 assembles the code
+                     objects byte by byte (tests/test_lambda_recovery.py checks them with xdis).
 
 Run: python legacy_models/make_keras1_fixtures.py
 """
@@ -25,6 +31,7 @@ from __future__ import annotations
 
 import json
 import os
+import struct
 
 import h5py
 import numpy as np
@@ -134,6 +141,75 @@ def save_reference(name, inputs, outputs):
 
 def normal(rng, shape, scale=0.5):
     return rng.normal(0, scale, shape).astype("float32")
+
+
+# ---------------------------------------------------------------- Python 3.5 bytecode, assembled
+# Opcodes of Python 3.5 (Lib/opcode.py) the fixtures use; from 90 on an instruction takes a 2-byte argument.
+OPCODES_35 = {
+    "BINARY_SUBTRACT": 24, "BINARY_TRUE_DIVIDE": 27, "POP_TOP": 1, "RETURN_VALUE": 83, "LOAD_CONST": 100,
+    "LOAD_ATTR": 106, "LOAD_GLOBAL": 116, "LOAD_FAST": 124, "CALL_FUNCTION": 131, "POP_JUMP_IF_FALSE": 114,
+}  # fmt: skip
+
+
+def _marshal(value) -> bytes:
+    """CPython 3.4-3.7's marshal format (version 4) for the values a code object holds."""
+    if value is None:
+        return b"N"
+    if isinstance(value, bool):
+        return b"T" if value else b"F"
+    if isinstance(value, int):
+        return b"i" + struct.pack("<i", value)
+    if isinstance(value, float):
+        return b"g" + struct.pack("<d", value)
+    if isinstance(value, str):
+        raw = value.encode("ascii")
+        return (b"z" + bytes([len(raw)]) + raw) if len(raw) < 256 else b"a" + struct.pack("<i", len(raw)) + raw
+    if isinstance(value, bytes):
+        return b"s" + struct.pack("<i", len(value)) + value
+    if isinstance(value, tuple):
+        return b")" + bytes([len(value)]) + b"".join(_marshal(item) for item in value)
+    raise TypeError(type(value))
+
+
+def marshal_code_35(instructions, consts, names, varnames, name="<lambda>", argcount=1) -> bytes:
+    """``marshal.dumps`` of a Python 3.5 code object: ``instructions`` as (opname, arg or None) pairs."""
+    code = b""
+    for opname, arg in instructions:
+        opcode = OPCODES_35[opname]
+        code += bytes([opcode]) + (struct.pack("<H", arg) if opcode >= 90 else b"")
+    header = struct.pack("<5i", argcount, 0, len(varnames), 8, 0x43)  # argcount, kwonly, nlocals, stacksize, flags
+    fields = [code, tuple(consts), tuple(names), tuple(varnames), (), (), "<keras1 fixture>", name]
+    # 0xE3: a code object ('c') with the reference flag, as 3.4+ writes it; lnotab empty.
+    return b"\xe3" + header + b"".join(_marshal(f) for f in fields) + struct.pack("<i", 1) + _marshal(b"")
+
+
+def keras1_function(code: bytes) -> list:
+    """A Lambda's ``function`` config as Keras 1.2 wrote it: the bytes as raw_unicode_escape text, no defaults."""
+    return [code.decode("raw_unicode_escape"), None, None]
+
+
+LAMBDAS_35 = {
+    # lambda x: x / 127.5 - 1.0
+    "normalize": marshal_code_35(
+        [("LOAD_FAST", 0), ("LOAD_CONST", 1), ("BINARY_TRUE_DIVIDE", None), ("LOAD_CONST", 2),
+         ("BINARY_SUBTRACT", None), ("RETURN_VALUE", None)],
+        consts=(None, 127.5, 1.0), names=(), varnames=("x",),
+    ),
+    # lambda x: K.resize_images(x, 2, 2, 'tf')
+    "upsample": marshal_code_35(
+        [("LOAD_GLOBAL", 0), ("LOAD_ATTR", 1), ("LOAD_FAST", 0), ("LOAD_CONST", 1), ("LOAD_CONST", 1),
+         ("LOAD_CONST", 2), ("CALL_FUNCTION", 4), ("RETURN_VALUE", None)],
+        consts=(None, 2, "tf"), names=("K", "resize_images"), varnames=("x",),
+    ),
+    # def l2_normalize(x): """L2-normalize the embedding."""; return K.l2_normalize(x, axis=1)
+    # (3.5's CALL_FUNCTION: 1 positional, 1 keyword -> argument 0x0101).
+    "l2": marshal_code_35(
+        [("LOAD_GLOBAL", 0), ("LOAD_ATTR", 1), ("LOAD_FAST", 0), ("LOAD_CONST", 1), ("LOAD_CONST", 2),
+         ("CALL_FUNCTION", 0x0101), ("RETURN_VALUE", None)],
+        consts=("L2-normalize the embedding.", "axis", 1), names=("K", "l2_normalize"), varnames=("x",),
+        name="l2_normalize",
+    ),
+}  # fmt: skip
 
 
 # ---------------------------------------------------------------- fixtures
@@ -439,12 +515,60 @@ def conv_theano(rng):
     )
 
 
+def lambda_py35(rng):
+    dense_w, dense_b = normal(rng, (8 * 10 * 2, 6), 0.1), normal(rng, (6,), 0.1)
+
+    def lambda_layer(name, function, **extra):
+        return layer("Lambda", name, function=keras1_function(function), function_type="lambda",
+                     output_shape=None, output_shape_type="raw", arguments={}, **extra)  # fmt: skip
+
+    layers = [
+        lambda_layer("normalize", LAMBDAS_35["normalize"], batch_input_shape=[None, 4, 5, 2], input_dtype="float32"),
+        lambda_layer("upsample", LAMBDAS_35["upsample"]),
+        layer("Flatten", "flatten_1"),
+        layer(
+            "Dense",
+            "dense_1",
+            output_dim=6,
+            init="glorot_uniform",
+            activation="linear",
+            W_regularizer=None,
+            b_regularizer=None,
+            activity_regularizer=None,
+            W_constraint=None,
+            b_constraint=None,
+            bias=True,
+            input_dim=None,
+        ),
+        lambda_layer("l2", LAMBDAS_35["l2"]),
+    ]
+    config = {"class_name": "Sequential", "config": layers}
+    weights = [
+        ("normalize", []),
+        ("upsample", []),
+        ("flatten_1", []),
+        ("dense_1", [("dense_1_W", dense_w), ("dense_1_b", dense_b)]),
+        ("l2", []),
+    ]
+    write_keras1(os.path.join(OUT, "lambda_py35.h5"), config, weights)
+
+    # Image-range values with both ends, as the normalizing Lambda expects.
+    image = rng.uniform(0, 255, (SAMPLES, 4, 5, 2)).astype("float32")
+    image[0, 0, 0], image[1, -1, -1] = 0.0, 255.0
+    x = image.astype(np.float64) / 127.5 - 1.0
+    x = x.repeat(2, axis=1).repeat(2, axis=2)  # resize_images by (2, 2), nearest neighbour, 'tf' ordering
+    y = x.reshape(SAMPLES, -1) @ dense_w + dense_b
+    y = y / np.sqrt(np.maximum((y**2).sum(axis=1, keepdims=True), 1e-12))
+    save_reference("lambda_py35", {"normalize_input": image}, {"l2": y})
+
+
 def main() -> None:
     os.makedirs(OUT, exist_ok=True)
     rng = np.random.default_rng(1)
     conv_merge(rng)
     rnn_sequential(rng)
     conv_theano(rng)
+    lambda_py35(rng)
     print(f"wrote {sorted(os.listdir(OUT))} to {OUT}")
 
 

@@ -57,7 +57,7 @@ def sources() -> list[Source]:
     ]
     found += [
         Source(f"keras1/{name}", ZOO / "keras1" / f"{name}.h5", kind="keras-h5")
-        for name in ("rnn_sequential", "conv_merge", "conv_theano")
+        for name in ("rnn_sequential", "conv_merge", "conv_theano", "lambda_py35")
     ]
     found += [
         Source(f"keras3/{name}", ZOO / "keras3" / f"{name}.keras", kind="keras-v3")
@@ -89,6 +89,9 @@ def sources() -> list[Source]:
     if (CORPUS / "MANIFEST.json").is_file():
         found += [
             Source("corpus/mini_xception", CORPUS / "keras205_gender_mini_xception.hdf5", kind="keras-h5"),
+            # Lambda bytecode of Python 2.7 and 3.10, read by lambda_recovery whatever the damage.
+            Source("corpus/lambda_py27", CORPUS / "keras208_lambda_normalize_py27.h5", kind="keras-h5"),
+            Source("corpus/lambda_siamese", CORPUS / "keras280_lambda_siamese_absdiff.h5", kind="keras-h5"),
             Source(
                 "corpus/half_plus_two",
                 CORPUS / "tfserving_saved_model_half_plus_two_cpu" / "00000123",

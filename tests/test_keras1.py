@@ -30,8 +30,9 @@ def reference(name: str) -> tuple[dict, dict]:
     return inputs, outputs
 
 
-@pytest.mark.parametrize("name", ["conv_merge", "rnn_sequential", "conv_theano"])
+@pytest.mark.parametrize("name", ["conv_merge", "rnn_sequential", "conv_theano", "lambda_py35"])
 def test_keras1_file_gives_the_keras1_outputs(name):
+    """lambda_py35's three Lambdas are Python 3.5 bytecode, recovered (tests/test_lambda_recovery.py)."""
     inputs, expected = reference(name)
     with tf1infer.load(KERAS1 / f"{name}.h5") as predictor:
         assert predictor.metadata["converted_from_keras1"] is True

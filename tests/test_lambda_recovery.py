@@ -108,6 +108,47 @@ def _plain(value):
     return value if isinstance(value, (type(None), int, float, str, tuple)) else type(value).__name__
 
 
+@pytest.mark.parametrize("name", ["normalize", "upsample", "l2"])
+def test_the_assembled_python35_fixture_code_is_what_xdis_reads(name):
+    """legacy_models/keras1/lambda_py35.h5's functions are assembled by hand (no Python 3.5 here): xdis reads each
+    as a 3.5 code object whose instructions are those our reader decodes."""
+    import io
+
+    from make_keras1_fixtures import LAMBDAS_35
+    from xdis.unmarshal import load_code
+
+    data = LAMBDAS_35[name]
+    theirs = load_code(io.BytesIO(data), xdis.magics.magic2int(xdis.magics.by_version["3.5"]))
+    ours = lb.read_code(data)
+    assert bytes(theirs.co_code) == ours.code and tuple(theirs.co_consts) == ours.consts
+    from xdis.opcodes import opcode_35
+
+    names = {number: op for op, number in opcode_35.opmap.items()}
+    raw, position, theirs_ops = ours.code, 0, []
+    while position < len(raw):
+        theirs_ops.append(names[raw[position]])
+        position += 3 if raw[position] >= opcode_35.HAVE_ARGUMENT else 1
+    assert theirs_ops == [instruction.opname for instruction in lb.instructions(ours, "3.4")]
+
+
+@pytest.mark.skipif(KERAS3_MISSING, reason="Keras 3 is not installed")
+def test_keras1_lambda_fixture_exports_to_native_keras3_on_every_backend(tmp_path):
+    """Python 3.5 bytecode of Keras 1 (with its 'tf' dim_ordering) recovered and written as keras.ops: the .keras
+    file loads in safe mode and matches on TensorFlow and JAX, verified against float64."""
+    from conftest import ZOO_DIR, assert_held_to_float64
+
+    report = tf1infer.export_keras(ZOO_DIR / "keras1" / "lambda_py35.h5", tmp_path / "m.keras", training_step=False)
+    assert report.load_with["safe_mode"] is True
+    import importlib.util
+
+    assert "tensorflow" in report.backends
+    assert ("jax" in report.backends) == (importlib.util.find_spec("jax") is not None)
+    for errors in report.backends.values():
+        assert_held_to_float64(errors, report)
+    for layer in ("normalize", "upsample", "l2"):
+        assert any("written as keras.ops" in change for change in report.translations[layer]), layer
+
+
 def test_reader_reads_this_pythons_marshal_as_the_code_object():
     scale = 2.0
 
@@ -321,6 +362,71 @@ def test_a_refused_lambda_names_the_layer_and_its_expression_in_the_load_error(t
     with tf1infer.load(path, lambdas={"scale": lambda x: x * SCALE_HELPER + 1.0}) as predictor:
         x = np.ones((2, 5), "float32")
         np.testing.assert_allclose(predictor.predict(x), model.predict(x, verbose=0), rtol=1e-5)
+
+
+def _hostile_35(marker):
+    """Python 3.5 functions (assembled) that would touch ``marker`` if they ran: (code, what the refusal says)."""
+    from make_keras1_fixtures import marshal_code_35
+
+    command = f"touch {marker}"
+    return {
+        # lambda x: __import__('os').system('touch MARKER')
+        "import_os": (
+            marshal_code_35(
+                [("LOAD_GLOBAL", 0), ("LOAD_CONST", 1), ("CALL_FUNCTION", 1), ("LOAD_ATTR", 1), ("LOAD_CONST", 2),
+                 ("CALL_FUNCTION", 1), ("RETURN_VALUE", None)],
+                consts=(None, "os", command), names=("__import__", "system"), varnames=("x",),
+            ),
+            f"reads as __import__('os').system('{command}'), not recovered: it reads the attribute .system, which is "
+            "not on the whitelist; it reads the global '__import__', which the file does not hold",
+        ),
+        # def f(x): open(MARKER, 'w'); return x
+        "statement": (
+            marshal_code_35(
+                [("LOAD_GLOBAL", 0), ("LOAD_CONST", 1), ("LOAD_CONST", 2), ("CALL_FUNCTION", 2), ("POP_TOP", None),
+                 ("LOAD_FAST", 0), ("RETURN_VALUE", None)],
+                consts=(None, str(marker), "w"), names=("open",), varnames=("x",), name="f",
+            ),
+            f"reads as open('{marker}', 'w'), not recovered: it calls something as a statement",
+        ),
+        # lambda x: K.abs(x) if x else x: a jump
+        "branch": (
+            marshal_code_35(
+                [("LOAD_FAST", 0), ("POP_JUMP_IF_FALSE", 18), ("LOAD_GLOBAL", 0), ("LOAD_ATTR", 1), ("LOAD_FAST", 0),
+                 ("CALL_FUNCTION", 1), ("RETURN_VALUE", None), ("LOAD_FAST", 0), ("RETURN_VALUE", None)],
+                consts=(None,), names=("K", "abs"), varnames=("x",),
+            ),
+            "not recovered: it branches or loops",
+        ),
+    }  # fmt: skip
+
+
+@pytest.mark.parametrize("case", ["import_os", "statement", "branch"])
+def test_hostile_python35_lambdas_are_refused_in_a_keras1_file_and_never_run(case, tmp_path):
+    """Bytecode of another Python (3.5, which this one cannot even read) written into the Keras 1 fixture: refused at
+    load and described by inspect, with what was read; nothing runs, with or without safe_mode."""
+    import shutil
+
+    from conftest import ZOO_DIR
+    from make_keras1_fixtures import keras1_function
+
+    from tf1infer.cli import main
+
+    marker = tmp_path / "marker"
+    code, words = _hostile_35(marker)[case]
+    path = tmp_path / "hostile.h5"
+    shutil.copy(ZOO_DIR / "keras1" / "lambda_py35.h5", path)
+    with h5py.File(path, "r+") as handle:
+        config = json.loads(handle.attrs["model_config"])
+        config["config"][1]["config"]["function"] = keras1_function(code)  # the "upsample" Lambda
+        handle.attrs["model_config"] = json.dumps(config)
+    with pytest.raises(UnsafeModelError) as info:
+        tf1infer.load(path)
+    assert words in str(info.value) and "'upsample' (layer 3 of 6" in str(info.value)
+    with pytest.raises(UnsafeModelError):
+        tf1infer.load(path, safe_mode=False)  # This Python cannot read 3.5's bytecode: reported, not run.
+    assert main(["inspect", str(path)]) == 0
+    assert not marker.exists()
 
 
 # ---------------------------------------------------------------- the real files
