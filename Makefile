@@ -13,9 +13,11 @@ DEMO_MODEL ?=
 # The suite runs its test files in parallel, one worker per core up to 4 (pytest-xdist; a file's tests stay in one
 # worker and share its fixtures: the Spark session, the exported models). TEST_WORKERS=1 runs them in one process.
 TEST_WORKERS ?= $(shell $(PYTHON) -c "import os; print(min(4, len(os.sched_getaffinity(0))))" 2>/dev/null || echo 1)
-PYTEST = -m pytest tests -p no:cacheprovider -ra $(if $(filter-out 1,$(TEST_WORKERS)),-n $(TEST_WORKERS) --dist loadfile) $(PYTEST_ARGS)
+# The real-world corpus's exports (tests/test_real_world_keras.py, marked real_world) have their own target.
+PYTEST = -m pytest tests -p no:cacheprovider -ra -m "not real_world" \
+	$(if $(filter-out 1,$(TEST_WORKERS)),-n $(TEST_WORKERS) --dist loadfile) $(PYTEST_ARGS)
 
-.PHONY: venv demo test test-flipped test-both test-tf lint wheel-check fuzz bench-tf1 deviations zoo clean
+.PHONY: venv demo test test-flipped test-both test-tf test-real-world lint wheel-check fuzz bench-tf1 deviations zoo clean
 
 venv: $(STAMP)
 
@@ -79,6 +81,12 @@ test-flipped: venv
 	@flipped=$$($(BIN)/tf1infer kernels --other) && \
 	  echo "test-flipped: TF_ENABLE_ONEDNN_OPTS=$$flipped" && \
 	  $(QUIET_TF) TF_ENABLE_ONEDNN_OPTS=$$flipped $(BIN)/python $(PYTEST)
+
+# The real-world Keras corpus (legacy_models/real_world/: files written by Keras 1.2-2.2 in other projects): each
+# checked against its reference and exported to SavedModel and Keras 3, verified. About four minutes on two cores.
+test-real-world: venv
+	$(QUIET_TF) $(BIN)/python -m pytest tests/test_real_world_keras.py -p no:cacheprovider -ra -m real_world \
+	  $(if $(filter-out 1,$(TEST_WORKERS)),-n $(TEST_WORKERS)) $(PYTEST_ARGS)
 
 # Both kernel families, as CI runs them.
 test-both: test test-flipped

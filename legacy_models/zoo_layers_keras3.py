@@ -27,3 +27,11 @@ class Scale(keras.layers.Layer):
 def affine(x):
     """What ``lambda.h5``'s Lambda layer computes, as a named function (exported by reference, not bytecode)."""
     return x * 2.0 + 1.0
+
+
+@keras.saving.register_keras_serializable(package="tf1infer_zoo")
+class ScaleWithoutOffset(Scale):
+    """A port of ``Scale`` with a mistake users make (the offset forgotten): the export must refuse it, naming it."""
+
+    def call(self, inputs):
+        return inputs * self.gamma

@@ -282,3 +282,9 @@ _SLOWEST_FILES = [
 def pytest_collection_modifyitems(session, config, items):
     rank = {name: index for index, name in enumerate(_SLOWEST_FILES)}
     items.sort(key=lambda item: rank.get(item.path.name, len(rank)))  # Stable: each file keeps its own order.
+
+
+def pytest_configure(config):
+    config.addinivalue_line(
+        "markers", "real_world: the real-world Keras corpus's exports (make test-real-world; make test leaves them out)"
+    )

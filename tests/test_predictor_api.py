@@ -191,3 +191,22 @@ def test_list_and_tuple_feeds_give_identical_outputs(two_inputs):
     b = as_list(two_inputs((features, extra)))
     for left, right in zip(a, b):
         np.testing.assert_array_equal(left, right)
+
+
+def test_a_graph_with_a_fixed_batch_size_runs_any_number_of_rows(tmp_path):
+    """batch_input_shape=(4, ...) (as stateful models and many 2017 scripts wrote it): predict, predict_on_batch and
+    a batch size other than 4 all run, in runs of exactly 4 rows with the last one filled up, and equal tf_keras
+    run at its own batch size."""
+    model = tf_keras.Sequential(
+        [tf_keras.Input(batch_shape=(4, 3, 2)), tf_keras.layers.LSTM(5), tf_keras.layers.Dense(2)]
+    )
+    path = tmp_path / "fixed.h5"
+    model.save(str(path))
+    x = np.random.default_rng(12).normal(size=(10, 3, 2)).astype("float32")
+    want = model.predict(np.concatenate([x, x[-2:]]), batch_size=4, verbose=0)[:10]
+    with tf1infer.load(path) as predictor:
+        assert predictor.inputs[0].shape == (4, 3, 2)
+        np.testing.assert_allclose(predictor.predict(x), want, rtol=1e-5, atol=1e-6)
+        np.testing.assert_allclose(predictor.predict(x, batch_size=3), want, rtol=1e-5, atol=1e-6)
+        np.testing.assert_allclose(predictor.predict_on_batch(x[:1]), want[:1], rtol=1e-5, atol=1e-6)
+        np.testing.assert_allclose(predictor(x[:4]), want[:4], rtol=1e-5, atol=1e-6)

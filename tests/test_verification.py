@@ -350,3 +350,22 @@ def test_corpus_normalizing_lambda_computes_its_formula(name):
         np.testing.assert_allclose(
             model.predict(x), identity.predict(x / np.float32(255.0) - np.float32(0.5)), rtol=0, atol=1e-6
         )
+
+
+def test_the_likely_cause_of_a_refusal_in_words():
+    """likely_cause reads the figures: an ill-conditioned model (the float32 session itself far from float64), float32
+    rounding (a deviation far below the output's size), or a suspect part of the translation."""
+    from tf1infer.export.saved_model import likely_cause
+
+    rule = Tolerance()
+    ill = {"max_abs_error": 3e-2, "max_rel_error": 0.5, "float32_session_error": 1e-3, "allowed": 1.6e-2}
+    assert "ill-conditioned on these rows (the original float32 session is itself 0.001 from float64)" in likely_cause(
+        ill, 1.0, True, [], rule
+    )
+    rounding = {"max_abs_error": 2e-6, "max_rel_error": 1e-4, "float32_session_error": 1e-8, "allowed": 1.6e-7}
+    assert "float32 rounding beyond this model's own" in likely_cause(rounding, 10.0, True, ["layer 'x': y"], rule)
+    wrong = {"max_abs_error": 0.5, "max_rel_error": 0.9, "float32_session_error": 1e-8, "allowed": 1.6e-7}
+    cause = likely_cause(wrong, 2.0, True, ["layer 'gru': hard_sigmoid", "layer 'l': a Lambda's function"], rule)
+    assert cause.startswith("likely cause: a part that computes differently from the original: layer 'gru'")
+    assert "(also: layer 'l': a Lambda's function)" in cause and "lambdas= for a Lambda's function" in cause
+    assert "please report it" in likely_cause(wrong, 2.0, True, [], rule)

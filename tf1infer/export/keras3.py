@@ -201,6 +201,7 @@ def export_keras(
     random_samples: int = 8,
     backends: Sequence[str] | None = None,
     training_step: bool = True,
+    keras2_hard_sigmoid: str = "scale_weights",
     **load_options: Any,
 ) -> KerasExportReport:
     """Export a legacy Keras model to a verified, trainable Keras 3 ``.keras`` file.
@@ -230,6 +231,14 @@ def export_keras(
             ``"jax"`` where installed).
         training_step: with ``verify``, also compile the loaded file and take
             one SGD step on the TensorFlow backend.
+        keras2_hard_sigmoid: how layers using Keras 1/2's ``hard_sigmoid``
+            (``clip(0.2 x + 0.5, 0, 1)``; Keras 3's is ``x / 6 + 0.5``) keep it:
+            ``"scale_weights"`` (default) scales the weights before it by 1.2
+            for Keras 3's own function (a native file; the scaled weights are
+            rounded in float32, which a long recurrence can amplify);
+            ``"exact"`` keeps the weights and refers to Keras 2's formula in
+            :mod:`tf1infer.keras2_activations` (Keras 3 alone), which whoever
+            loads the file imports (the report's snippet says how).
         **load_options: options for ``tf1infer.load`` when a path is given
             (``custom_objects``, ``lambdas``, ``safe_mode``, ``weights``...).
 
@@ -275,7 +284,9 @@ def export_keras(
     try:
         source = str(predictor.metadata.get("path") or "model")
         started = time.perf_counter()
-        model, translations, load_with = _keras3_model(predictor, source, keras3_custom_objects, load_options)
+        model, translations, load_with = _keras3_model(
+            predictor, source, keras3_custom_objects, load_options, keras2_hard_sigmoid
+        )
         inexact = {backend: reason for backend, reason in load_with["inexact_backends"].items() if backend in backends}
         if inexact and requested:
             backend, reason = next(iter(inexact.items()))
@@ -313,6 +324,7 @@ def export_keras(
                     sample_inputs,
                     random_samples,
                     source,
+                    _suspects(translations, load_with),
                 )
                 verify_seconds = time.perf_counter() - started
                 skipped.update(checked)
@@ -390,7 +402,9 @@ def keras3_export_summary(predictor: Predictor, keras3_custom_objects: Mapping[s
 # -- building the Keras 3 model ---------------------------------------------------------------------------------
 
 
-def _keras3_model(predictor: Predictor, source: str, keras3_custom_objects, load_options) -> tuple[Any, dict, dict]:
+def _keras3_model(
+    predictor: Predictor, source: str, keras3_custom_objects, load_options, keras2_hard_sigmoid: str = "scale_weights"
+) -> tuple[Any, dict, dict]:
     """The Keras 3 model to save, what was translated per layer, and how the file must be loaded."""
     if predictor.closed:
         raise ExportError(f"{source}: the Predictor is closed")
@@ -423,7 +437,7 @@ def _keras3_model(predictor: Predictor, source: str, keras3_custom_objects, load
         ]
         bytecode = list(predictor.metadata.get("lambda_layers") or [])
         return model, {}, _load_with(bytecode, references, {})
-    plan = plan_keras3_model(source, model, keras3_custom_objects)
+    plan = plan_keras3_model(source, model, keras3_custom_objects, keras2_hard_sigmoid)
     keras3_model = build_keras3_model(source, plan)
     try:
         copy_weights(source, plan, model, predictor.session, keras3_model)
@@ -435,6 +449,31 @@ def _keras3_model(predictor: Predictor, source: str, keras3_custom_objects, load
     for translation in plan.translations:
         translations.setdefault(translation.layer, []).append(translation.change)
     return keras3_model, translations, _load_with(plan.bytecode_lambdas, plan.code_references, plan.inexact_backends)
+
+
+# Changes of a translation that compute differently from the original (the rest only rename or reshape), as the
+# report words them, and what each is in a refusal's likely cause.
+_SUSPECT_CHANGES = (
+    ("weights scaled by 1.2", "Keras 2's hard_sigmoid kept by scaling weights by 1.2 (their float32 rounding, which "
+                              "recurrent layers amplify): keras2_hard_sigmoid='exact' keeps the weights"),
+    ("supplied Keras 3 layer", "the Keras 3 layer supplied for a Lambda"),
+    ("Lambda recovered", "a Lambda recovered from its bytecode, written as keras.ops"),
+    ("Lambda:", "a Lambda's function"),
+)  # fmt: skip
+
+
+def _suspects(translations: Mapping[str, list[str]], load_with: Mapping[str, Any]) -> list[str]:
+    """The parts of the export that compute differently from the original, most likely first: custom layers' Keras 3
+    classes, then the changes of :data:`_SUSPECT_CHANGES`, each naming its layer."""
+    found = [
+        f"the Keras 3 class {reference['module']}.{reference['qualname']} supplied for a custom layer"
+        for reference in load_with.get("custom_objects", [])
+    ]
+    for marker, words in _SUSPECT_CHANGES:
+        for layer, changes in translations.items():
+            if any(marker in change for change in changes):
+                found.append(f"layer {layer!r}: {words}")
+    return found
 
 
 def _load_with(
@@ -486,7 +525,16 @@ def _write_report(report: KerasExportReport) -> None:
 
 
 def _verify(
-    predictor, staging, load_with, backends, training_step, tolerance: Tolerance, sample_inputs, random_samples, source
+    predictor,
+    staging,
+    load_with,
+    backends,
+    training_step,
+    tolerance: Tolerance,
+    sample_inputs,
+    random_samples,
+    source,
+    suspects=(),
 ):
     endpoint = main_endpoint(predictor, "")
     references = original_outputs(
@@ -508,7 +556,9 @@ def _verify(
             {name: outputs[index] for index, name in enumerate(endpoint.output_names) if index < len(outputs)}
             for outputs in got
         ]
-        verdict = judge_outputs(references, named, tolerance, source, f"the .keras file on Keras 3's {backend} backend")
+        verdict = judge_outputs(
+            references, named, tolerance, source, f"the .keras file on Keras 3's {backend} backend", suspects
+        )
         errors[backend] = verdict.errors
         if report.get("training") is not None:
             step = report["training"]

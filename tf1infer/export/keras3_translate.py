@@ -58,7 +58,7 @@ from typing import Any
 
 import numpy as np
 
-from tf1infer.errors import ExportError
+from tf1infer.errors import ExportError, InvalidOptionError
 from tf1infer.export.keras3_lambdas import keras3_layer
 from tf1infer.export.portable_lambdas import NotPortable, needs_carrying, portable_function, reads_tensorflow
 from tf1infer.loaders.keras_h5 import skips_first_node
@@ -276,11 +276,19 @@ def _hard_sigmoid_transform(name: str, class_name: str, config: dict) -> tuple[W
         if class_name not in _LINEAR_MAPS or transform is not None:
             raise _Refusal(
                 f"layer {name!r} ({class_name}) uses activation='hard_sigmoid', which Keras 3 defines differently "
-                "(x/6 + 0.5 instead of 0.2 x + 0.5) where no weights can absorb the difference"
+                "(x/6 + 0.5 instead of 0.2 x + 0.5) where no weights can absorb the difference; "
+                "keras2_hard_sigmoid='exact' keeps Keras 2's function"
             )
         transform = _scale_all
         change = "activation hard_sigmoid: weights scaled by 1.2 for Keras 3's hard_sigmoid (x/6 + 0.5, Keras 2's was 0.2 x + 0.5)"
     return transform, change
+
+
+# keras2_hard_sigmoid= values: "scale_weights" keeps Keras 3's own hard_sigmoid and a file of Keras 3 alone (weights
+# scaled by 1.2, rounded in float32); "exact" refers to tf1infer.keras2_activations.keras2_hard_sigmoid, Keras 2's formula
+# (Keras 3 cannot store a lambda as an RNN's activation and load it back: it writes its bytecode without the marker
+# its loader looks for).
+HARD_SIGMOID_MODES = ("scale_weights", "exact")
 
 
 def _halves(transform: WeightTransform) -> WeightTransform:
@@ -308,16 +316,24 @@ def plan_keras3_model(
     source: str,
     model: Any,
     keras3_custom_objects: Mapping[str, Any] | None = None,
+    keras2_hard_sigmoid: str = "scale_weights",
 ) -> Keras3Plan:
     """Translate a built tf_keras ``model`` into what Keras 3 builds the same model from.
+
+    ``keras2_hard_sigmoid``: how Keras 2's ``hard_sigmoid`` is kept (see :func:`_hard_sigmoid_transform`):
+    ``"scale_weights"`` or ``"exact"``.
 
     Raises:
         ExportError: a layer has no Keras 3 translation; the message names it and why.
     """
     import keras
 
+    if keras2_hard_sigmoid not in HARD_SIGMOID_MODES:
+        raise InvalidOptionError(
+            f"keras2_hard_sigmoid must be one of {list(HARD_SIGMOID_MODES)}, got {keras2_hard_sigmoid!r}"
+        )
     objects = dict(keras3_custom_objects or {})
-    state = _State(objects, _live_layers(model))
+    state = _State(objects, _live_layers(model), keras2_hard_sigmoid)
     config = {"class_name": _model_class_name(model), "config": copy.deepcopy(model.get_config())}
     try:
         translated = state.translate(config, top_level=True)
@@ -484,7 +500,10 @@ def copy_weights(source: str, plan: Keras3Plan, tf_keras_model: Any, session: An
 
 
 class _State:
-    def __init__(self, custom_objects: dict[str, Any], live_layers: dict[str, Any]):
+    def __init__(
+        self, custom_objects: dict[str, Any], live_layers: dict[str, Any], hard_sigmoid: str = "scale_weights"
+    ):
+        self.hard_sigmoid = hard_sigmoid
         self.custom_objects = dict(custom_objects)
         self.caller_objects = dict(custom_objects)
         self.live_layers = live_layers
@@ -519,7 +538,11 @@ class _State:
             class_name, config, change = _CLASS_RULES[class_name](config)
             self.note(name, change)
         config = self._arguments(name, class_name, config)
-        transform, change = _hard_sigmoid_transform(name, class_name, config)
+        if self.hard_sigmoid == "exact":
+            config = self._exact_hard_sigmoid(name, config)
+            transform, change = None, None
+        else:
+            transform, change = _hard_sigmoid_transform(name, class_name, config)
         if transform is not None:
             self.weight_transforms[name] = transform
             self.note(name, change)
@@ -722,6 +745,36 @@ class _State:
         if config.get("ragged"):
             raise _Refusal(f"input {name!r} is ragged; Keras 3 models take dense inputs")
         config.pop("ragged", None)
+        return config
+
+    def _exact_hard_sigmoid(self, name: str, config: dict) -> dict:
+        """Keras 2's hard_sigmoid as a function of its own, its weights untouched (``keras2_hard_sigmoid="exact"``)."""
+        import keras
+
+        keys = [key for key in ("activation", "recurrent_activation") if config.get(key) == "hard_sigmoid"]
+        if not keys:
+            return config
+        from tf1infer import keras2_activations
+
+        function = keras2_activations.keras2_hard_sigmoid
+        registered = keras.saving.get_registered_name(function)
+        # Keras 3 looks a stored function up by its own name in custom_objects (not by its registered name).
+        config = dict(config)
+        for key in keys:
+            # As Keras 3 serializes a registered function (a plain name would be looked up among its built-ins only).
+            config[key] = {
+                "module": function.__module__,
+                "class_name": "function",
+                "config": function.__name__,
+                "registered_name": registered,
+            }
+        self.custom_objects[function.__name__] = function
+        self.references[function.__name__] = function
+        self.note(
+            name,
+            f"{' and '.join(keys)} hard_sigmoid: Keras 2's clip(0.2 x + 0.5, 0, 1) exactly, weights untouched, by "
+            "reference to tf1infer.keras2_activations.keras2_hard_sigmoid (Keras 3 alone; custom_objects to load)",
+        )
         return config
 
     def _keras3_replacement(self, name: str) -> tuple[str, dict] | None:
@@ -949,7 +1002,8 @@ def _fit_arguments(source: str, config: dict, state: _State, keras) -> None:
             layer_config = copy.deepcopy(layer["config"])
             layer_config.pop("_tf1infer_batch_input_shape", None)
             try:
-                cls.from_config(layer_config)
+                with keras.saving.CustomObjectScope(state.custom_objects):  # Functions the config names by key.
+                    cls.from_config(layer_config)
                 break
             except Exception as exc:  # Whatever Keras 3 raises for arguments it does not take.
                 argument = _refused_argument(exc)

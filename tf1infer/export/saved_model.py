@@ -597,14 +597,63 @@ def _key(endpoint: Endpoint, name: str) -> str:
     return name if endpoint.name == "" else f"{endpoint.name}/{name}"
 
 
+# Above this deviation from float64, relative to the output's size, the float32 session is itself far from the
+# exact result on these rows: the model amplifies rounding (a long recurrence, a near-singular normalization).
+_ILL_CONDITIONED = 1e-4
+# Below this, relative to the output's size, a deviation is rounding (a reordered sum), not another computation.
+_ROUNDING = 1e-3
+
+
+def likely_cause(
+    figures: Mapping[str, Any], scale: float, float64: bool, suspects: list[str], tolerance: Tolerance
+) -> str:
+    """In words, why an output fell outside the tolerance, and the option that gets past it.
+
+    Args:
+        figures: :meth:`Tolerance.judge`'s figures for the output.
+        scale: the output's largest magnitude (of the float64 reference where it ran).
+        float64: whether the float64 reference ran.
+        suspects: the export's changes that compute differently from the original, each as the report names it
+            (a translated activation, a supplied Keras 3 class, a Lambda function), most likely first.
+        tolerance: the tolerance that was applied.
+    """
+    session_error = figures.get("float32_session_error")
+    relative = float(figures.get("max_abs_error") or 0.0) / scale if scale > 0 else float("inf")
+    if float64 and session_error is not None and scale > 0 and session_error / scale > _ILL_CONDITIONED:
+        return (
+            "likely cause: the model is ill-conditioned on these rows (the original float32 session is itself "
+            f"{session_error:.2g} from float64), so any other order of float32 arithmetic moves the output; check the "
+            "export on your own data (sample_inputs=...), then pass atol=/rtol= for a fixed tolerance"
+        )
+    if relative <= _ROUNDING and not tolerance.fixed:
+        return (
+            "likely cause: float32 rounding beyond this model's own (a reordered sum); check the export on your own "
+            "data (sample_inputs=...), then pass atol=/rtol= for a fixed tolerance"
+        )
+    if suspects:
+        return (
+            f"likely cause: a part that computes differently from the original: {suspects[0]}"
+            + (f" (also: {'; '.join(suspects[1:])})" if len(suspects) > 1 else "")
+            + "; replace it (keras3_custom_objects= for a custom layer's class, lambdas= for a Lambda's function)"
+        )
+    return "likely cause: the translation computes something else here; please report it with the file"
+
+
 def judge_outputs(
-    references: References, got: list[dict[str, np.ndarray]], tolerance: Tolerance, source: str, what: str
+    references: References,
+    got: list[dict[str, np.ndarray]],
+    tolerance: Tolerance,
+    source: str,
+    what: str,
+    suspects: list[str] | None = None,
 ) -> Verdict:
     """Hold ``got`` (per batch, outputs by key) to ``tolerance`` against ``references``.
 
+    ``suspects``: the export's parts that compute differently from the original (see :func:`likely_cause`).
+
     Raises:
         ExportVerificationError: an output is missing, of another shape or dtype, or outside the tolerance;
-            the message gives both deviations and the likely cause.
+            the message gives both deviations, the likely cause and the option that gets past it.
     """
     errors: dict[str, dict[str, Any]] = {}
     for key in references.session[0]:
@@ -633,9 +682,11 @@ def judge_outputs(
         ok = figures.pop("ok")
         errors[key] = figures
         if not ok:
+            scale = float(np.abs(np.concatenate(float64_parts or session_parts)).max(initial=0.0))
+            cause = likely_cause(figures, scale, references.float64 is not None, list(suspects or []), tolerance)
             raise ExportVerificationError(
                 f"{source}: output {key!r} of {what} differs from the original: {deviation_text('', figures).lstrip(': ')}; "
-                f"tolerance: {tolerance.describe(references.float64 is not None)}; nothing was written"
+                f"tolerance: {tolerance.describe(references.float64 is not None)}; nothing was written; {cause}"
             )
     rows = sum(len(batch[0]) for batch in next(iter(references.batches.values())) if batch)
     return Verdict(errors, rows, references.float64_unavailable)
@@ -817,4 +868,4 @@ def _tensor_info(tensor: tf.Tensor) -> dict[str, Any]:
     return {"shape": None if shape.rank is None else shape.as_list(), "dtype": tensor.dtype.name}
 
 
-__all__ = ["ExportReport", "export_saved_model"]
+__all__ = ["ExportReport", "export_saved_model", "likely_cause"]

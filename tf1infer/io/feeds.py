@@ -43,8 +43,9 @@ class TensorSpec:
     Attributes:
         name: the graph tensor name, e.g. ``"input_1:0"``.
         shape: one entry per axis, ``None`` where the size is not fixed (the
-            batch axis always); ``None`` for the whole shape when even the
-            rank is unknown.
+            batch axis, unless the graph fixes it: the Predictor then runs any
+            number of rows in runs of that size); ``None`` for the whole shape
+            when even the rank is unknown.
         dtype: the numpy dtype (``object`` for TensorFlow strings).
         index_limit: for an input that indexes a table (an ``Embedding``, an
             ``embedding_lookup``, ``one_hot``), directly or through a cast: the

@@ -182,10 +182,12 @@ def load_keras_h5(
                 info.name for info in lambda_layers if info.name not in (lambdas or {}) and info.recovered is None
             ]
             model = _build_model(path, config, custom_objects, attrs, bytecode_lambdas)
+            flipped: list[str] = []
             if from_keras1:
                 keras1.load_weights(path, model, attrs.get("backend"))
             else:
                 _load_weights(path, model)
+                flipped = _flip_theano_kernels(model, attrs.get("backend"))
             inputs = list(model.inputs)
             output_names = list(model.output_names)
             if outputs is None:
@@ -207,6 +209,8 @@ def load_keras_h5(
                 metadata["recovered_lambdas"] = [f"{info.name}: {info.recovery_text()}" for info in recovered]
             if cudnn_layers:
                 metadata["cudnn_layers_run_as"] = cudnn_layers
+            if not from_keras1 and flipped:
+                metadata["theano_kernels_flipped"] = flipped
             if outputs is not None:
                 metadata["chosen_outputs"] = output_names
             input_names = list(model.input_names)
@@ -626,6 +630,37 @@ def _build_failure_message(path, config, custom_objects, attrs, exc) -> str:
     if exc is None:
         return f"{path}: the architecture's top level, {config.get('class_name')!r}, is not a model{written_by}"
     return f"{path}: cannot build the architecture{written_by}: {type(exc).__name__}: {exc}{hint}"
+
+
+# Layers whose kernels Keras 2 itself converted when a file written by its Theano backend was loaded on TensorFlow
+# (keras/engine/saving.py, preprocess_weights_for_loading: conv_utils.convert_kernel); tf_keras dropped that step.
+_THEANO_CONVOLUTIONS = {"Conv1D": 1, "Conv2D": 1, "Conv3D": 1, "Conv2DTranspose": 1, "ConvLSTM2D": 2}
+
+
+def _flip_theano_kernels(model, backend: Any) -> list[str]:
+    """Flip the spatial axes of the convolution kernels of a Keras 2 file written by the Theano backend.
+
+    Theano's conv2d is a true convolution (the kernel flipped), TensorFlow's a
+    correlation: the same stored kernel computes something else on TensorFlow
+    unless it is flipped, which Keras 2 did on load and tf_keras no longer does.
+    Returns the layers changed. (Keras 1 files: :mod:`keras1` does the same.)
+    """
+    if str(backend or "") != "theano":
+        return []
+    changed, assignments = [], []
+    for layer in _all_layers(model):
+        inner = getattr(layer, "layer", None)
+        for candidate in (layer, inner) if inner is not None else (layer,):
+            count = _THEANO_CONVOLUTIONS.get(type(candidate).__name__, 0)
+            for weight in candidate.weights[:count]:
+                value = tf_keras.backend.get_value(weight)
+                spatial = tuple(slice(None, None, -1) for _ in range(value.ndim - 2))
+                assignments.append((weight, np.ascontiguousarray(value[spatial])))
+            if count:
+                changed.append(candidate.name)
+    if assignments:
+        tf_keras.backend.batch_set_value(assignments)
+    return changed
 
 
 def _load_weights(path: str, model) -> None:

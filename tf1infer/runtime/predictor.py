@@ -83,6 +83,9 @@ class BasePredictor:
         self._keras_model = loaded.keras_model
         self._source = self.metadata.get("path") or "model"
         self._feeds = FeedConverter(self._inputs, self._input_names, self.metadata.get(ENDPOINTS_UNKNOWN))
+        # A graph built with a fixed batch size (Keras's batch_input_shape=(25, ...), a stateful RNN's): runs of
+        # other sizes are split into runs of exactly that size, the last one padded.
+        self._fixed_batch = _fixed_batch_size(loaded.inputs)
         self._single_output = len(self._outputs) == 1
         if finalize and not self._graph.finalized:
             self._graph.finalize()
@@ -598,7 +601,25 @@ class BasePredictor:
     def _run(self, feeds: list[np.ndarray]) -> list[np.ndarray]:
         if feeds[0].ndim and feeds[0].shape[0] == 0:
             return self._empty_outputs(feeds)
+        if self._fixed_batch is not None and feeds[0].ndim and feeds[0].shape[0] != self._fixed_batch:
+            return self._run_fixed_batches(feeds, self._fixed_batch)
         return self._run_with(self._callable, feeds)
+
+    def _run_fixed_batches(self, feeds: list[np.ndarray], size: int) -> list[np.ndarray]:
+        """Run a graph whose batch size is fixed at ``size`` on any number of rows.
+
+        Rows go in runs of ``size``; the last run is filled up with copies of its last row (real values, so no
+        kernel sees made-up data) and only its own rows are kept.
+        """
+        rows = feeds[0].shape[0]
+        parts: list[list[np.ndarray]] = []
+        for start in range(0, rows, size):
+            chunk = [feed[start : start + size] for feed in feeds]
+            taken = chunk[0].shape[0]
+            if taken < size:
+                chunk = [np.concatenate([part, np.repeat(part[-1:], size - taken, axis=0)]) for part in chunk]
+            parts.append([out[:taken] for out in self._run_with(self._callable, chunk)])
+        return [np.concatenate(column) for column in zip(*parts)]
 
     def _run_with(
         self, runner: Callable[..., list[np.ndarray]], feeds: list[np.ndarray], what: str | None = None
@@ -724,6 +745,20 @@ def _unfed_placeholder_hint(exc: BaseException) -> str:
 
 
 _UNFED_PLACEHOLDER = re.compile(r"must feed a value for placeholder tensor '([^']+)'")
+
+
+def _fixed_batch_size(inputs: Sequence[Any]) -> int | None:
+    """The batch size every input's graph tensor fixes, or None where the batch axis is free (the usual case)."""
+    sizes = set()
+    for tensor in inputs:
+        shape = getattr(tensor, "shape", None)
+        if shape is None or shape.rank is None or shape.rank == 0:
+            return None
+        sizes.add(shape[0])
+    if len(sizes) != 1 or None in sizes:
+        return None
+    (size,) = sizes
+    return int(size) if size else None
 
 
 def _closed(*_: Any) -> Any:
