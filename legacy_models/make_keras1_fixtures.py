@@ -113,6 +113,25 @@ def layer(class_name, name, inbound=None, **config):
     return entry
 
 
+def dense_keras1(name, output_dim, activation="linear", **extra):
+    """A Keras 1.2.2 Dense layer's config, every argument as Keras 1 wrote it."""
+    return layer(
+        "Dense",
+        name,
+        output_dim=output_dim,
+        init="glorot_uniform",
+        activation=activation,
+        W_regularizer=None,
+        b_regularizer=None,
+        activity_regularizer=None,
+        W_constraint=None,
+        b_constraint=None,
+        bias=True,
+        input_dim=None,
+        **extra,
+    )
+
+
 def regularizer(l2):
     return {"name": "WeightRegularizer", "l1": 0.0, "l2": l2}
 
@@ -427,20 +446,7 @@ def rnn_sequential(rng):
         ),
         layer("LSTM", "lstm_1", output_dim=lstm_units, return_sequences=True, forget_bias_init="one", **recurrent),
         layer("GRU", "gru_1", output_dim=gru_units, return_sequences=False, **recurrent),
-        layer(
-            "Dense",
-            "dense_1",
-            output_dim=3,
-            init="glorot_uniform",
-            activation="softmax",
-            W_regularizer=None,
-            b_regularizer=None,
-            activity_regularizer=None,
-            W_constraint=None,
-            b_constraint=None,
-            bias=True,
-            input_dim=None,
-        ),
+        dense_keras1("dense_1", 3, activation="softmax"),
     ]
     config = {"class_name": "Sequential", "config": layers}
     lstm_names = [f"lstm_1_{kind}_{gate}:0" for gate in "icfo" for kind in "WUb"]
@@ -484,20 +490,7 @@ def conv_theano(rng):
             input_dtype="float32",
         ),
         layer("Flatten", "flatten_1"),
-        layer(
-            "Dense",
-            "dense_1",
-            output_dim=3,
-            init="glorot_uniform",
-            activation="linear",
-            W_regularizer=None,
-            b_regularizer=None,
-            activity_regularizer=None,
-            W_constraint=None,
-            b_constraint=None,
-            bias=True,
-            input_dim=None,
-        ),
+        dense_keras1("dense_1", 3),
     ]
     config = {"class_name": "Sequential", "config": layers}
     weights = [
@@ -526,20 +519,7 @@ def lambda_py35(rng):
         lambda_layer("normalize", LAMBDAS_35["normalize"], batch_input_shape=[None, 4, 5, 2], input_dtype="float32"),
         lambda_layer("upsample", LAMBDAS_35["upsample"]),
         layer("Flatten", "flatten_1"),
-        layer(
-            "Dense",
-            "dense_1",
-            output_dim=6,
-            init="glorot_uniform",
-            activation="linear",
-            W_regularizer=None,
-            b_regularizer=None,
-            activity_regularizer=None,
-            W_constraint=None,
-            b_constraint=None,
-            bias=True,
-            input_dim=None,
-        ),
+        dense_keras1("dense_1", 6),
         lambda_layer("l2", LAMBDAS_35["l2"]),
     ]
     config = {"class_name": "Sequential", "config": layers}

@@ -132,3 +132,26 @@ def test_weights_that_do_not_fit_the_converted_layers_name_both(tmp_path):
         match=r"weights stored for layer 'dense_1' have shapes \[\(5, 3\), \(3,\)\], layer 'dense_1' \(Dense\) expects \[\(32, 3\), \(3,\)\]",
     ):
         tf1infer.load(target)
+
+
+def test_keras2_theano_file_kernels_are_flipped_inside_wrappers_too(tmp_path):
+    """A Keras 2 file written by the Theano backend (root attribute backend='theano'): its Conv2D kernels are
+    flipped on load as Keras 2 did, inside TimeDistributed too, and a plain file's are not."""
+    import tf_keras
+
+    inputs = tf_keras.Input((2, 5, 5, 3))
+    x = tf_keras.layers.TimeDistributed(tf_keras.layers.Conv2D(4, (3, 2), name="conv"), name="frames")(inputs)
+    model = tf_keras.Model(inputs, tf_keras.layers.Conv3D(2, (1, 2, 2), name="volume")(x))
+    path = tmp_path / "theano.h5"
+    model.save(str(path))
+    with h5py.File(path, "r+") as handle:
+        handle.attrs["backend"] = "theano"
+    kernel, bias = model.get_layer("frames").layer.get_weights()
+    volume_kernel, volume_bias = model.get_layer("volume").get_weights()
+    x = np.random.default_rng(4).normal(size=(3, 2, 5, 5, 3)).astype("float32")
+    model.get_layer("frames").layer.set_weights([kernel[::-1, ::-1], bias])  # Theano convolves: Keras 2 flipped.
+    model.get_layer("volume").set_weights([volume_kernel[::-1, ::-1, ::-1], volume_bias])
+    want = model.predict(x, verbose=0)
+    with tf1infer.load(path) as predictor:
+        assert predictor.metadata["theano_kernels_flipped"] == ["conv", "volume"]
+        np.testing.assert_allclose(predictor.predict(x), want, rtol=1e-5, atol=1e-5)

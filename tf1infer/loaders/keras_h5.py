@@ -647,17 +647,21 @@ def _flip_theano_kernels(model, backend: Any) -> list[str]:
     """
     if str(backend or "") != "theano":
         return []
-    changed, assignments = [], []
+    changed: list[str] = []
+    kernels: dict[int, Any] = {}  # By identity: a variable two wrappers share is flipped once.
     for layer in _all_layers(model):
-        inner = getattr(layer, "layer", None)
-        for candidate in (layer, inner) if inner is not None else (layer,):
-            count = _THEANO_CONVOLUTIONS.get(type(candidate).__name__, 0)
-            for weight in candidate.weights[:count]:
-                value = tf_keras.backend.get_value(weight)
-                spatial = tuple(slice(None, None, -1) for _ in range(value.ndim - 2))
-                assignments.append((weight, np.ascontiguousarray(value[spatial])))
-            if count:
+        # Wrappers: TimeDistributed's layer, Bidirectional's two copies (its own .layer holds no weights).
+        wrapped = [getattr(layer, key, None) for key in ("layer", "forward_layer", "backward_layer")]
+        for candidate in [layer, *(inner for inner in wrapped if inner is not None)]:
+            weights = candidate.weights[: _THEANO_CONVOLUTIONS.get(type(candidate).__name__, 0)]
+            kernels.update((id(weight), weight) for weight in weights)
+            if weights and candidate.name not in changed:
                 changed.append(candidate.name)
+    assignments = []
+    for weight in kernels.values():
+        value = tf_keras.backend.get_value(weight)
+        spatial = tuple(slice(None, None, -1) for _ in range(value.ndim - 2))
+        assignments.append((weight, np.ascontiguousarray(value[spatial])))
     if assignments:
         tf_keras.backend.batch_set_value(assignments)
     return changed
