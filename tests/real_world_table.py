@@ -12,14 +12,12 @@ import os
 import sys
 import tempfile
 
-import h5py
 import numpy as np
 
 sys.path[:0] = [os.path.dirname(os.path.abspath(__file__))]
 import test_real_world_keras as corpus  # noqa: E402 - the tests' own references and rows.
 
 import tf1infer  # noqa: E402
-from tf1infer.verification.reference import frozen_float64_runner  # noqa: E402
 
 
 def figures(name: str) -> dict:
@@ -27,21 +25,7 @@ def figures(name: str) -> dict:
     path = corpus.REAL_WORLD / entry["path"]
     row: dict = {"name": name, "entry": entry, "reference": corpus._reference_kind(entry)}
     with tf1infer.load(path) as predictor:
-        if "reference" in entry:
-            with h5py.File(corpus.REAL_WORLD / entry["reference"]["path"], "r") as handle:
-                batch = [handle["inputs"][key][()] for key in handle["inputs"]]
-                reference = [handle["predictions"][key][()] for key in handle["predictions"]]
-        else:
-            batch = corpus._rows(predictor)
-            reference = corpus._reference(entry, path, batch)
-        graph = predictor.graph
-        inputs = [graph.get_tensor_by_name(spec.name) for spec in predictor.inputs]
-        outputs = [graph.get_tensor_by_name(spec.name) for spec in predictor.outputs]
-        run = frozen_float64_runner(graph, predictor.session, inputs, outputs, name)
-        exact = run(*batch)
-        run.close()
-        session = predictor.predict(batch if len(batch) > 1 else batch[0])
-        session = session if isinstance(session, list) else [session]
+        _, reference, session, exact = corpus.run_against_reference(name, predictor)
     row["session"] = max(float(np.abs(s - x).max()) for s, x in zip(session, exact))
     row["scale"] = max(float(np.abs(x).max()) for x in exact)
     if reference is not None:

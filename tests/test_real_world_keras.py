@@ -110,30 +110,38 @@ def _reference(entry: dict, path, batch: list[np.ndarray]) -> list[np.ndarray] |
     return None
 
 
+def run_against_reference(name: str, predictor) -> tuple[list, list | None, list, list]:
+    """The rows a file is checked on, its independent reference's outputs (None where it has none), and the loaded
+    model's outputs in float32 (the session) and in float64 (its frozen graph's twin). tests/real_world_table.py
+    prints these."""
+    entry = ENTRIES[name]
+    path = REAL_WORLD / entry["path"]
+    if "reference" in entry:
+        with h5py.File(REAL_WORLD / entry["reference"]["path"], "r") as handle:
+            batch = [handle["inputs"][key][()] for key in handle["inputs"]]
+            reference: list[np.ndarray] | None = [handle["predictions"][key][()] for key in handle["predictions"]]
+    else:
+        batch = _rows(predictor)
+        reference = _reference(entry, path, batch)
+    graph = predictor.graph
+    inputs = [graph.get_tensor_by_name(spec.name) for spec in predictor.inputs]
+    outputs = [graph.get_tensor_by_name(spec.name) for spec in predictor.outputs]
+    run = frozen_float64_runner(graph, predictor.session, inputs, outputs, name)
+    exact = run(*batch)
+    run.close()
+    session = predictor.predict(batch if len(batch) > 1 else batch[0])
+    return batch, reference, session if isinstance(session, list) else [session], exact
+
+
 @pytest.mark.parametrize("name", sorted(ENTRIES))
 def test_real_world_file_matches_its_reference_and_exports_verified(name, tmp_path):
     entry = ENTRIES[name]
     path = REAL_WORLD / entry["path"]
     with tf1infer.load(path) as predictor:
-        if "reference" in entry:
-            with h5py.File(REAL_WORLD / entry["reference"]["path"], "r") as handle:
-                batch = [handle["inputs"][key][()] for key in handle["inputs"]]
-                reference: list[np.ndarray] | None = [handle["predictions"][key][()] for key in handle["predictions"]]
-        else:
-            batch = _rows(predictor)
-            reference = _reference(entry, path, batch)
-        if reference is not None:
-            graph = predictor.graph
-            inputs = [graph.get_tensor_by_name(spec.name) for spec in predictor.inputs]
-            outputs = [graph.get_tensor_by_name(spec.name) for spec in predictor.outputs]
-            run = frozen_float64_runner(graph, predictor.session, inputs, outputs, name)
-            exact = run(*batch)
-            run.close()
-            session = predictor.predict(batch if len(batch) > 1 else batch[0])
-            session = session if isinstance(session, list) else [session]
-            for want, have, float64 in zip(reference, session, exact):
-                verdict = Tolerance().judge(np.asarray(want, np.float32), have, float64)
-                assert verdict["ok"], (name, _reference_kind(entry), verdict)
+        _, reference, session, exact = run_against_reference(name, predictor)
+    for want, have, float64 in zip(reference or [], session, exact):
+        verdict = Tolerance().judge(np.asarray(want, np.float32), have, float64)
+        assert verdict["ok"], (name, _reference_kind(entry), verdict)
     saved = tf1infer.export_saved_model(path, tmp_path / "saved")
     assert_held_to_float64(saved.errors, saved)
     if KERAS3_MISSING:
