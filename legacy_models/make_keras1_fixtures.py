@@ -113,6 +113,12 @@ def layer(class_name, name, inbound=None, **config):
     return entry
 
 
+# Keras 1 wrote every regularizer and constraint argument, None where unused.
+NO_REGULARIZERS = dict(
+    W_regularizer=None, b_regularizer=None, activity_regularizer=None, W_constraint=None, b_constraint=None
+)
+
+
 def dense_keras1(name, output_dim, activation="linear", **extra):
     """A Keras 1.2.2 Dense layer's config, every argument as Keras 1 wrote it."""
     return layer(
@@ -121,11 +127,7 @@ def dense_keras1(name, output_dim, activation="linear", **extra):
         output_dim=output_dim,
         init="glorot_uniform",
         activation=activation,
-        W_regularizer=None,
-        b_regularizer=None,
-        activity_regularizer=None,
-        W_constraint=None,
-        b_constraint=None,
+        **NO_REGULARIZERS,
         bias=True,
         input_dim=None,
         **extra,
@@ -290,11 +292,7 @@ def conv_merge(rng):
             output_dim=5,
             init="glorot_uniform",
             activation="tanh",
-            W_regularizer=None,
-            b_regularizer=None,
-            activity_regularizer=None,
-            W_constraint=None,
-            b_constraint=None,
+            **NO_REGULARIZERS,
             bias=True,
             input_dim=None,
         ),
@@ -307,11 +305,7 @@ def conv_merge(rng):
             output_dim=4,
             init="glorot_uniform",
             activation="relu",
-            W_regularizer=None,
-            b_regularizer=None,
-            activity_regularizer=None,
-            W_constraint=None,
-            b_constraint=None,
+            **NO_REGULARIZERS,
             bias=True,
             input_dim=None,
         ),
@@ -338,11 +332,7 @@ def conv_merge(rng):
             output_dim=2,
             init="glorot_uniform",
             activation="softmax",
-            W_regularizer=None,
-            b_regularizer=None,
-            activity_regularizer=None,
-            W_constraint=None,
-            b_constraint=None,
+            **NO_REGULARIZERS,
             bias=True,
             input_dim=None,
         ),
@@ -480,11 +470,7 @@ def conv_theano(rng):
             border_mode="valid",
             subsample=[1, 1],
             dim_ordering="th",
-            W_regularizer=None,
-            b_regularizer=None,
-            activity_regularizer=None,
-            W_constraint=None,
-            b_constraint=None,
+            **NO_REGULARIZERS,
             bias=True,
             batch_input_shape=[None, 1, 6, 6],
             input_dtype="float32",

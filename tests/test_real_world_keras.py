@@ -15,7 +15,7 @@ The comparison's tolerance is the model's own float32 error (tf1infer.verificati
 the float32 session's deviation from the float64 twin of the graph). Each file is then exported to a TF2 SavedModel
 and to Keras 3 (TensorFlow and, where its ops allow, JAX), each verified in a fresh process.
 
-These 26 exports take about four minutes on two cores, so they run in their own target, `make test-real-world`
+These 26 exports take about three minutes on two cores, so they run in their own target, `make test-real-world`
 (CI runs it once), not in `make test`.
 """
 

@@ -28,7 +28,6 @@ import base64
 import binascii
 import dataclasses
 import struct
-from collections.abc import Iterator
 from typing import Any
 
 # A Lambda's code object is small; anything beyond these is damage or hostility, not a Keras function.
@@ -266,14 +265,6 @@ def instructions(code: StoredCode, family: str) -> list[Instruction]:
     return decoded
 
 
-def iter_codes(code: StoredCode) -> Iterator[StoredCode]:
-    """``code`` and every code object among its constants (comprehensions, nested functions)."""
-    yield code
-    for const in code.consts:
-        if isinstance(const, StoredCode):
-            yield from iter_codes(const)
-
-
 class _Reader:
     """CPython's marshal format (``Python/marshal.c``), versions 2 to 4, for values a code object holds."""
 
@@ -491,6 +482,5 @@ __all__ = [
     "candidate_families",
     "code_bytes",
     "instructions",
-    "iter_codes",
     "read_code",
 ]
