@@ -83,9 +83,11 @@ test-flipped: venv
 	  $(QUIET_TF) TF_ENABLE_ONEDNN_OPTS=$$flipped $(BIN)/python $(PYTEST)
 
 # The real-world Keras corpus (legacy_models/real_world/: files written by Keras 1.2-2.2 in other projects): each
-# checked against its reference and exported to SavedModel and Keras 3, verified. About three minutes on two cores.
+# checked against its reference and exported to SavedModel and Keras 3, verified; and the exports of the shared
+# corpus's Lambda files (tests/test_verification.py). About four minutes on two cores.
 test-real-world: venv
-	$(QUIET_TF) $(BIN)/python -m pytest tests/test_real_world_keras.py -p no:cacheprovider -ra -m real_world \
+	$(QUIET_TF) $(BIN)/python -m pytest tests/test_real_world_keras.py tests/test_verification.py -p no:cacheprovider \
+	  -ra -m real_world \
 	  $(if $(filter-out 1,$(TEST_WORKERS)),-n $(TEST_WORKERS)) $(PYTEST_ARGS)
 
 # Both kernel families, as CI runs them.

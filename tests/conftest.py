@@ -262,20 +262,23 @@ def cudnn_reference(name: str, x: np.ndarray) -> np.ndarray:
 
 # The files that take longest, first. make test spreads the suite over workers file by file (pytest-xdist's
 # loadfile); started first, the long files run beside the many short ones instead of after them.
-# Measured with --junitxml on a 2-core AVX2 machine (seconds of test time per file, this order): test_verification
-# 178, test_spark 172, test_export_keras 157, test_export 86, test_bench 82, test_readme 69, test_backends 66,
-# test_fuzz 58, test_cli 48.
+# Measured with --durations=0 on a 2-core AVX2 machine (seconds of test time per file, this order): test_export_keras
+# 127, test_spark 118, test_bench 71, test_export 63, test_verification 62, test_readme 58, test_backends 52,
+# test_fuzz 49, test_serving 44, test_cli 40, test_lambda_recovery 32, test_int8 32, test_keras_h5_outputs 28.
 _SLOWEST_FILES = [
-    "test_verification.py",
-    "test_spark.py",
     "test_export_keras.py",
-    "test_export.py",
+    "test_spark.py",
     "test_bench.py",
+    "test_export.py",
+    "test_verification.py",
     "test_readme.py",
-    "test_serving.py",
     "test_backends.py",
     "test_fuzz.py",
+    "test_serving.py",
     "test_cli.py",
+    "test_lambda_recovery.py",
+    "test_int8.py",
+    "test_keras_h5_outputs.py",
 ]
 
 
@@ -286,5 +289,7 @@ def pytest_collection_modifyitems(session, config, items):
 
 def pytest_configure(config):
     config.addinivalue_line(
-        "markers", "real_world: the real-world Keras corpus's exports (make test-real-world; make test leaves them out)"
+        "markers",
+        "real_world: exports of real files others wrote, legacy_models/real_world/ and the shared corpus's Lambda"
+        " files (make test-real-world; make test leaves them out)",
     )

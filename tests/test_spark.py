@@ -95,18 +95,20 @@ def test_a_saved_model_directory_is_shipped_and_scalar_columns_score(spark):
 
 
 @pytest.mark.skipif(not MINI_XCEPTION.is_file(), reason=CORPUS_ABSENT)
-def test_corpus_mini_xception_10000_rows_equal_predict_with_one_load_per_worker(spark):
+def test_corpus_mini_xception_4000_rows_equal_predict_with_one_load_per_worker(spark):
+    # 4,000 rows in eight partitions of 500: enough for many batches per task and two workers; the throughput at
+    # 10,000 rows is the benchmark's (README), not a test's.
     path = str(MINI_XCEPTION)
     with tf1infer.load(path) as predictor:
-        (faces,) = random_inputs(predictor.inputs, 10_000, seed=21)
+        (faces,) = random_inputs(predictor.inputs, 4_000, seed=21)
     flat = faces.reshape(len(faces), -1)
     frame = _frame(spark, {"id": np.arange(len(faces)), "face": list(flat)}, partitions=8).cache()
-    assert frame.count() == 10_000
+    assert frame.count() == 4_000
     udf = predict_udf(path, batch_size=64)
     got = frame.select("id", udf("face").alias("gender")).toPandas().sort_values("id")
     have = np.stack(got["gender"].to_numpy())
     want = _reference(path, [faces])[0]
-    assert have.shape == want.shape == (10_000, 2)
+    assert have.shape == want.shape == (4_000, 2)
     np.testing.assert_allclose(have, want, rtol=0, atol=1e-5)
     # Eight tasks, two Python workers: at most one load each.
     assert 1 <= udf.model_loads.value <= 2

@@ -306,6 +306,9 @@ def test_a_keras3_layer_can_replace_a_lambda(tmp_path):
         )
 
 
+# With the real-world corpus (make test-real-world): about a minute of exports; make test keeps loading these files
+# against their training functions (tests/test_lambda_recovery.py).
+@pytest.mark.real_world
 @pytest.mark.parametrize("entry", corpus_entries("keras-h5-lambda"))
 def test_corpus_lambda_files_load_by_themselves_and_export_verified(entry, tmp_path):
     """The real Lambda files (Keras 1.2 to tf.keras 2.8, bytecode of Python 2.7 to 3.10) with no lambdas=: each
