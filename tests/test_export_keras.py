@@ -599,3 +599,46 @@ def test_wrapped_layers_lose_the_input_shape_marker_and_spatial_dropout_its_trai
     import keras
 
     np.testing.assert_allclose(keras.saving.load_model(report.path).predict(x, verbose=0), want, rtol=0, atol=1e-5)
+
+
+def test_transposed_convolutions_export_equal_to_tf_keras(tmp_path):
+    """A decoder of Conv1D/2D/3DTranspose layers (strides 2, 'same' and 'valid', output_padding, a bias and none),
+    as segmentation and autoencoder models of Keras 2.0-2.3 hold them, through the Keras 3 file on TensorFlow and
+    JAX, equal to tf_keras eager predict on image-range rows with an all-zero and an all-255 image."""
+    import tf_keras
+    from tf_keras import layers
+
+    image = layers.Input((5, 6, 3), name="image")
+    x = layers.Conv2DTranspose(4, 3, strides=2, padding="same", activation="relu", name="up_same")(image)
+    x = layers.Conv2DTranspose(3, 2, strides=2, padding="valid", output_padding=1, use_bias=False, name="up_pad")(x)
+    two_d = layers.GlobalAveragePooling2D(name="pool2d")(x)
+    signal = layers.Input((7, 2), name="signal")
+    one_d = layers.GlobalMaxPooling1D(name="pool1d")(layers.Conv1DTranspose(3, 3, strides=2, name="up1d")(signal))
+    volume = layers.Input((2, 3, 3, 1), name="volume")
+    three_d = layers.Flatten(name="flat3d")(layers.Conv3DTranspose(2, 2, strides=(1, 2, 2), name="up3d")(volume))
+    out = layers.Dense(2, name="out")(layers.Concatenate(name="join")([two_d, one_d, three_d]))
+    model = tf_keras.Model([image, signal, volume], out)
+    rng = np.random.default_rng(3)
+    for weight in model.weights:  # Trained-looking weights, not the initializer's zeros for the biases.
+        weight.assign(rng.normal(scale=0.3, size=weight.shape).astype("float32"))
+    path = tmp_path / "decoder.h5"
+    model.save(path)
+    images = rng.uniform(0, 255, (5, 5, 6, 3)).astype("float32")
+    images[0], images[1] = 0.0, 255.0
+    inputs = [
+        images / np.float32(255.0),
+        rng.normal(size=(5, 7, 2)).astype("float32"),
+        rng.uniform(-1, 1, (5, 2, 3, 3, 1)).astype("float32"),
+    ]
+    want = model.predict(inputs, verbose=0)  # tf_keras eager, before tf1infer builds graphs in this process.
+    report = tf1infer.export_keras(path, tmp_path / "decoder.keras", sample_inputs=inputs, training_step=False)
+    assert set(report.backends) == set(available_backends())
+    for backend in report.backends:
+        assert_held_to_float64(report.backends[backend], report)
+    assert report.translations["up_same"] == [
+        "dropped groups=1 (tf_keras's default; Keras 3's Conv2DTranspose takes no groups)"
+    ]
+    import keras
+
+    got = keras.saving.load_model(report.path).predict(inputs, verbose=0)
+    np.testing.assert_allclose(got, want, rtol=0, atol=1e-5 * max(1.0, float(np.abs(want).max())))
