@@ -403,7 +403,7 @@ def keras3_export_summary(predictor: Predictor, keras3_custom_objects: Mapping[s
 
 
 def _keras3_model(
-    predictor: Predictor, source: str, keras3_custom_objects, load_options, keras2_hard_sigmoid: str = "scale_weights"
+    predictor: Predictor, source: str, keras3_custom_objects, load_options, keras2_hard_sigmoid: str
 ) -> tuple[Any, dict, dict]:
     """The Keras 3 model to save, what was translated per layer, and how the file must be loaded."""
     if predictor.closed:

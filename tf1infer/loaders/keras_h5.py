@@ -209,7 +209,7 @@ def load_keras_h5(
                 metadata["recovered_lambdas"] = [f"{info.name}: {info.recovery_text()}" for info in recovered]
             if cudnn_layers:
                 metadata["cudnn_layers_run_as"] = cudnn_layers
-            if not from_keras1 and flipped:
+            if flipped:  # Keras 2 Theano files only (keras1 flips Keras 1's itself).
                 metadata["theano_kernels_flipped"] = flipped
             if outputs is not None:
                 metadata["chosen_outputs"] = output_names
